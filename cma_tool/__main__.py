@@ -1,0 +1,3 @@
+from cma_tool.cli import main
+
+raise SystemExit(main())

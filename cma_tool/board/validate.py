@@ -1,0 +1,182 @@
+"""Static checks of a board: everything that can be said before placing regions.
+
+Each check states the kernel rule it enforces, so a message can tell the user
+what the kernel would do (often: silently something else) and how to fix it.
+Placement and fit checks need the allocator model and live in plan.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from cma_tool.board.types import Bank, Board, Region
+from cma_tool.errors import DiagnosticSink
+from cma_tool.sizes import format_size
+
+
+def _at(sink: DiagnosticSink, item: object, message: str, hint: str = "", *, warning: bool = False) -> None:
+    where = getattr(item, "where")
+    add = sink.warning if warning else sink.error
+    add(message, file=where.file, line=where.line, col=where.col, hint=hint)
+
+
+def bank_of(banks: tuple[Bank, ...], base: int, size: int) -> Bank | None:
+    """The bank holding [base, base+size) whole, or None."""
+    for bank in banks:
+        if bank.contains(base, size):
+            return bank
+    return None
+
+
+def _range_problem(banks: tuple[Bank, ...], base: int, size: int) -> str | None:
+    if bank_of(banks, base, size):
+        return None
+    touching = [b for b in banks if base < b.end and b.base < base + size]
+    if not touching:
+        return "lies outside every memory bank"
+    return f"crosses the end of the bank at {touching[0].base:#010x} (ends {touching[0].end:#010x})"
+
+
+def region_bank(board: Board, region: Region) -> Bank | None:
+    """The bank a region must land in, when that is known before placement."""
+    if region.reg is not None:
+        return bank_of(board.banks, *region.reg)
+    banks = {bank_of(board.banks, *r) for r in region.alloc_ranges}
+    if len(banks) == 1:
+        return banks.pop()
+    return None
+
+
+def check_board(board: Board, sink: DiagnosticSink) -> None:
+    profile = board.kernel.profile
+    unit = profile.cma_min_bytes
+    unit_text = format_size(unit)
+    why_unit = (f"the {profile.name} profile (max-order {profile.max_order}) has {unit_text} pageblocks; "
+                "CMA areas are whole pageblocks")
+    addr_limit = (1 << 40) if profile.lpae or profile.arch == "dma-direct" else (1 << 32)
+
+    # Banks.
+    if not board.banks:
+        return
+    for bank in board.banks:
+        if bank.base % profile.page_size or bank.size % profile.page_size:
+            _at(sink, bank, f"bank at {bank.base:#x} is not page aligned ({profile.page_size} bytes)")
+        if bank.end > addr_limit:
+            _at(sink, bank, f"bank at {bank.base:#x} ends above {format_size(addr_limit)}, which this kernel cannot address",
+                hint="set kernel: lpae: true for a kernel with LPAE")
+    ordered = sorted(board.banks, key=lambda b: b.base)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.base < a.end:
+            _at(sink, b, f"bank at {b.base:#010x} overlaps the bank at {a.base:#010x} (which ends at {a.end:#010x})",
+                hint="memory banks must not overlap; check base and size")
+
+    # Regions.
+    labels: dict[str, Region] = {}
+    defaults = [r for r in board.regions if r.cma_default]
+    for region in board.regions:
+        if region.label:
+            if region.label in labels:
+                _at(sink, region, f"label '{region.label}' is used twice")
+            labels[region.label] = region
+        name = f"reserved-memory node '{region.node}'"
+        if region.reusable and region.no_map:
+            _at(sink, region, f"{name} is both reusable and no-map",
+                hint="the binding forbids it: CMA needs reusable without no-map; drop no-map")
+            continue
+        if region.cma_default and not region.is_cma:
+            _at(sink, region, f"{name} has linux,cma-default but is not a CMA pool",
+                hint="add compatible: shared-dma-pool and reusable: true")
+        if region.reg is not None:
+            base, size = region.reg
+            problem = _range_problem(board.banks, base, size)
+            if problem:
+                _at(sink, region, f"{name} [{base:#010x}, +{format_size(size)}] {problem}",
+                    hint="move it inside one bank: " + ", ".join(f"[{b.base:#010x}, +{format_size(b.size)}]" for b in board.banks))
+            if region.is_cma and (base % unit or size % unit):
+                fallback = (f"; as the default node it is replaced by the Kconfig default area "
+                            f"({profile.cma_size_mbytes} MiB, named 'reserved')") if region.cma_default else ""
+                _at(sink, region,
+                    f"{name} at {base:#010x} size {format_size(size)} is not aligned to {unit_text}: the kernel refuses it "
+                    f"(\"Reserved memory: incorrect alignment of CMA region\"){fallback}",
+                    hint=f"{why_unit}; use a base and size that are multiples of {unit_text}")
+        elif region.size is not None and region.is_cma and region.size % unit:
+            if region.cma_default:
+                consequence = (f"and silently creates the Kconfig default area instead "
+                               f"({profile.cma_size_mbytes} MiB, named 'reserved')")
+            else:
+                consequence = "and the pool does not exist at all"
+            up = -(-region.size // unit) * unit
+            _at(sink, region,
+                f"{name} size {format_size(region.size)} is not a multiple of {unit_text}: the kernel refuses it "
+                f"(\"Reserved memory: incorrect alignment of CMA region\") {consequence}",
+                hint=f"{why_unit}; use size: {format_size(up)}")
+        for rbase, rsize in region.alloc_ranges:
+            problem = _range_problem(board.banks, rbase, rsize)
+            if problem:
+                _at(sink, region, f"{name} alloc-range [{rbase:#010x}, +{format_size(rsize)}] {problem}")
+        if region.size is not None and region.alloc_ranges and all(r[1] < region.size for r in region.alloc_ranges):
+            _at(sink, region, f"{name} size {format_size(region.size)} is larger than every alloc-range")
+        if region.alignment is not None and region.is_cma and region.alignment < unit:
+            _at(sink, region, f"{name} alignment {format_size(region.alignment)} has no effect: CMA areas are aligned "
+                f"to at least {unit_text} on this kernel", warning=True)
+        end = region.reg[0] + region.reg[1] if region.reg else None
+        if end is not None and end > addr_limit:
+            _at(sink, region, f"{name} ends above {format_size(addr_limit)}")
+    if len(defaults) > 1:
+        for extra in defaults[1:]:
+            _at(sink, extra, f"more than one node has linux,cma-default ('{defaults[0].node}' and '{extra.node}')",
+                hint="the kernel keeps only the last one it sees; mark exactly one")
+    statics = sorted((r for r in board.regions if r.reg is not None), key=lambda r: r.reg[0] if r.reg else 0)
+    for a, b in zip(statics, statics[1:]):
+        assert a.reg is not None and b.reg is not None
+        if b.reg[0] < a.reg[0] + a.reg[1]:
+            _at(sink, b, f"reserved-memory node '{b.node}' overlaps '{a.node}'")
+
+    # CMA area slots: every DT CMA node, plus the default area when DT has none.
+    cma_nodes = [r for r in board.regions if r.is_cma]
+    areas = len(cma_nodes) + (0 if defaults else 1)
+    if areas > profile.area_slots:
+        _at(sink, cma_nodes[profile.area_slots - (0 if defaults else 1)] if cma_nodes else board.kernel,
+            f"{areas} CMA areas but the kernel has {profile.area_slots} slots: \"Not enough slots for CMA reserved "
+            f"regions!\" and the rest are not created",
+            hint=f"raise CONFIG_CMA_AREAS (kernel: cma-areas:, now {profile.config_cma_areas}) or merge regions")
+
+    # Devices.
+    for dev in board.devices:
+        what = f"device '{dev.name}'"
+        for label in dev.memory_region:
+            if label not in labels and board.region(label) is None:
+                close = difflib.get_close_matches(label, list(labels), n=1)
+                _at(sink, dev, f"{what}: memory-region '{label}' names no reserved-memory node",
+                    hint=f"did you mean '{close[0]}'?" if close else f"labels: {', '.join(labels) or 'none'}")
+        if dev.memory_region_names and dev.memory_region and len(dev.memory_region_names) != len(dev.memory_region):
+            _at(sink, dev, f"{what}: {len(dev.memory_region)} memory-region entries but "
+                f"{len(dev.memory_region_names)} memory-region-names ({', '.join(dev.memory_region_names)})")
+        if dev.memory_region and not dev.honours_memory_region:
+            _at(sink, dev, f"{what}: its driver ({dev.driver}) never calls of_reserved_mem_device_init(), so "
+                "memory-region has no effect and its buffers come from the default area", warning=True)
+        if dev.regions_in_distinct_banks and len(dev.memory_region) >= 2:
+            found = [(label, board.region(label)) for label in dev.memory_region]
+            placed = [(label, region_bank(board, r)) for label, r in found if r is not None]
+            seen: dict[int, str] = {}
+            for label, bank in placed:
+                if bank is None:
+                    continue
+                if bank.base in seen:
+                    _at(sink, dev, f"{what}: regions '{seen[bank.base]}' and '{label}' are both in the bank at "
+                        f"{bank.base:#010x}, but its two memory ports need different banks",
+                        hint="put the left region (firmware) in bank 0 and the right one in bank 1")
+                seen[bank.base] = label
+        for buf in dev.buffers:
+            if buf.region and buf.region not in dev.memory_region:
+                _at(sink, buf, f"{what}: buffer '{buf.name}' wants region '{buf.region}', which is not in its "
+                    f"memory-region ({', '.join(dev.memory_region) or 'none'})")
+        limit = dev.dma_limit
+        for label in dev.memory_region if dev.honours_memory_region else ():
+            region = board.region(label)
+            if region is not None and region.reg is not None and region.reg[0] + region.reg[1] > limit:
+                _at(sink, dev, f"{what}: region '{label}' ends at {region.reg[0] + region.reg[1]:#x}, beyond its "
+                    f"{dev.dma_mask_bits}-bit DMA mask ({limit:#x})")
+        if (dev.captures or dev.buffers) and not dev.driver:
+            _at(sink, dev, f"{what} has needs but no 'driver'", warning=True,
+                hint="name the Linux driver so the capture test knows what to load")

@@ -1,0 +1,217 @@
+"""Command line: argument parsing only; each subcommand calls one function.
+
+Imports happen inside the subcommand functions so that `cma-tool run` does not
+pay for modules it never uses (start-up time shows in every emulated run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cma_tool import __version__
+from cma_tool.errors import CmaToolError, ConfigError, ExitCode
+
+EXIT_CODES = """\
+exit codes:
+  0   ok
+  1   configuration: the input is wrong (board file, scenario, arguments' values)
+  2   usage: the command line is malformed
+  3   infrastructure: serial, network, power, QEMU or a download failed (retry may help)
+  4   target: the board misbehaved (panic, reset, boot or capture failed)
+  5   mismatch: the bundled model and the kernel disagree
+  70  internal bug in cma-tool (a report file is written)
+"""
+
+EXAMPLES: dict[str, str] = {
+    "validate": "cma-tool validate boards/aquila.yaml",
+    "plan": "cma-tool plan boards/aquila.yaml --json --svg aquila-map.svg",
+    "model": "cma-tool model boards/qemu-aquila.yaml --requests configs/two-streams.yaml --bootargs 'cma=32M'",
+    "generate": "cma-tool generate boards/aquila.yaml --out out/aquila --kernel linux-3.5 --only c,kconfig",
+    "dtb": "cma-tool dtb patch vendor.dtb --board boards/aquila.yaml -o patched.dtb",
+    "run": "cma-tool run boards/qemu-aquila.yaml --out runs/first --junit runs/first/junit.xml",
+    "suggest": "cma-tool suggest",
+}
+
+
+def _print_diagnostics(err: ConfigError) -> None:
+    for d in err.diagnostics:
+        print(str(d), file=sys.stderr)
+    n_err = sum(1 for d in err.diagnostics if d.severity == "error")
+    n_warn = len(err.diagnostics) - n_err
+    if err.diagnostics:
+        print(f"{n_err} error(s), {n_warn} warning(s)", file=sys.stderr)
+    else:
+        print(f"error: {err}", file=sys.stderr)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from cma_tool.plan import load_checked_board
+
+    result = load_checked_board(Path(args.board))
+    for d in result.diagnostics:
+        print(str(d), file=sys.stderr)
+    n_err = sum(1 for d in result.diagnostics if d.severity == "error")
+    n_warn = len(result.diagnostics) - n_err
+    print(f"{args.board}: {n_err} error(s), {n_warn} warning(s)", file=sys.stderr if n_err else sys.stdout)
+    return ExitCode.CONFIG if n_err else ExitCode.OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from cma_tool.plan import make_plan
+    from cma_tool.report.plan_text import plan_json, plan_table
+
+    plan = make_plan(Path(args.board), kernel=args.kernel, bootargs=args.bootargs or "")
+    for d in plan.diagnostics:
+        print(str(d), file=sys.stderr)
+    if args.svg:
+        from cma_tool.report.svg import memory_map_svg
+
+        Path(args.svg).write_text(memory_map_svg(plan), encoding="utf-8")
+    print(plan_json(plan) if args.json else plan_table(plan))
+    return ExitCode.OK
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from cma_tool.modelrun import run_model_cli
+
+    return run_model_cli(Path(args.board), requests=Path(args.requests) if args.requests else None,
+                         kernel=args.kernel, bootargs=args.bootargs, as_json=args.json)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from cma_tool.generate import generate_cli
+
+    return generate_cli(Path(args.board), Path(args.out), kernel=args.kernel,
+                        only=[k for k in (args.only or "").split(",") if k], patch=args.patch,
+                        kernel_tree=Path(args.kernel_tree) if args.kernel_tree else None)
+
+
+def _cmd_dtb(args: argparse.Namespace) -> int:
+    from cma_tool.dtbcmd import dtb_patch_cli, dtb_show_cli
+
+    if args.dtb_command == "show":
+        return dtb_show_cli(Path(args.file))
+    return dtb_patch_cli(Path(args.file), Path(args.board), Path(args.output), bootargs=args.bootargs)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cma_tool.run import run_cli
+
+    return run_cli(args)
+
+
+def _cmd_suggest(args: argparse.Namespace) -> int:
+    from cma_tool.target.discovery import suggest_cli
+
+    return suggest_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cma-tool",
+        description="Plan, generate, deploy and cross-check Linux CMA (Contiguous Memory Allocator) reservations.",
+        epilog="examples:\n" + "\n".join(f"  {v}" for v in EXAMPLES.values()) + "\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cma-tool {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {EXAMPLES[name]}\n\n{EXIT_CODES}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("validate", "check a board file; print every error at once", _cmd_validate)
+    p.add_argument("board", help="board YAML file")
+
+    p = add("plan", "place every CMA region as the kernel would and show needs vs sizes", _cmd_plan)
+    p.add_argument("board")
+    p.add_argument("--kernel", metavar="PROFILE", help="kernel profile (default: the board's)")
+    p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line, e.g. 'cma=64M'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--svg", metavar="FILE", help="also write a memory-map picture")
+
+    p = add("model", "predict every CMA event the kernel will produce", _cmd_model)
+    p.add_argument("board")
+    p.add_argument("--requests", metavar="FILE", help="scenario YAML (default: the board's device needs)")
+    p.add_argument("--kernel", metavar="PROFILE")
+    p.add_argument("--bootargs", metavar="ARGS")
+    p.add_argument("--json", action="store_true")
+
+    p = add("generate", "write bootargs, device tree, board-file C, Kconfig and patches", _cmd_generate)
+    p.add_argument("board")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--kernel", metavar="PROFILE", help="linux-6.1, linux-6.12, linux-3.5, cma-2011")
+    p.add_argument("--only", metavar="KIND,...", help="bootargs,dts,c,kconfig,uboot (default: all that apply)")
+    p.add_argument("--patch", action="store_true", help="also write git format-patch files")
+    p.add_argument("--kernel-tree", metavar="PATH", help="check the patches with git apply --check there")
+
+    p = add("dtb", "show or patch a binary device tree", _cmd_dtb)
+    dsub = p.add_subparsers(dest="dtb_command", required=True)
+    s = dsub.add_parser("show", help="print a DTB as text")
+    s.add_argument("file")
+    s = dsub.add_parser("patch", help="rewrite /memory, /reserved-memory and bootargs from a board")
+    s.add_argument("file")
+    s.add_argument("--board", required=True)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--bootargs", help="set /chosen/bootargs (default: the generated ones)")
+
+    p = add("run", "generate, boot, capture, observe and cross-check against the model", _cmd_run)
+    p.add_argument("board")
+    p.add_argument("--target", default="emulated", help="emulated (QEMU) or serial (a real board)")
+    p.add_argument("--boot", choices=("direct", "uboot"), default="direct",
+                   help="emulated only: QEMU loads the kernel (direct) or real U-Boot does over TFTP")
+    p.add_argument("--scenario", metavar="FILE", help="capture plan / requests YAML (default: the board's needs)")
+    p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-<time>)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
+    p.add_argument("--model-pin", action="append", default=[], metavar="AREA=BASE",
+                   help="tell the model an area's base (e.g. to test the cross-check)")
+    p.add_argument("--cache", metavar="DIR", help="download/image cache (default: $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole target session")
+
+    p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
+    return parser
+
+
+def _report_bug(exc: BaseException) -> int:
+    fd, path = tempfile.mkstemp(prefix="cma-tool-bug-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"cma-tool {__version__}\nargv: {sys.argv!r}\n\n")
+        fh.write("".join(traceback.format_exception(exc)))
+    print(f"internal error: {type(exc).__name__}: {exc}\n"
+          f"This is a bug in cma-tool, not in your input. Details: {path}", file=sys.stderr)
+    return ExitCode.BUG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        _print_diagnostics(err)
+        return ExitCode.CONFIG
+    except CmaToolError as err:
+        print(f"{err.kind} error: {err}", file=sys.stderr)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return ExitCode.OK
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said as one
+        return _report_bug(exc)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Where each CMA region lands, who uses it, and whether their needs fit.
+
+Placement is not re-implemented here: the board is turned into the kernel's
+boot inputs and the bundled model boots them (static nodes, dynamic nodes,
+default area, top-down), so `plan` and `model` can never disagree. The fit
+check replays every device's needs through the model's allocator, so
+alignment waste counts exactly as the kernel counts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cma_tool.board.load import read_board
+from cma_tool.board.types import Bank, Board, Device, Region
+from cma_tool.board.validate import bank_of, check_board
+from cma_tool.board.yamlpos import NOWHERE, Where
+from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
+from cma_tool.model import boot as mboot
+from cma_tool.model.profiles import PROFILES, KernelProfile
+from cma_tool.sizes import format_size
+
+
+@dataclass(frozen=True)
+class Need:
+    """One buffer a device will ask for, in bytes, and where it asks."""
+
+    device: str
+    what: str  # "1920x1080 YUYV buffer 1/4", "firmware"
+    size: int
+    area: str | None  # area name, None = the default area
+
+
+@dataclass(frozen=True)
+class PlacedArea:
+    name: str  # the kernel's area name ("linux,cma", "region@33000000", "reserved")
+    label: str | None
+    source: str  # dt-static | dt-dynamic | cmdline | kconfig
+    base: int
+    size: int
+    bank: Bank | None
+    is_default: bool
+    users: tuple[str, ...]
+    need: int  # sum of the page-aligned buffers
+    footprint: int  # bytes the allocator really spans, alignment gaps included (0 if it does not fit)
+    fits: bool
+    where: Where = NOWHERE
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    @property
+    def headroom(self) -> int:
+        return self.size - self.footprint
+
+
+@dataclass
+class Plan:
+    board: Board
+    profile: KernelProfile
+    cmdline: str
+    areas: list[PlacedArea]
+    boot_lines: list[str]
+    needs: list[Need]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def boot_input(board: Board, extra_bootargs: str = "", pinned: tuple[tuple[str, int], ...] = ()) -> mboot.BootInput:
+    """The board as the kernel sees it at boot: banks, /reserved-memory, command line."""
+    cmdline = " ".join(a for a in (board.kernel.bootargs, extra_bootargs) if a)
+    return mboot.BootInput(
+        banks=tuple(mboot.Bank(b.base, b.size) for b in board.banks),
+        nodes=tuple(_node(r) for r in board.regions),
+        cmdline=cmdline,
+        early=tuple(mboot.EarlyReservation(what, base, size) for what, base, size in board.boot.early_reservations),
+        pinned=pinned,
+    )
+
+
+def _node(r: Region) -> mboot.ReservedNode:
+    return mboot.ReservedNode(
+        name=r.node, reg=r.reg, size=r.size, alignment=r.alignment, alloc_ranges=r.alloc_ranges,
+        compatible=r.compatible, reusable=r.reusable, no_map=r.no_map, cma_default=r.cma_default,
+    )
+
+
+def device_area(board: Board, dev: Device, region_label: str | None, default_area: str | None) -> str | None:
+    """The CMA area a device's buffer comes from, by the kernel's rules.
+
+    A device uses its memory-region only if its driver calls
+    of_reserved_mem_device_init(); otherwise dma_alloc_* falls to the default area.
+    """
+    if not dev.honours_memory_region or not dev.memory_region:
+        return default_area
+    label = region_label or dev.memory_region[0]
+    region = board.region(label)
+    if region is None or not region.is_cma:
+        return default_area
+    return region.node
+
+
+def device_needs(board: Board, default_area: str | None) -> list[Need]:
+    from cma_tool.model.scenario import sizeimage
+
+    page = board.kernel.profile.page_size
+    out: list[Need] = []
+    for dev in board.devices:
+        for cap in dev.captures:
+            size = sizeimage(cap.width, cap.height, cap.fourcc)
+            size = -(-size // page) * page  # vb2 allocates PAGE_ALIGN(sizeimage) per buffer
+            area = device_area(board, dev, None, default_area)
+            for i in range(cap.buffers):
+                out.append(Need(dev.name, f"{cap.width}x{cap.height} {cap.fourcc} buffer {i + 1}/{cap.buffers}", size, area))
+        for buf in dev.buffers:
+            out.append(Need(dev.name, buf.name, -(-buf.size // page) * page,
+                            device_area(board, dev, buf.region, default_area)))
+    return out
+
+
+def _resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
+    if kernel is None:
+        return board.kernel.profile
+    if kernel not in PROFILES:
+        raise ConfigError(f"unknown kernel profile '{kernel}'", hint=f"known: {', '.join(PROFILES)}")
+    import dataclasses
+
+    # Keep the board's own build facts (max-order...) only when it names the same profile.
+    if kernel == board.kernel.profile.name:
+        return board.kernel.profile
+    return dataclasses.replace(PROFILES[kernel])
+
+
+def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
+               pinned: tuple[tuple[str, int], ...] = ()) -> Plan:
+    """Boot the board through the model and replay its needs. Never raises for fit problems:
+    they become diagnostics on the plan."""
+    from cma_tool.model.simulate import replay_needs
+
+    profile = _resolve_profile(board, kernel)
+    inp = boot_input(board, bootargs, pinned)
+    booted = mboot.boot(profile, inp)
+    sink = DiagnosticSink()
+    region_by_node = {r.node: r for r in board.regions}
+    for problem in booted.problems:
+        region = region_by_node.get(problem.node or "")
+        where = region.where if region else board.kernel.where
+        sink.error(problem.message, file=where.file, line=where.line, col=where.col, hint=problem.hint)
+    needs = device_needs(board, booted.default_area)
+    fit = replay_needs(profile, booted, [(n.area, n.size, f"{n.device}: {n.what}") for n in needs])
+    areas: list[PlacedArea] = []
+    for area in booted.areas:
+        region = region_by_node.get(area.name)
+        users = sorted({n.device for n in needs if n.area == area.name})
+        mine = [n for n in needs if n.area == area.name]
+        result = fit.get(area.name)
+        areas.append(PlacedArea(
+            name=area.name,
+            label=region.label if region else None,
+            source=area.source,
+            base=area.base,
+            size=area.size,
+            bank=bank_of(board.banks, area.base, area.size),
+            is_default=area.name == booted.default_area,
+            users=tuple(users),
+            need=sum(n.size for n in mine),
+            footprint=result.footprint if result else 0,
+            fits=result.fits if result else True,
+            where=region.where if region else board.kernel.where,
+        ))
+    for placed in areas:
+        result = fit.get(placed.name)
+        if result is not None and not result.fits:
+            # Point at the first device that asks (the area may be the kernel's own default).
+            first_user = board.device(placed.users[0]) if placed.users else None
+            where = placed.where if placed.label or first_user is None else first_user.where
+            sink.error(
+                f"'{placed.label or placed.name}' ({format_size(placed.size)}) cannot hold its users' buffers: "
+                f"{result.failed} failed; {', '.join(placed.users)} need {format_size(placed.need)} "
+                f"({len([n for n in needs if n.area == placed.name])} buffers, "
+                f"{format_size(result.wanted_footprint)} with alignment)",
+                file=where.file, line=where.line, col=where.col,
+                hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, profile.cma_min_bytes))}"
+                     " or reduce buffer counts")
+    for dev in board.devices:
+        for label in dev.memory_region if dev.honours_memory_region else ():
+            region = board.region(label)
+            placed_area = next((a for a in areas if region and a.name == region.node), None)
+            if placed_area and placed_area.end > dev.dma_limit:
+                sink.error(f"device '{dev.name}': region '{label}' is placed at {placed_area.base:#x}..{placed_area.end:#x},"
+                           f" beyond its {dev.dma_mask_bits}-bit DMA mask",
+                           file=dev.where.file, line=dev.where.line, col=dev.where.col,
+                           hint="restrict it with alloc-ranges below the mask")
+    needs_without_area = [n for n in needs if n.area is None]
+    if needs_without_area and profile.arch == "arm32":
+        devs = sorted({n.device for n in needs_without_area})
+        w = board.kernel.where
+        sink.warning(f"no CMA area serves {', '.join(devs)}: their buffers will come from normal pages "
+                     "and large ones may fail", file=w.file, line=w.line, col=w.col)
+    return Plan(board, profile, inp.cmdline, areas, list(booted.log), needs, sink.items)
+
+
+def _round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+@dataclass
+class CheckedBoard:
+    board: Board | None
+    diagnostics: list[Diagnostic]
+    plan: Plan | None = None
+
+
+def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str = "") -> CheckedBoard:
+    """Every check there is (syntax, schema, static rules, placement and fit), all reported at once."""
+    board, sink = read_board(path)
+    if board is None:
+        return CheckedBoard(None, sink.items)
+    check_board(board, sink)
+    plan = None
+    if board.banks and not any(d.severity == "error" and "bank" in d.message for d in sink.items):
+        plan = plan_board(board, kernel=kernel, bootargs=bootargs)
+        flagged = {(d.file, d.line) for d in sink.items if d.severity == "error"}
+        for d in plan.diagnostics:
+            # The model says some static findings again in the kernel's words (a refused
+            # node): one error per place is enough.
+            if (d.file, d.line) not in flagged:
+                sink.items.append(d)
+    return CheckedBoard(board, sorted(sink.items, key=lambda d: (d.file, d.line, d.col)), plan)
+
+
+def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "") -> Plan:
+    """The plan, or ConfigError with every problem if the board is not valid."""
+    checked = load_checked_board(path, kernel=kernel, bootargs=bootargs)
+    if checked.board is None or checked.plan is None or any(d.severity == "error" for d in checked.diagnostics):
+        raise ConfigError(diagnostics=checked.diagnostics)
+    checked.plan.diagnostics = checked.diagnostics
+    return checked.plan

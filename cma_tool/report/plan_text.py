@@ -1,0 +1,68 @@
+"""The plan as a table for people and as JSON for machines."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from cma_tool.plan import Plan
+from cma_tool.sizes import format_size, hexaddr
+
+
+def plan_dict(plan: Plan) -> dict[str, object]:
+    digits = plan.profile.address_digits
+    return {
+        "board": plan.board.name,
+        "kernel": {"profile": plan.profile.name, "cma_unit": plan.profile.cma_min_bytes,
+                   "max_order": plan.profile.max_order, "page_size": plan.profile.page_size},
+        "cmdline": plan.cmdline,
+        "banks": [{"base": hexaddr(b.base, digits), "size": b.size, "size_text": format_size(b.size),
+                   "end": hexaddr(b.end, digits)} for b in plan.board.banks],
+        "regions": [
+            {
+                "name": a.name, "label": a.label, "source": a.source, "default": a.is_default,
+                "base": hexaddr(a.base, digits), "size": a.size, "size_text": format_size(a.size),
+                "end": hexaddr(a.end, digits),
+                "bank": hexaddr(a.bank.base, digits) if a.bank else None,
+                "alignment": plan.profile.cma_min_bytes,
+                "aligned": a.base % plan.profile.cma_min_bytes == 0 and a.size % plan.profile.cma_min_bytes == 0,
+                "users": list(a.users), "need": a.need, "footprint": a.footprint,
+                "headroom": a.headroom if a.fits else None, "fits": a.fits,
+            }
+            for a in plan.areas
+        ],
+        "boot_log": plan.boot_lines,
+        "diagnostics": [{"severity": d.severity, "file": d.file, "line": d.line, "col": d.col,
+                         "message": d.message, "hint": d.hint} for d in plan.diagnostics],
+    }
+
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps(plan_dict(plan), indent=2)
+
+
+def plan_table(plan: Plan, width: int = 120) -> str:
+    digits = plan.profile.address_digits
+    table = Table(title=f"{plan.board.name}: CMA plan ({plan.profile.name}, unit {format_size(plan.profile.cma_min_bytes)})",
+                  title_justify="left")
+    for col in ("region", "bank", "base", "size", "end", "align", "users", "need", "headroom"):
+        table.add_column(col, justify="right" if col in ("size", "need", "headroom") else "left")
+    for a in plan.areas:
+        name = a.label or a.name
+        if a.is_default:
+            name += " (default)"
+        headroom = format_size(a.headroom) if a.fits else "DOES NOT FIT"
+        table.add_row(name, hexaddr(a.bank.base, digits) if a.bank else "-", hexaddr(a.base, digits),
+                      format_size(a.size), hexaddr(a.end, digits), format_size(plan.profile.cma_min_bytes),
+                      ", ".join(a.users) or "-", format_size(a.need) if a.need else "-", headroom)
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, highlight=False)
+    console.print(table)
+    if plan.cmdline:
+        console.print(f"kernel command line: {plan.cmdline}")
+    for line in plan.boot_lines:
+        console.print(f"  boot: {line}", markup=False)
+    return out.getvalue().rstrip("\n")

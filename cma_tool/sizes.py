@@ -1,0 +1,49 @@
+"""Byte sizes as people and the kernel write them.
+
+``64M``, ``4 MiB``, ``0x4000000``, ``16384K`` and plain integers are all
+accepted; the kernel's memparse() suffixes (K, M, G, T, P, E, either case)
+mean powers of 1024, as do the IEC forms (KiB, MiB, ...).
+"""
+
+from __future__ import annotations
+
+import re
+
+_SUFFIX = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+_SIZE_RE = re.compile(r"^\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\s*([kKmMgGtTpPeE]?)(i?[bB])?\s*$")
+
+
+class SizeError(ValueError):
+    pass
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a size; raise SizeError with a readable reason if it is not one."""
+    if isinstance(text, bool):
+        raise SizeError(f"expected a size, got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise SizeError(f"size {text} is negative")
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise SizeError(f"{text!r} is not a size (write e.g. 64M, 4 MiB, 0x4000000)")
+    number, suffix, iec = m.groups()
+    if iec and not suffix:
+        # "16B"/"16iB": bytes. Allowed only as plain "B".
+        if iec.lower() != "b":
+            raise SizeError(f"{text!r} is not a size")
+    base = 16 if number.lower().startswith("0x") else (8 if len(number) > 1 and number.startswith("0") else 10)
+    return int(number, base) << _SUFFIX[suffix.lower()]
+
+
+def format_size(size: int) -> str:
+    """The shortest exact binary-unit spelling: 83886080 -> '80 MiB', 4100 -> '4100 B'."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} B"
+
+
+def hexaddr(value: int, width: int = 8) -> str:
+    return f"0x{value:0{width}x}"

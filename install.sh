@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything cma-tool needs on a Debian 12 (bookworm) machine, as root:
+# the host tools (QEMU, dtc, the ARM cross compiler, U-Boot for QEMU, sshd),
+# the Python package with its test extras, and the emulated board's image.
+# Safe to run again: every step is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+DEB_PACKAGES=(
+  qemu-system-arm         # the emulated Aquila (QEMU virt, armhf)
+  device-tree-compiler    # dtc, fdtdump
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross   # the on-target capture program
+  cpio kmod               # initramfs, depmod
+  u-boot-qemu u-boot-tools  # real U-Boot for the emulated board; mkimage, fw_printenv
+  openssh-server          # a real sshd on 127.0.0.1 for the SSH deploy tests
+  lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
+  python3-pip python3-venv
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  case "$p" in \#*) continue ;; esac
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+  $SUDO dpkg --add-architecture armhf
+  missing+=(armhf-lists)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: apt-get install ${missing[*]}"
+  # A mirror that is mid-sync can fail one index (seen for bookworm-security armhf);
+  # the main archive is enough, so a partial update is not fatal.
+  $SUDO apt-get update -q || echo "install.sh: apt-get update reported errors; continuing with what it fetched"
+  pkgs=()
+  for p in "${missing[@]}"; do [ "$p" = armhf-lists ] || pkgs+=("$p"); done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+  fi
+fi
+
+python3 -m pip install -q -e '.[test]'
+
+# Fetch the target's Debian packages and build the emulated board's image once;
+# later runs reuse the cache and rebuild only when an input changed.
+python3 -m cma_tool.target.image --quiet
+echo "install.sh: done"
