@@ -17,9 +17,15 @@ from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.validate import bank_of, check_board
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
-from cma_tool.model import boot as mboot
+from cma_tool import model as mboot
 from cma_tool.model.profiles import PROFILES, KernelProfile
 from cma_tool.sizes import format_size
+
+
+#: Model problem codes that board/validate.py already reports, in the user's terms and
+#: at the right line; the model's kernel-worded copy would only repeat them.
+STATICALLY_CHECKED = frozenset({"no-slot", "reusable-no-map", "reg-and-size", "no-reg-or-size", "overlap",
+                                "alignment-not-pow2", "outside-memory", "cma-alignment"})
 
 
 @dataclass(frozen=True)
@@ -133,20 +139,22 @@ def _resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
 
 
 def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
-               pinned: tuple[tuple[str, int], ...] = ()) -> Plan:
+               pinned: tuple[tuple[str, int], ...] = (), misfit_is_error: bool = True) -> Plan:
     """Boot the board through the model and replay its needs. Never raises for fit problems:
-    they become diagnostics on the plan."""
-    from cma_tool.model.simulate import replay_needs
-
+    they become diagnostics on the plan (warnings when ``misfit_is_error`` is false: a run
+    that means to exhaust an area)."""
     profile = _resolve_profile(board, kernel)
     inp = boot_input(board, bootargs, pinned)
     booted = mboot.boot(profile, inp)
     sink = DiagnosticSink()
     region_by_node = {r.node: r for r in board.regions}
     for problem in booted.problems:
-        region = region_by_node.get(problem.node or "")
+        if problem.severity == "info" or problem.code in STATICALLY_CHECKED:
+            continue
+        region = region_by_node.get(problem.subject)
         where = region.where if region else board.kernel.where
-        sink.error(problem.message, file=where.file, line=where.line, col=where.col, hint=problem.hint)
+        add = sink.error if problem.severity == "error" else sink.warning
+        add(f"the kernel would say: {problem.message}", file=where.file, line=where.line, col=where.col)
     needs = device_needs(board, booted.default_area)
     fit = replay_needs(profile, booted, [(n.area, n.size, f"{n.device}: {n.what}") for n in needs])
     areas: list[PlacedArea] = []
@@ -175,7 +183,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
             # Point at the first device that asks (the area may be the kernel's own default).
             first_user = board.device(placed.users[0]) if placed.users else None
             where = placed.where if placed.label or first_user is None else first_user.where
-            sink.error(
+            (sink.error if misfit_is_error else sink.warning)(
                 f"'{placed.label or placed.name}' ({format_size(placed.size)}) cannot hold its users' buffers: "
                 f"{result.failed} failed; {', '.join(placed.users)} need {format_size(placed.need)} "
                 f"({len([n for n in needs if n.area == placed.name])} buffers, "
@@ -201,6 +209,62 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     return Plan(board, profile, inp.cmdline, areas, list(booted.log), needs, sink.items)
 
 
+@dataclass(frozen=True)
+class Fit:
+    fits: bool
+    footprint: int  # bytes from the area's base to the end of its last buffer
+    wanted_footprint: int  # the same in an area large enough for everything
+    failed: str  # the first buffer that did not fit ("" if all did)
+
+
+def replay_needs(profile: KernelProfile, booted: mboot.BootResult,
+                 needs: list[tuple[str | None, int, str]]) -> dict[str, Fit]:
+    """Allocate every need at once, in order, the way dma_alloc_coherent reaches CMA on ARM32.
+
+    Returns per area whether all of its buffers fit and how much of the area they span.
+    The wanted span comes from the same replay in a copy of the area made large enough.
+    """
+    import dataclasses
+
+    from cma_tool.model.area import CmaState
+
+    def requests(area: str) -> list[tuple[int, int, str]]:
+        out = []
+        for name, size, what in needs:
+            if name == area:
+                count = -(-size // profile.page_size)
+                align = min(mboot.get_order(size, profile.page_shift), profile.cma_alignment)
+                out.append((count, align, what))
+        return out
+
+    def span(state: CmaState, area: mboot.CmaArea, reqs: list[tuple[int, int, str]]) -> tuple[int, str]:
+        end_pfn = area.base_pfn
+        for pre in booted.preallocations:
+            if pre.area == area.name:
+                r = state.alloc(area.name, pre.count, pre.align)
+                if r.pfn is not None:
+                    end_pfn = max(end_pfn, r.pfn + pre.count)
+        for count, align, what in reqs:
+            r = state.alloc(area.name, count, align, no_warn=True)
+            if r.pfn is None:
+                return (end_pfn - area.base_pfn) * profile.page_size, what
+            end_pfn = max(end_pfn, r.pfn + count)
+        return (end_pfn - area.base_pfn) * profile.page_size, ""
+
+    out: dict[str, Fit] = {}
+    for area in booted.areas:
+        reqs = requests(area.name)
+        used, failed = span(CmaState(profile, (area,)), area, reqs)
+        wanted = used
+        if failed:
+            total = sum(c for c, _, _ in reqs) + sum(p.count for p in booted.preallocations)
+            big_count = (area.count + 2 * total + (1 << (profile.cma_alignment + 1)))
+            big = dataclasses.replace(area, count=big_count, size=big_count * profile.page_size)
+            wanted, _ = span(CmaState(profile, (big,)), big, reqs)
+        out[area.name] = Fit(not failed, used, wanted, failed)
+    return out
+
+
 def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
@@ -212,15 +276,16 @@ class CheckedBoard:
     plan: Plan | None = None
 
 
-def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str = "") -> CheckedBoard:
+def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str = "",
+                       allow_misfit: bool = False) -> CheckedBoard:
     """Every check there is (syntax, schema, static rules, placement and fit), all reported at once."""
     board, sink = read_board(path)
     if board is None:
         return CheckedBoard(None, sink.items)
     check_board(board, sink)
     plan = None
-    if board.banks and not any(d.severity == "error" and "bank" in d.message for d in sink.items):
-        plan = plan_board(board, kernel=kernel, bootargs=bootargs)
+    if board.banks:
+        plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit)
         flagged = {(d.file, d.line) for d in sink.items if d.severity == "error"}
         for d in plan.diagnostics:
             # The model says some static findings again in the kernel's words (a refused
@@ -230,9 +295,9 @@ def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str =
     return CheckedBoard(board, sorted(sink.items, key=lambda d: (d.file, d.line, d.col)), plan)
 
 
-def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "") -> Plan:
+def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "", allow_misfit: bool = False) -> Plan:
     """The plan, or ConfigError with every problem if the board is not valid."""
-    checked = load_checked_board(path, kernel=kernel, bootargs=bootargs)
+    checked = load_checked_board(path, kernel=kernel, bootargs=bootargs, allow_misfit=allow_misfit)
     if checked.board is None or checked.plan is None or any(d.severity == "error" for d in checked.diagnostics):
         raise ConfigError(diagnostics=checked.diagnostics)
     checked.plan.diagnostics = checked.diagnostics

@@ -1,0 +1,164 @@
+"""Model versus kernel: one verdict per fact, each mismatch with its likely cause."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cma_tool.model.events import NO_PFN, Event
+from cma_tool.model.profiles import KernelProfile
+from cma_tool.observe import Observation
+from cma_tool.sizes import format_size
+
+
+@dataclass(frozen=True)
+class PredictedArea:
+    name: str
+    base: int
+    size: int
+
+
+@dataclass
+class Prediction:
+    """What the model says the run will show."""
+
+    areas: list[PredictedArea]
+    cma_total_kb: int
+    events: list[Event]
+    granted: list[tuple[str, int]] = field(default_factory=list)  # (stream label, buffers granted)
+    vmstat: dict[str, int] = field(default_factory=dict)  # cma_alloc_success / cma_alloc_fail deltas
+
+
+@dataclass(frozen=True)
+class Check:
+    group: str  # boot | counters | events | capture
+    name: str
+    passed: bool
+    expected: str
+    observed: str
+    cause: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": self.group, "name": self.name, "passed": self.passed, "expected": self.expected,
+                "observed": self.observed, "cause": self.cause}
+
+
+def _hex(value: int | None, profile: KernelProfile) -> str:
+    if value is None:
+        return "-"
+    if value == NO_PFN:
+        return "none (all ones)"
+    return f"0x{value:x}"
+
+
+def _event_text(e: Event | None, profile: KernelProfile) -> str:
+    return e.text(profile) if e is not None else "(no event)"
+
+
+def check_areas(pred: Prediction, obs: Observation) -> list[Check]:
+    out: list[Check] = []
+    observed = {a.name: a for a in obs.areas}
+    for area in pred.areas:
+        seen = observed.pop(area.name, None)
+        exp = f"{area.name} at 0x{area.base:08x}, {format_size(area.size)}"
+        if seen is None:
+            out.append(Check("boot", f"area {area.name}", False, exp, "not created",
+                             "the kernel refused or bypassed this node: see the boot log lines in the report"))
+            continue
+        got = f"{seen.name} at 0x{seen.base:08x}, {format_size(seen.size)}"
+        cause = ""
+        if seen.size != area.size:
+            cause = "size differs: the kernel rounds CMA sizes to its pageblock; check max-order in the kernel profile"
+        elif seen.base != area.base:
+            cause = (f"base differs by {seen.base - area.base:+#x}: placement (early reservations, alloc-ranges, "
+                     "top-down search) or a pinned base does not match this kernel")
+        out.append(Check("boot", f"area {area.name}", not cause, exp, got, cause))
+    for extra in observed.values():
+        out.append(Check("boot", f"area {extra.name}", False, "no such area",
+                         f"{extra.name} at 0x{extra.base:08x}, {format_size(extra.size)}",
+                         "the kernel created an area the model did not predict"))
+    return out
+
+
+def check_counters(pred: Prediction, obs: Observation) -> list[Check]:
+    out: list[Check] = []
+    total = obs.meminfo_boot.get("CmaTotal", obs.meminfo_end.get("CmaTotal"))
+    out.append(Check("counters", "CmaTotal", total == pred.cma_total_kb, f"{pred.cma_total_kb} kB",
+                     f"{total} kB" if total is not None else "not read",
+                     "" if total == pred.cma_total_kb else "the areas' sizes add up differently"))
+    if obs.cma_reserved_kb is not None:
+        ok = obs.cma_reserved_kb == pred.cma_total_kb
+        out.append(Check("counters", "Memory: cma-reserved", ok, f"{pred.cma_total_kb}K",
+                         f"{obs.cma_reserved_kb}K", "" if ok else "the boot log's total differs from the areas"))
+    for key, expected in pred.vmstat.items():
+        got = obs.vmstat.get(key)
+        ok = got == expected
+        out.append(Check("counters", f"vmstat {key}", ok, str(expected), str(got) if got is not None else "not read",
+                         "" if ok else "the number of allocations that succeeded/failed differs: see the events"))
+    return out
+
+
+def _event_cause(exp: Event, got: Event, pred: list[Event], obs: list[Event], index: int) -> str:
+    if exp.kind != got.kind:
+        return ("the sequence diverges here: the kernel "
+                + ("retried after -EBUSY (movable pages it could not migrate)" if got.kind == "busy_retry"
+                   else f"traced {got.kind} where the model expected {exp.kind}"))
+    if exp.area != got.area:
+        return ("another area served the request: the device's memory-region was not used, or cma= "
+                "bypassed the DT default node")
+    if exp.count != got.count:
+        return "buffer size differs: pixel format, sizeimage or PAGE_ALIGN of the request"
+    if exp.align != got.align:
+        return "alignment differs: CONFIG_CMA_ALIGNMENT or get_order(size) of the request"
+    if exp.failed != got.failed:
+        return ("the kernel " + ("failed" if got.failed else "succeeded")
+                + " where the model did not: the area's free space differs (other users, size, placement)")
+    if exp.pfn is not None and got.pfn is not None and exp.pfn != got.pfn:
+        delta = got.pfn - exp.pfn
+        later = [(p, o) for p, o in zip(pred[index + 1:], obs[index + 1:])
+                 if p.area == exp.area and p.pfn not in (None, NO_PFN) and o.pfn not in (None, NO_PFN)]
+        if later and all(o.pfn - p.pfn == delta for p, o in later if p.pfn is not None and o.pfn is not None):
+            return (f"every later pfn of {exp.area} is off by the same {delta:+#x} pages: the area's base "
+                    f"differs (model base wrong by {delta * 4096:+#x} bytes with 4 KiB pages)")
+        return "pfn differs: the bitmap state differs (an earlier allocation, free or pinned page)"
+    if exp.errorno != got.errorno:
+        return "error code differs: -EBUSY (busy pages) versus -ENOMEM (no room)"
+    return ""
+
+
+def check_events(pred: Prediction, obs: Observation, profile: KernelProfile) -> list[Check]:
+    out: list[Check] = []
+    n = max(len(pred.events), len(obs.events))
+    for i in range(n):
+        exp = pred.events[i] if i < len(pred.events) else None
+        got = obs.events[i] if i < len(obs.events) else None
+        label = (exp or got).kind if (exp or got) else "event"  # type: ignore[union-attr]
+        name = f"event {i + 1:03d} {label}"
+        if exp is not None and got is not None:
+            cause = "" if exp == got else (_event_cause(exp, got, pred.events, obs.events, i) or "fields differ")
+            out.append(Check("events", name, exp == got, _event_text(exp, profile), _event_text(got, profile), cause))
+        elif exp is not None:
+            out.append(Check("events", name, False, _event_text(exp, profile), "(no event)",
+                             "the kernel traced fewer events: the run ended early, the trace buffer overflowed, "
+                             "or trace_event=cma:* was missing at boot"))
+        elif got is not None:
+            out.append(Check("events", name, False, "(no event)", _event_text(got, profile),
+                             "the kernel traced an allocation the model was not told about (another driver?)"))
+    return out
+
+
+def check_capture(pred: Prediction, obs: Observation) -> list[Check]:
+    out: list[Check] = []
+    granted = [(str(s.data.get("label", "")), int(s.data.get("granted", -1)))
+               for s in obs.capture if s.event == "reqbufs" and int(s.data.get("asked", s.data.get("count", 0)) or 0) > 0]
+    for i, (label, n) in enumerate(pred.granted):
+        got = granted[i][1] if i < len(granted) else None
+        ok = got == n
+        out.append(Check("capture", f"REQBUFS {label} granted", ok, str(n), str(got) if got is not None else "not run",
+                         "" if ok else "the kernel granted a different number of buffers than the model predicts"))
+    return out
+
+
+def check_all(pred: Prediction, obs: Observation, profile: KernelProfile) -> list[Check]:
+    return check_areas(pred, obs) + check_counters(pred, obs) + check_capture(pred, obs) + \
+        check_events(pred, obs, profile)

@@ -1,0 +1,78 @@
+"""The run's verdict for people (a summary table), lab CI (JUnit XML) and machines (JSON)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cma_tool.check import Check
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def junit_xml(checks: Sequence[Check], *, suite: str, error: tuple[str, str] | None = None,
+              seconds: float = 0.0) -> str:
+    """One testcase per check; a run that died before checking is one errored testcase."""
+    failures = sum(1 for c in checks if not c.passed)
+    root = ET.Element("testsuites")
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(checks) + (1 if error else 0)),
+                       failures=str(failures), errors="1" if error else "0", time=f"{seconds:.3f}")
+    for c in checks:
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{c.group}", name=c.name)
+        if not c.passed:
+            f = ET.SubElement(tc, "failure", message=c.cause or "mismatch", type="mismatch")
+            f.text = f"expected: {c.expected}\nobserved: {c.observed}\ncause: {c.cause}"
+    if error:
+        kind, message = error
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.run", name="run")
+        e = ET.SubElement(tc, "error", message=message, type=kind)
+        e.text = message
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def summary_table(report: dict[str, Any], checks: Sequence[Check], width: int = 130) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, highlight=False)
+    groups: dict[str, list[Check]] = {}
+    for c in checks:
+        groups.setdefault(c.group, []).append(c)
+    table = Table(title=f"cma-tool run: {report.get('board')} on {report.get('target')}", title_justify="left")
+    for col in ("group", "checks", "passed", "failed"):
+        table.add_column(col)
+    for group, items in groups.items():
+        failed = sum(1 for c in items if not c.passed)
+        table.add_row(group, str(len(items)), str(len(items) - failed), str(failed))
+    console.print(table)
+    bad = [c for c in checks if not c.passed]
+    if bad:
+        detail = Table(title="mismatches", title_justify="left")
+        for col in ("check", "expected (model)", "observed (kernel)", "likely cause"):
+            detail.add_column(col, overflow="fold")
+        for c in bad[:40]:
+            detail.add_row(c.name, c.expected, c.observed, c.cause)
+        console.print(detail)
+        if len(bad) > 40:
+            console.print(f"... and {len(bad) - 40} more in report.json")
+    console.print(f"verdict: {report.get('verdict')}  ({report.get('message', '')})", markup=False)
+    return out.getvalue().rstrip("\n")
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, default=str)
