@@ -69,13 +69,18 @@ def memory_map_svg(plan: Plan) -> str:
             label = area.label or area.name
             if area.is_default:
                 label += " (default)"
+            # Labels of regions in the right half hang leftwards from the region's end,
+            # so they stay on the canvas.
+            right_half = x + w / 2 > _LEFT + _BAR_W / 2
+            tx, anchor = (x + w, "end") if right_half else (x, "start")
             ly = y - 8 - (i % 2) * 14
-            parts.append(f'<text x="{x:.1f}" y="{ly}" font-weight="bold" fill="{colour}">{escape(label)} '
-                         f'{escape(format_size(area.size))}</text>')
+            parts.append(f'<text x="{tx:.1f}" y="{ly}" text-anchor="{anchor}" font-weight="bold" fill="{colour}">'
+                         f'{escape(label)} {escape(format_size(area.size))}</text>')
             detail = f"{hexaddr(area.base, digits)} · {', '.join(area.users) or 'no users'}"
             if area.need:
                 detail += f" · need {format_size(area.need)}" + ("" if area.fits else " · DOES NOT FIT")
-            parts.append(f'<text x="{x:.1f}" y="{y + _BAR_H + 32 + (i % 2) * 14}" fill="#222">{escape(detail)}</text>')
+            parts.append(f'<text x="{tx:.1f}" y="{y + _BAR_H + 34 + (i % 2) * 14}" text-anchor="{anchor}" '
+                         f'fill="#222">{escape(detail)}</text>')
     ly = 90 + _ROW_H * len(banks) + 10
     parts.append(f'<rect x="20" y="{ly}" width="14" height="14" fill="#4c78a8" fill-opacity="0.75"/>'
                  f'<text x="40" y="{ly + 12}">CMA region</text>')
