@@ -115,7 +115,7 @@ def _event_cause(exp: Event, got: Event, pred: list[Event], obs: list[Event], in
                 + " where the model did not: the area's free space differs (other users, size, placement)")
     if exp.pfn is not None and got.pfn is not None and exp.pfn != got.pfn:
         delta = got.pfn - exp.pfn
-        later = [(p, o) for p, o in zip(pred[index + 1:], obs[index + 1:])
+        later = [(p, o) for p, o in zip(pred[index + 1:], obs[index + 1:], strict=False)
                  if p.area == exp.area and p.pfn not in (None, NO_PFN) and o.pfn not in (None, NO_PFN)]
         if later and all(o.pfn - p.pfn == delta for p, o in later if p.pfn is not None and o.pfn is not None):
             return (f"every later pfn of {exp.area} is off by the same {delta:+#x} pages: the area's base "

@@ -12,15 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cma_tool import model as cma_model
 from cma_tool.board.load import read_board
 from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.validate import bank_of, check_board
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
-from cma_tool import model as mboot
 from cma_tool.model.profiles import PROFILES, KernelProfile
 from cma_tool.sizes import format_size
-
 
 #: Model problem codes that board/validate.py already reports, in the user's terms and
 #: at the right line; the model's kernel-worded copy would only repeat them.
@@ -73,20 +72,20 @@ class Plan:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def boot_input(board: Board, extra_bootargs: str = "", pinned: tuple[tuple[str, int], ...] = ()) -> mboot.BootInput:
+def boot_input(board: Board, extra_bootargs: str = "", pinned: tuple[tuple[str, int], ...] = ()) -> cma_model.BootInput:
     """The board as the kernel sees it at boot: banks, /reserved-memory, command line."""
     cmdline = " ".join(a for a in (board.kernel.bootargs, extra_bootargs) if a)
-    return mboot.BootInput(
-        banks=tuple(mboot.Bank(b.base, b.size) for b in board.banks),
+    return cma_model.BootInput(
+        banks=tuple(cma_model.Bank(b.base, b.size) for b in board.banks),
         nodes=tuple(_node(r) for r in board.regions),
         cmdline=cmdline,
-        early=tuple(mboot.EarlyReservation(what, base, size) for what, base, size in board.boot.early_reservations),
+        early=tuple(cma_model.EarlyReservation(what, base, size) for what, base, size in board.boot.early_reservations),
         pinned=pinned,
     )
 
 
-def _node(r: Region) -> mboot.ReservedNode:
-    return mboot.ReservedNode(
+def _node(r: Region) -> cma_model.ReservedNode:
+    return cma_model.ReservedNode(
         name=r.node, reg=r.reg, size=r.size, alignment=r.alignment, alloc_ranges=r.alloc_ranges,
         compatible=r.compatible, reusable=r.reusable, no_map=r.no_map, cma_default=r.cma_default,
     )
@@ -145,7 +144,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     that means to exhaust an area)."""
     profile = _resolve_profile(board, kernel)
     inp = boot_input(board, bootargs, pinned)
-    booted = mboot.boot(profile, inp)
+    booted = cma_model.boot(profile, inp)
     sink = DiagnosticSink()
     region_by_node = {r.node: r for r in board.regions}
     for problem in booted.problems:
@@ -217,7 +216,7 @@ class Fit:
     failed: str  # the first buffer that did not fit ("" if all did)
 
 
-def replay_needs(profile: KernelProfile, booted: mboot.BootResult,
+def replay_needs(profile: KernelProfile, booted: cma_model.BootResult,
                  needs: list[tuple[str | None, int, str]]) -> dict[str, Fit]:
     """Allocate every need at once, in order, the way dma_alloc_coherent reaches CMA on ARM32.
 
@@ -233,11 +232,11 @@ def replay_needs(profile: KernelProfile, booted: mboot.BootResult,
         for name, size, what in needs:
             if name == area:
                 count = -(-size // profile.page_size)
-                align = min(mboot.get_order(size, profile.page_shift), profile.cma_alignment)
+                align = min(cma_model.get_order(size, profile.page_shift), profile.cma_alignment)
                 out.append((count, align, what))
         return out
 
-    def span(state: CmaState, area: mboot.CmaArea, reqs: list[tuple[int, int, str]]) -> tuple[int, str]:
+    def span(state: CmaState, area: cma_model.CmaArea, reqs: list[tuple[int, int, str]]) -> tuple[int, str]:
         end_pfn = area.base_pfn
         for pre in booted.preallocations:
             if pre.area == area.name:

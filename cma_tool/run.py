@@ -20,12 +20,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cma_tool.board.types import Board, CaptureNeed, Device
-from cma_tool.check import Check, Prediction, PredictedArea, check_all
+from cma_tool import model as cma_model
+from cma_tool.board.types import Board, CaptureNeed
+from cma_tool.check import Check, PredictedArea, Prediction, check_all
 from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
-from cma_tool import model as mboot
-from cma_tool.model.area import CmaState
-from cma_tool.model.events import Event
+from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep
 from cma_tool.observe import Observation, observe
 from cma_tool.plan import Plan, make_plan
 from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
@@ -111,109 +110,76 @@ def vivid_params(board: Board) -> dict[str, str]:
 # --- the model's side ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Request:
-    """A buffer queue the target asked for: REQBUFS ``buffers`` of ``size`` bytes, later freed."""
-
-    label: str
-    size: int  # sizeimage; PAGE_ALIGN'd per buffer by vb2
-    buffers: int
-    area: str | None  # None: the default area
+Steps = list[CaptureStep | ReleaseCaptureStep]
 
 
-def _device_area(board: Board, dev: Device | None, default: str | None) -> str | None:
-    from cma_tool.plan import device_area
+def _stream_devices(board: Board, streams: list[Stream]) -> dict[str, cma_model.Device]:
+    """Each stream is a vb2 queue of its board device: the model device is named after the stream."""
+    from cma_tool.modelrun import board_devices
 
-    return device_area(board, dev, None, default) if dev is not None else default
+    devices = board_devices(board)
+    return {s.label: cma_model.Device(s.label, devices[s.device].area) for s in streams}
 
 
-def requests_from_capture(obs: Observation, board: Board, streams: list[Stream],
-                          default_area: str | None) -> list[tuple[str, Request | None]]:
-    """The allocations the target actually made, in order: ("alloc", req) at REQBUFS N, ("free", label) at REQBUFS 0."""
-    sizes: dict[str, int] = {}
-    by_label = {s.label: s for s in streams}
-    out: list[tuple[str, Request | None]] = []
+def steps_from_capture(obs: Observation) -> tuple[Steps, list[tuple[str, int, int]]]:
+    """The queue operations the target actually made, in order, with the format the driver granted.
+
+    Also returns (label, sizeimage the driver reported, width*height-derived model size) per
+    stream so a format the driver adjusted shows up as its own check.
+    """
+    granted_fmt: dict[str, tuple[int, int, str, int]] = {}
+    steps: Steps = []
+    sizes: list[tuple[str, int, int]] = []
     for step in obs.capture:
         label = str(step.data.get("label", ""))
         if step.event == "s_fmt":
-            sizes[label] = int(step.data["sizeimage"])
-        elif step.event == "reqbufs":
+            fmt = (int(step.data["width"]), int(step.data["height"]), str(step.data["format"]),
+                   int(step.data["sizeimage"]))
+            granted_fmt[label] = fmt
+            sizes.append((label, fmt[3], cma_model.sizeimage(fmt[0], fmt[1], fmt[2])))
+        elif step.event == "reqbufs" and label in granted_fmt:
             asked = int(step.data.get("asked", 0))
-            stream = by_label.get(label)
-            dev = board.device(stream.device) if stream else None
-            if asked > 0 and label in sizes:
-                out.append(("alloc", Request(label, sizes[label], asked, _device_area(board, dev, default_area))))
-            elif asked == 0:
-                out.append(("free:" + label, None))
-    return out
+            if asked > 0:
+                w, h, fourcc, _ = granted_fmt[label]
+                steps.append(CaptureStep(label, w, h, fourcc, asked))
+            else:
+                steps.append(ReleaseCaptureStep(label))
+    return steps, sizes
 
 
-def requests_from_plan(board: Board, streams: list[Stream], default_area: str | None,
-                       *, hold: bool) -> list[tuple[str, Request | None]]:
-    """What the target will ask for, before it runs (sizes from the model's sizeimage)."""
-    from cma_tool.model.scenario import sizeimage
-
-    out: list[tuple[str, Request | None]] = []
-    frees: list[tuple[str, Request | None]] = []
+def steps_from_plan(streams: list[Stream], *, hold: bool) -> Steps:
+    """What the target will do, before it runs: the capture program's order of REQBUFS calls."""
+    held = hold and len(streams) > 1
+    steps: Steps = []
     for s in streams:
-        req = Request(s.label, sizeimage(s.need.width, s.need.height, s.need.fourcc), s.need.buffers,
-                      _device_area(board, board.device(s.device), default_area))
-        out.append(("alloc", req))
-        if hold and len(streams) > 1:
-            frees.insert(0, ("free:" + s.label, None))  # held streams are torn down in reverse
-        else:
-            out.append(("free:" + s.label, None))
-    return out + frees
+        steps.append(CaptureStep(s.label, s.need.width, s.need.height, s.need.fourcc, s.need.buffers))
+        if not held:
+            steps.append(ReleaseCaptureStep(s.label))
+    if held:  # held streams are torn down at the end, in reverse order
+        steps += [ReleaseCaptureStep(s.label) for s in reversed(streams)]
+    return steps
 
 
-def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...],
-            steps: list[tuple[str, Request | None]]) -> tuple[Prediction, mboot.BootResult]:
-    """Boot the model with the run's command line and replay the queue allocations as vb2 makes them.
-
-    ARM32's dma_alloc_attrs reaches cma_alloc(area, PAGE_ALIGN(size) >> PAGE_SHIFT,
-    min(get_order(size), CONFIG_CMA_ALIGNMENT)) once per buffer; vb2 stops at the
-    first buffer that fails and frees the queue in buffer order.
-    """
+def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: Steps,
+            devices: dict[str, cma_model.Device]) -> tuple[Prediction, cma_model.ModelRun]:
+    """The model's account of the run: areas, CmaTotal, every event, buffers granted, vmstat."""
     from cma_tool.plan import boot_input
 
-    profile = plan.profile
-    booted = mboot.boot(profile, boot_input(plan.board, cmdline, pins))
-    state: CmaState = CmaState(profile, booted.areas)
-    events: list[Event] = list(booted.events)
-    for pre in booted.preallocations:
-        state.alloc(pre.area, pre.count, pre.align)
-    live: dict[str, list[tuple[str | None, int, int]]] = {}
+    run = cma_model.simulate(plan.profile, boot_input(plan.board, cmdline, pins), steps, devices)
     granted: list[tuple[str, int]] = []
-    for action, req in steps:
-        if req is not None:
-            page = profile.page_size
-            count = -(-req.size // page)
-            align = min(mboot.get_order(count * page, profile.page_shift), profile.cma_alignment)
-            area = req.area
-            got: list[tuple[str | None, int, int]] = []
-            for _ in range(req.buffers):
-                if area is None:
-                    break  # no CMA at all: vb2 gets normal pages, no cma events
-                result = state.alloc(area, count, align)
-                events.extend(result.events)
-                if result.pfn is None:
-                    break
-                got.append((area, result.pfn, count))
-            granted.append((req.label, len(got) if area is not None else req.buffers))
-            live[req.label] = got
-        else:
-            label = action.split(":", 1)[1]
-            for area_name, pfn, count in live.pop(label, []):
-                events.extend(state.release(area_name, pfn, count).events)
+    for rec in run.steps:
+        if isinstance(rec.step, CaptureStep):
+            granted.append((rec.step.device, len(rec.buffers)))
+    vm = run.counters.get("vmstat", {}) if run.steps else {}
     pred = Prediction(
-        areas=[PredictedArea(a.name, a.base, a.size) for a in booted.areas],
-        cma_total_kb=booted.cma_total_kb,
-        events=events,
+        areas=[PredictedArea(a.name, a.base, a.size) for a in run.boot.areas],
+        cma_total_kb=run.boot.cma_total_kb,
+        events=list(run.events),
         granted=granted,
-        vmstat={"cma_alloc_success": state.counters.cma_alloc_success,
-                "cma_alloc_fail": state.counters.cma_alloc_fail},
+        vmstat={"cma_alloc_success": int(vm.get("cma_alloc_success", 0)),
+                "cma_alloc_fail": int(vm.get("cma_alloc_fail", 0))},
     )
-    return pred, booted
+    return pred, run
 
 
 # --- the run ------------------------------------------------------------------
@@ -319,12 +285,9 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
         rng_seed=bytes(range(32)),
     )
     pins = opts.pins
-    early = tuple(board.boot.early_reservations)
-    del early
-    pre, _ = predict(plan, bootargs, pins, requests_from_plan(board, streams, None, hold=opts.hold))
-    write_atomic(opts.out / "predicted.json", json.dumps(
-        {"events": [e.to_json() for e in pre.events], "areas": [a.__dict__ for a in pre.areas],
-         "cma_total_kb": pre.cma_total_kb}, indent=2))
+    devices = _stream_devices(board, streams)
+    pre, pre_run = predict(plan, bootargs, pins, steps_from_plan(streams, hold=opts.hold), devices)
+    write_atomic(opts.out / "predicted.json", json.dumps(pre_run.to_json(), indent=2))
     record.stage("generate", bootargs=bootargs, dtb=str(boot.dtb))
 
     say("[4/6] boot the emulated board and capture")
@@ -340,22 +303,18 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
         raise TargetError(f"the capture program failed (exit {capture_rc}): {errors[:1] or 'see console.log'}")
 
     say("[6/6] cross-check with the model")
-    booted_default = mboot.boot(plan.profile, _boot_input(plan, bootargs, pins)).default_area
-    steps = requests_from_capture(obs, board, streams, booted_default)
-    pred, _ = predict(plan, bootargs, pins, steps)
-    checks = check_all(pred, obs, plan.profile)
+    steps, sizes = steps_from_capture(obs)
+    pred, _ = predict(plan, bootargs, pins, steps, devices)
+    checks = [Check("capture", f"sizeimage {label}", got == model, str(model), str(got),
+                    "" if got == model else "the driver's sizeimage differs from V4L2's formula for this format")
+              for label, got, model in sizes]
+    checks += check_all(pred, obs, plan.profile)
     record.data["prediction"] = {"events": [e.text(plan.profile) for e in pred.events],
                                  "cma_total_kb": pred.cma_total_kb}
     record.data["observed"] = {"events": [e.text(plan.profile) for e in obs.events],
                                "cma_total_kb": obs.meminfo_boot.get("CmaTotal")}
     record.stage("check", checks=len(checks), failed=sum(1 for c in checks if not c.passed))
     return checks
-
-
-def _boot_input(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...]) -> mboot.BootInput:
-    from cma_tool.plan import boot_input
-
-    return boot_input(plan.board, cmdline, pins)
 
 
 def _check_kernel_matches(board: Board, config: Any) -> None:

@@ -29,10 +29,8 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise SizeError(f"{text!r} is not a size (write e.g. 64M, 4 MiB, 0x4000000)")
     number, suffix, iec = m.groups()
-    if iec and not suffix:
-        # "16B"/"16iB": bytes. Allowed only as plain "B".
-        if iec.lower() != "b":
-            raise SizeError(f"{text!r} is not a size")
+    if iec and not suffix and iec.lower() != "b":
+        raise SizeError(f"{text!r} is not a size")  # "16iB" means nothing; "16B" is bytes
     base = 16 if number.lower().startswith("0x") else (8 if len(number) > 1 and number.startswith("0") else 10)
     return int(number, base) << _SUFFIX[suffix.lower()]
 

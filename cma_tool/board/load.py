@@ -26,7 +26,7 @@ from cma_tool.board.types import (
     Kernel,
     Region,
 )
-from cma_tool.board.yamlpos import NOWHERE, Where, YamlLoadError, YNode, load_file
+from cma_tool.board.yamlpos import Where, YamlLoadError, YNode, load_file
 from cma_tool.errors import DiagnosticSink
 from cma_tool.model.profiles import PROFILES, KernelProfile, profile_with
 from cma_tool.sizes import SizeError, parse_size
@@ -220,7 +220,7 @@ class _Map:
                 out.append(pair)
         return tuple(out)
 
-    def sub(self, key: str, allowed: Iterable[str], what: str) -> "_Map | None":
+    def sub(self, key: str, allowed: Iterable[str], what: str) -> _Map | None:
         n = self.items.get(key)
         if n is None:
             return None

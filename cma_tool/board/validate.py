@@ -8,14 +8,21 @@ Placement and fit checks need the allocator model and live in plan.py.
 from __future__ import annotations
 
 import difflib
+from typing import Protocol
 
 from cma_tool.board.types import Bank, Board, Region
+from cma_tool.board.yamlpos import Where
 from cma_tool.errors import DiagnosticSink
 from cma_tool.sizes import format_size
 
 
-def _at(sink: DiagnosticSink, item: object, message: str, hint: str = "", *, warning: bool = False) -> None:
-    where = getattr(item, "where")
+class _Located(Protocol):
+    @property
+    def where(self) -> Where: ...
+
+
+def _at(sink: DiagnosticSink, item: _Located, message: str, hint: str = "", *, warning: bool = False) -> None:
+    where = item.where
     add = sink.warning if warning else sink.error
     add(message, file=where.file, line=where.line, col=where.col, hint=hint)
 
@@ -65,7 +72,7 @@ def check_board(board: Board, sink: DiagnosticSink) -> None:
             _at(sink, bank, f"bank at {bank.base:#x} ends above {format_size(addr_limit)}, which this kernel cannot address",
                 hint="set kernel: lpae: true for a kernel with LPAE")
     ordered = sorted(board.banks, key=lambda b: b.base)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if b.base < a.end:
             _at(sink, b, f"bank at {b.base:#010x} overlaps the bank at {a.base:#010x} (which ends at {a.end:#010x})",
                 hint="memory banks must not overlap; check base and size")
@@ -127,10 +134,10 @@ def check_board(board: Board, sink: DiagnosticSink) -> None:
             _at(sink, extra, f"more than one node has linux,cma-default ('{defaults[0].node}' and '{extra.node}')",
                 hint="the kernel keeps only the last one it sees; mark exactly one")
     statics = sorted((r for r in board.regions if r.reg is not None), key=lambda r: r.reg[0] if r.reg else 0)
-    for a, b in zip(statics, statics[1:]):
-        assert a.reg is not None and b.reg is not None
-        if b.reg[0] < a.reg[0] + a.reg[1]:
-            _at(sink, b, f"reserved-memory node '{b.node}' overlaps '{a.node}'")
+    for lower, upper in zip(statics, statics[1:], strict=False):
+        assert lower.reg is not None and upper.reg is not None
+        if upper.reg[0] < lower.reg[0] + lower.reg[1]:
+            _at(sink, upper, f"reserved-memory node '{upper.node}' overlaps '{lower.node}'")
 
     # CMA area slots: every DT CMA node, plus the default area when DT has none.
     cma_nodes = [r for r in board.regions if r.is_cma]
@@ -159,23 +166,23 @@ def check_board(board: Board, sink: DiagnosticSink) -> None:
             found = [(label, board.region(label)) for label in dev.memory_region]
             placed = [(label, region_bank(board, r)) for label, r in found if r is not None]
             seen: dict[int, str] = {}
-            for label, bank in placed:
-                if bank is None:
+            for label, home in placed:
+                if home is None:
                     continue
-                if bank.base in seen:
-                    _at(sink, dev, f"{what}: regions '{seen[bank.base]}' and '{label}' are both in the bank at "
-                        f"{bank.base:#010x}, but its two memory ports need different banks",
+                if home.base in seen:
+                    _at(sink, dev, f"{what}: regions '{seen[home.base]}' and '{label}' are both in the bank at "
+                        f"{home.base:#010x}, but its two memory ports need different banks",
                         hint="put the left region (firmware) in bank 0 and the right one in bank 1")
-                seen[bank.base] = label
+                seen[home.base] = label
         for buf in dev.buffers:
             if buf.region and buf.region not in dev.memory_region:
                 _at(sink, buf, f"{what}: buffer '{buf.name}' wants region '{buf.region}', which is not in its "
                     f"memory-region ({', '.join(dev.memory_region) or 'none'})")
         limit = dev.dma_limit
         for label in dev.memory_region if dev.honours_memory_region else ():
-            region = board.region(label)
-            if region is not None and region.reg is not None and region.reg[0] + region.reg[1] > limit:
-                _at(sink, dev, f"{what}: region '{label}' ends at {region.reg[0] + region.reg[1]:#x}, beyond its "
+            target = board.region(label)
+            if target is not None and target.reg is not None and target.reg[0] + target.reg[1] > limit:
+                _at(sink, dev, f"{what}: region '{label}' ends at {target.reg[0] + target.reg[1]:#x}, beyond its "
                     f"{dev.dma_mask_bits}-bit DMA mask ({limit:#x})")
         if (dev.captures or dev.buffers) and not dev.driver:
             _at(sink, dev, f"{what} has needs but no 'driver'", warning=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import yaml
 
@@ -19,7 +18,7 @@ from cma_tool.errors import Diagnostic
 #: description has a few hundred values; anything past this is an attack or a mistake.
 MAX_NODES = 50_000
 
-Scalar = Union[str, int, float, bool, None]
+Scalar = str | int | float | bool | None
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
@@ -40,7 +39,7 @@ NOWHERE = Where("<built-in>", 0, 0)
 class YNode:
     """A YAML value with its position. ``value`` is a scalar, list[YNode] or dict[str, YNode]."""
 
-    value: "Scalar | list[YNode] | dict[str, YNode]"
+    value: Scalar | list[YNode] | dict[str, YNode]
     where: Where
     #: For mappings: where each key was written (for "unknown key" errors).
     key_where: dict[str, Where] = field(default_factory=dict)
@@ -134,7 +133,7 @@ class _Builder:
         # Resolve through SafeLoader's own resolver so 0x40000000 is an int and
         # "yes" stays what YAML 1.1 says; an unsafe tag is refused by safe_load.
         try:
-            value = self._constructor.construct_object(node)  # type: ignore[no-untyped-call]
+            value = self._constructor.construct_object(node)
         except yaml.constructor.ConstructorError as exc:
             self.problems.append(Diagnostic(f"unsupported YAML value: {exc.problem}", *self._pos(node)))
             return None
