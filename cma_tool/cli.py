@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tell the model an area's base (e.g. to test the cross-check)")
     p.add_argument("--cache", metavar="DIR", help="download/image cache (default: $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole target session")
+    p.add_argument("--force", action="store_true",
+                   help="run a board that fails validation (to watch the kernel's fallback); errors become warnings")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser

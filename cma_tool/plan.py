@@ -294,10 +294,17 @@ def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str =
     return CheckedBoard(board, sorted(sink.items, key=lambda d: (d.file, d.line, d.col)), plan)
 
 
-def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "", allow_misfit: bool = False) -> Plan:
-    """The plan, or ConfigError with every problem if the board is not valid."""
+def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "", allow_misfit: bool = False,
+              allow_errors: bool = False) -> Plan:
+    """The plan, or ConfigError with every problem if the board is not valid.
+
+    ``allow_errors`` still plans a board the kernel would partly refuse (the model
+    then predicts the refusal): for experiments that check the kernel's fallbacks.
+    Boards that cannot be read at all always raise.
+    """
     checked = load_checked_board(path, kernel=kernel, bootargs=bootargs, allow_misfit=allow_misfit)
-    if checked.board is None or checked.plan is None or any(d.severity == "error" for d in checked.diagnostics):
+    if checked.board is None or checked.plan is None or (
+            not allow_errors and any(d.severity == "error" for d in checked.diagnostics)):
         raise ConfigError(diagnostics=checked.diagnostics)
     checked.plan.diagnostics = checked.diagnostics
     return checked.plan

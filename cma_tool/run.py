@@ -53,6 +53,7 @@ class RunOptions:
     cache: Path | None = None
     timeout: float = 120.0
     hold: bool = True  # streams keep their buffers until all have run (worst case for CMA)
+    force: bool = False  # run even when validation finds errors
 
 
 @dataclass
@@ -250,7 +251,7 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
         raise ConfigError(f"target '{opts.target}' is not supported by this command yet",
                           hint="use --target emulated (real boards: see README, 'Real boards')")
     say(f"[1/6] plan {opts.board}")
-    plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True)
+    plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
     board = plan.board
     if board.emulation is None:
         raise ConfigError(f"{opts.board} has no 'emulation' section: it cannot run on the emulated target",
@@ -281,7 +282,7 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     boot = qemu.prepare_boot(
         image, opts.out, banks=banks,
         reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
-        bootargs=bootargs, capture_args=args, memory=str(board.emulation.memory),
+        bootargs=bootargs, capture_args=args, memory=f"{board.emulation.memory >> 20}M",
         rng_seed=bytes(range(32)),
     )
     pins = opts.pins
@@ -339,7 +340,7 @@ def _boot_and_capture(boot: Any, opts: RunOptions, board: Board, record: RunReco
     from cma_tool.target.qemu import DONE_MARK, EmulatedBoard
 
     deadline = time.monotonic() + opts.timeout
-    memory = str(board.emulation.memory) if board.emulation else "768M"
+    memory = f"{board.emulation.memory >> 20}M" if board.emulation else "768M"
     with EmulatedBoard(boot, memory=memory, workdir=opts.out) as qb:
         record.stage("boot", serial=qb.serial_url, qemu_stderr=str(qb.stderr_path))
         with Console(qb.serial_url, opts.out, name="console", default_timeout=opts.timeout) as console:
@@ -383,7 +384,7 @@ def run_cli(args: argparse.Namespace) -> int:
     opts = RunOptions(board=board, out=out, target=args.target, boot=args.boot, bootargs=args.bootargs or "",
                       json_output=args.json, junit=Path(args.junit) if args.junit else None,
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
-                      timeout=args.timeout)
+                      timeout=args.timeout, force=args.force)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = execute(opts, say=quiet)
     if args.json:
