@@ -1,0 +1,509 @@
+"""The emulated board's software: Debian's armhf kernel + a tiny initramfs.
+
+The image holds busybox, the vivid capture driver with the modules it needs,
+the static ``capture`` program (firmware/capture/capture.c) and firmware/init.
+Packages are fetched once into a cache folder; an image is rebuilt only when
+one of its inputs changes (package versions, the firmware sources, this
+recipe, the cross compiler). A run's capture plan does not go into the cached
+image: :func:`compose_initrd` appends it as a second, tiny cpio archive (the
+kernel unpacks concatenated archives one after the other).
+
+Layout of the cache folder::
+
+    debs/<package>/<version>/*.deb      apt-get download
+    extract/<package>_<version>/        dpkg-deb -x (kernel: plus depmod)
+    images/<key>/vmlinuz, initrd.gz, image.json
+
+Run as ``python3 -m cma_tool.target.image [--quiet] [--cache DIR]
+[--kernel-package PKG]`` to fetch and build ahead of time (install.sh does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cma_tool.errors import ConfigError, InfraError
+
+Progress = Callable[[str], None]
+
+#: firmware/ at the top of the source tree.
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+#: The driver that stands in for the S5PV210's FIMC, with its module closure.
+CAPTURE_DRIVER = "vivid"
+BUSYBOX_PACKAGE = "busybox-static"
+ARCH = "armhf"
+#: Built images kept in the cache; older ones are removed after a build.
+KEEP_IMAGES = 4
+_KERNEL_PACKAGE = re.compile(r"^linux-image-(6\.1\.0-(\d+)-armmp)$")
+
+#: Tools the build runs, with the Debian package that provides each.
+_TOOLS = {
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
+    "depmod": "kmod",
+    "cpio": "cpio",
+    "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)",
+}
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The kernel build facts CMA's behaviour depends on (from /boot/config-*)."""
+
+    cma_size_mbytes: int
+    arch_force_max_order: int
+    cma_areas: int
+    cma_alignment: int
+
+
+@dataclass(frozen=True)
+class TargetImage:
+    """A built image: what QEMU boots, and the facts of the kernel in it."""
+
+    directory: Path
+    kernel: Path  # the zImage (Debian calls it vmlinuz)
+    initrd: Path  # gzip'd newc cpio
+    kernel_release: str  # e.g. 6.1.0-50-armmp (uname -r, /lib/modules/<release>)
+    kernel_package: str  # e.g. linux-image-6.1.0-50-armmp
+    kernel_version: str  # the package's version, e.g. 6.1.176-1
+    busybox_version: str
+    config: KernelConfig
+    modules: tuple[str, ...]  # paths under /lib/modules/<release>/ in the image
+    key: str  # hash of every input; names the image's folder
+
+
+def default_cache_dir() -> Path:
+    """``$CMA_TOOL_CACHE``, else ``~/.cache/cma-tool``."""
+    env = os.environ.get("CMA_TOOL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "cma-tool"
+
+
+def ensure_image(
+    cache: Path | None = None,
+    *,
+    kernel_package: str | None = None,
+    firmware: Path = FIRMWARE_DIR,
+    progress: Progress | None = None,
+) -> TargetImage:
+    """Return the image for the current inputs, building (and fetching) only what is missing.
+
+    ``kernel_package`` pins the kernel (``linux-image-6.1.0-50-armmp``); by
+    default the newest 6.1 armmp kernel apt knows is used.
+    """
+    say = progress or (lambda _msg: None)
+    cache = (cache or default_cache_dir()).resolve()
+    _check_tools()
+    sources = _firmware_sources(firmware)
+
+    if kernel_package is not None and not _KERNEL_PACKAGE.match(kernel_package):
+        raise ConfigError(
+            f"kernel package {kernel_package!r} is not a Debian 6.1 armmp kernel",
+            hint="name one like linux-image-6.1.0-50-armmp (see: apt-cache search linux-image-6.1.0 armmp)",
+        )
+    kpkg, kver, bver = _resolve_packages(cache, kernel_package)
+    release = kpkg.removeprefix("linux-image-")
+
+    inputs = {
+        "recipe": _sha256(Path(__file__).read_bytes()),
+        "kernel": f"{kpkg}={kver}",
+        "busybox": f"{BUSYBOX_PACKAGE}={bver}",
+        "cc": _run(["arm-linux-gnueabihf-gcc", "-dumpversion"]).decode().strip(),
+        **{name: _sha256(path.read_bytes()) for name, path in sources.items()},
+    }
+    key = _sha256(json.dumps(inputs, sort_keys=True).encode())[:20]
+    folder = cache / "images" / key
+    meta = folder / "image.json"
+    if meta.is_file():
+        try:
+            return _image_from_json(folder, json.loads(meta.read_text()))
+        except (KeyError, TypeError, ValueError):
+            say(f"image {key}: metadata unreadable, rebuilding")
+
+    kroot = _extracted(cache, kpkg, kver, say, depmod_release=release)
+    broot = _extracted(cache, BUSYBOX_PACKAGE, bver, say)
+    say(f"building image {key} ({kpkg} {kver})")
+    config = read_kernel_config(kroot / "boot" / f"config-{release}")
+    moddir = kroot / "lib" / "modules" / release
+    modules = module_closure(moddir / "modules.dep", CAPTURE_DRIVER)
+
+    (cache / "images").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache / "images"))
+    try:
+        root = work / "root"
+        _stage_root(root, sources, broot, moddir, release, modules)
+        _compile_capture(sources["capture.c"], root / "bin" / "capture")
+        _run(["depmod", "-b", str(root), release])
+        (work / "initrd.gz").write_bytes(pack_cpio(root))
+        shutil.copyfile(kroot / "boot" / f"vmlinuz-{release}", work / "vmlinuz")
+        shutil.rmtree(root)
+        image = TargetImage(
+            directory=folder,
+            kernel=folder / "vmlinuz",
+            initrd=folder / "initrd.gz",
+            kernel_release=release,
+            kernel_package=kpkg,
+            kernel_version=kver,
+            busybox_version=bver,
+            config=config,
+            modules=tuple(modules),
+            key=key,
+        )
+        (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs), indent=2) + "\n")
+        if folder.exists() and not meta.is_file():  # a half-built or unreadable earlier attempt
+            shutil.rmtree(folder)
+        try:
+            work.rename(folder)
+        except OSError:
+            # Another process finished the same image first: theirs is as good.
+            if not meta.is_file():
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    _prune_images(cache / "images", keep=KEEP_IMAGES)
+    return image
+
+
+def compose_initrd(image: TargetImage, capture_args: Sequence[str] | None, dest: Path) -> Path:
+    """Write the initrd for one run: the cached image plus, if given, a plan archive.
+
+    The plan archive holds /cmatool/capture.args (one argument per line),
+    which firmware/cmatool-run reads. Nothing is appended for ``None``.
+    """
+    data = image.initrd.read_bytes()
+    if capture_args is not None:
+        for arg in capture_args:
+            if "\n" in arg or not arg:
+                raise ConfigError(f"capture argument {arg!r} is empty or holds a newline")
+        with tempfile.TemporaryDirectory(prefix="cma-tool-plan-") as tmp:
+            plan = Path(tmp) / "cmatool"
+            plan.mkdir()
+            (plan / "capture.args").write_text("".join(a + "\n" for a in capture_args))
+            data += pack_cpio(Path(tmp))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return dest
+
+
+def newest_kernel_package() -> str:
+    """The newest ``linux-image-6.1.0-N-armmp`` apt knows for armhf."""
+    names = _apt_query(["apt-cache", "pkgnames", "linux-image-6.1.0-"])
+    best = max(
+        ((int(m.group(2)), name) for name in names.split() if (m := _KERNEL_PACKAGE.match(name))),
+        default=None,
+    )
+    if best is None:
+        raise InfraError(
+            "apt knows no linux-image-6.1.0-N-armmp package",
+            hint="the armhf architecture must be added (dpkg --add-architecture armhf) "
+            "and a bookworm source configured; then apt-get update",
+        )
+    return best[1]
+
+
+def candidate_versions(*packages: str) -> dict[str, str]:
+    """The candidate version of each ``package:armhf`` (one apt-cache call)."""
+    text = _apt_query(["apt-cache", "policy", *(f"{p}:{ARCH}" for p in packages)])
+    found = dict(re.findall(r"^(\S+?)(?::armhf)?:\n\s+Installed: .*\n\s+Candidate: (\S+)$", text, re.MULTILINE))
+    versions: dict[str, str] = {}
+    for p in packages:
+        if found.get(p, "(none)") == "(none)":
+            raise InfraError(
+                f"apt has no candidate version of {p}:{ARCH}",
+                hint="dpkg --add-architecture armhf && apt-get update",
+            )
+        versions[p] = found[p]
+    return versions
+
+
+def _resolve_packages(cache: Path, kernel_package: str | None) -> tuple[str, str, str]:
+    """(kernel package, its version, busybox version), remembered while apt's lists stay the same.
+
+    Each apt-cache call costs ~0.8 s here (no pkgcache.bin), which would be
+    most of a warm ensure_image(); the answer only changes with the lists.
+    """
+    lists = Path("/var/lib/apt/lists")
+    fingerprint = sorted([p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in lists.glob("*Packages*") if p.is_file())
+    memo_file = cache / "apt-resolved.json"
+    want = kernel_package or "newest"
+    memo: dict[str, object] = {}
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        pass
+    entries = memo.get("entries") if memo.get("lists") == fingerprint else None
+    if isinstance(entries, dict) and isinstance(entries.get(want), list) and len(entries[want]) == 3:
+        kpkg, kver, bver = (str(x) for x in entries[want])
+        return kpkg, kver, bver
+    kpkg = kernel_package or newest_kernel_package()
+    versions = candidate_versions(kpkg, BUSYBOX_PACKAGE)
+    result = (kpkg, versions[kpkg], versions[BUSYBOX_PACKAGE])
+    if fingerprint:
+        new_entries = dict(entries) if isinstance(entries, dict) else {}
+        new_entries[want] = list(result)
+        cache.mkdir(parents=True, exist_ok=True)
+        memo_file.write_text(json.dumps({"lists": fingerprint, "entries": new_entries}))
+    return result
+
+
+def read_kernel_config(path: Path) -> KernelConfig:
+    """Read the CMA facts from a kernel .config (``/boot/config-<release>``)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^CONFIG_([A-Z0-9_]+)=(.*)$", line)
+        if m:
+            values[m.group(1)] = m.group(2)
+
+    def number(name: str, default: int | None = None) -> int:
+        if name in values:
+            return int(values[name], 0)
+        if default is None:
+            raise InfraError(f"{path}: CONFIG_{name} is not set", hint="is this a kernel built with CMA?")
+        return default
+
+    return KernelConfig(
+        cma_size_mbytes=number("CMA_SIZE_MBYTES"),
+        # Kconfig's default when an arch does not force it (MAX_ORDER 11).
+        arch_force_max_order=number("ARCH_FORCE_MAX_ORDER", 11),
+        cma_areas=number("CMA_AREAS"),
+        cma_alignment=number("CMA_ALIGNMENT"),
+    )
+
+
+def module_closure(modules_dep: Path, module: str) -> list[str]:
+    """``module`` and everything it depends on, as paths relative to /lib/modules/<release>."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in modules_dep.read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+        by_name[_module_name(path)] = path
+    want = module.replace("-", "_")
+    if want not in by_name:
+        raise InfraError(f"{modules_dep}: no module {module!r}", hint="is the kernel built with it as a module?")
+    closure: list[str] = []
+    todo = [by_name[want]]
+    while todo:
+        path = todo.pop()
+        if path not in closure:
+            closure.append(path)
+            todo.extend(deps.get(path, []))
+    return sorted(closure)
+
+
+def pack_cpio(root: Path) -> bytes:
+    """A gzip'd newc cpio of ``root`` (owner root, fixed gzip header), as the kernel unpacks it."""
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    archive = _run(
+        ["cpio", "--create", "--format=newc", "--owner=0:0", "--quiet", "--null"],
+        cwd=root,
+        stdin="\0".join(names).encode(),
+    )
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as gz:
+        gz.write(archive)
+    return out.getvalue()
+
+
+# ---- building -----------------------------------------------------------------
+
+
+def _prune_images(images: Path, *, keep: int) -> None:
+    """Remove all but the ``keep`` newest built images (each is ~7 MB; every firmware edit makes one)."""
+    built = sorted(
+        (p for p in images.iterdir() if (p / "image.json").is_file()),
+        key=lambda p: (p / "image.json").stat().st_mtime_ns,
+        reverse=True,
+    )
+    for old in built[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _firmware_sources(firmware: Path) -> dict[str, Path]:
+    sources = {
+        "init": firmware / "init",
+        "cmatool-run": firmware / "cmatool-run",
+        "capture.c": firmware / "capture" / "capture.c",
+    }
+    missing = [str(p) for p in sources.values() if not p.is_file()]
+    if missing:
+        raise InfraError(f"firmware sources missing: {', '.join(missing)}", hint="run from a full source tree")
+    return sources
+
+
+def _stage_root(
+    root: Path,
+    sources: dict[str, Path],
+    busybox_root: Path,
+    moddir: Path,
+    release: str,
+    modules: Iterable[str],
+) -> None:
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "cmatool"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox_root / "bin" / "busybox", root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    shutil.copy2(sources["init"], root / "init")
+    shutil.copy2(sources["cmatool-run"], root / "bin" / "cmatool-run")
+    for p in (root / "init", root / "bin" / "cmatool-run"):
+        p.chmod(0o755)
+    target = root / "lib" / "modules" / release
+    for rel in modules:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(moddir / rel, target / rel)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        if (moddir / name).is_file():
+            shutil.copy2(moddir / name, target / name)
+
+
+def _compile_capture(source: Path, dest: Path) -> None:
+    _run(["arm-linux-gnueabihf-gcc", "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
+
+
+def _extracted(cache: Path, package: str, version: str, say: Progress, *, depmod_release: str = "") -> Path:
+    """The package's files under cache/extract/, downloading and unpacking once."""
+    dest = cache / "extract" / f"{package}_{version}"
+    if dest.is_dir():
+        return dest
+    deb = _downloaded(cache, package, version, say)
+    say(f"unpacking {deb.name}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=dest.parent))
+    try:
+        _run(["dpkg-deb", "-x", str(deb), str(work)])
+        if depmod_release:  # Debian's kernel package ships no modules.dep
+            _run(["depmod", "-b", str(work), depmod_release])
+        try:
+            work.rename(dest)
+        except OSError:
+            if not dest.is_dir():  # else another process unpacked it first
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _downloaded(cache: Path, package: str, version: str, say: Progress) -> Path:
+    folder = cache / "debs" / package / version
+    debs = sorted(folder.glob("*.deb")) if folder.is_dir() else []
+    if debs:
+        return debs[0]
+    say(f"downloading {package}:{ARCH} {version}")
+    folder.mkdir(parents=True, exist_ok=True)
+    # apt drops privileges to _apt for downloads and warns when it cannot write here.
+    folder.chmod(0o777)
+    _run(["apt-get", "download", "-q", f"{package}:{ARCH}={version}"], cwd=folder)
+    debs = sorted(folder.glob("*.deb"))
+    if not debs:
+        raise InfraError(f"apt-get download {package}:{ARCH}={version} left no .deb in {folder}")
+    return debs[0]
+
+
+def _apt_query(cmd: list[str]) -> str:
+    """Run an apt-cache query; if it finds nothing, update the lists once and ask again."""
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout
+    # A partial update is fine: bookworm's security mirror sometimes fails to
+    # sync its armhf index while the main archive (which we need) is there.
+    subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise InfraError(f"{' '.join(cmd)} failed (exit {out.returncode}): {out.stderr.strip()}")
+    return out.stdout
+
+
+def _check_tools() -> None:
+    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in _TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        raise InfraError("tools needed to build the target image are missing: " + "; ".join(missing))
+
+
+def _run(cmd: list[str], *, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
+    try:
+        out = subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, check=False)
+    except OSError as exc:
+        raise InfraError(f"cannot run {cmd[0]}: {exc}") from exc
+    if out.returncode != 0:
+        err = out.stderr.decode(errors="replace").strip()
+        raise InfraError(f"{' '.join(cmd)} failed (exit {out.returncode}): {err}")
+    return out.stdout
+
+
+def _module_name(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    return base.split(".ko", 1)[0].replace("-", "_")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _image_to_json(image: TargetImage, inputs: Mapping[str, object]) -> dict[str, object]:
+    return {
+        "kernel_release": image.kernel_release,
+        "kernel_package": image.kernel_package,
+        "kernel_version": image.kernel_version,
+        "busybox_version": image.busybox_version,
+        "config": asdict(image.config),
+        "modules": list(image.modules),
+        "key": image.key,
+        "inputs": inputs,
+    }
+
+
+def _image_from_json(folder: Path, data: dict[str, object]) -> TargetImage:
+    config = data["config"]
+    modules = data["modules"]
+    if not isinstance(config, dict) or not isinstance(modules, list):
+        raise TypeError("malformed image.json")
+    image = TargetImage(
+        directory=folder,
+        kernel=folder / "vmlinuz",
+        initrd=folder / "initrd.gz",
+        kernel_release=str(data["kernel_release"]),
+        kernel_package=str(data["kernel_package"]),
+        kernel_version=str(data["kernel_version"]),
+        busybox_version=str(data["busybox_version"]),
+        config=KernelConfig(**{k: int(v) for k, v in config.items()}),
+        modules=tuple(str(m) for m in modules),
+        key=str(data["key"]),
+    )
+    if not (image.kernel.is_file() and image.initrd.is_file()):
+        raise ValueError("image files missing")
+    return image
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m cma_tool.target.image", description="Build the emulated board's image.")
+    parser.add_argument("--cache", type=Path, help="cache folder (default $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
+    parser.add_argument("--kernel-package", help="pin the kernel, e.g. linux-image-6.1.0-50-armmp")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    args = parser.parse_args(argv)
+    try:
+        image = ensure_image(args.cache, kernel_package=args.kernel_package, progress=None if args.quiet else print)
+    except (ConfigError, InfraError) as exc:
+        print(f"cma_tool.target.image: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    if not args.quiet:
+        print(f"{image.kernel_package} {image.kernel_version}: {image.kernel}, {image.initrd} ({image.initrd.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

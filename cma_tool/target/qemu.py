@@ -1,0 +1,584 @@
+"""The emulated board: QEMU virt (armhf, TCG) booting our image with our memory layout.
+
+How the layout survives: QEMU's ``-dtb`` would replace our /memory with one
+bank covering all of ``-m``, so the board's DTB is *appended* to the zImage
+(``cat vmlinuz board.dtb``, CONFIG_ARM_APPENDED_DTB) and QEMU gets no -dtb,
+-append or -initrd. The bootargs and the initrd's place go into /chosen, and
+the initrd is put in RAM by QEMU's generic loader at an address of ours
+inside bank 0 (:data:`DEFAULT_INITRD_ADDR`).
+
+The serial console is a TCP socket on 127.0.0.1 that QEMU serves
+(``-chardev socket,server=on,wait=on``): open ``board.serial_url``
+(``socket://127.0.0.1:PORT``) with pyserial's ``serial_for_url``. We bind the
+listening socket ourselves on port 0 and hand its descriptor to QEMU, so
+there is no port race with other boards, and with ``wait=on`` the guest does
+not start before a reader is connected: no byte of the boot log is lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from cma_tool.errors import ConfigError, InfraError, TargetError
+from cma_tool.sizes import format_size, hexaddr
+from cma_tool.target.image import TargetImage, compose_initrd
+
+MiB = 1 << 20
+QEMU = "qemu-system-arm"
+#: The machine as measured in the reference (TCG: KVM cannot run ARM guests on x86).
+MACHINE_ARGS = ("-M", "virt,highmem=off", "-cpu", "cortex-a15", "-nographic", "-nic", "none")
+DEFAULT_MEMORY = "768M"
+VIRT_RAM_BASE = 0x4000_0000
+#: Where the initrd goes: 64 MiB into bank 0. The kernel decompresses to
+#: 0x40008000 and the decompressor moves itself (with the appended DTB) just
+#: above the kernel's end, below 0x42000000 for Debian's armmp kernel; the
+#: emulated Aquila's bank 0 ends at 0x45000000, so 16 MiB are left for the
+#: initrd (ours is ~2 MiB). CMA never lands on it: memblock reserves the
+#: initrd before any CMA area is placed, and static (reg) pools are checked
+#: against it in :func:`build_board_dtb`.
+DEFAULT_INITRD_ADDR = 0x4400_0000
+#: Kernel + decompressor room at the bottom of bank 0 that the initrd must not enter.
+KERNEL_ROOM = 32 * MiB
+
+BEGIN_MARK = "==== CMA-TOOL BEGIN "
+END_MARK = "==== CMA-TOOL END "
+DONE_MARK = "==== CMA-TOOL DONE rc="
+
+
+@dataclass(frozen=True)
+class MemoryBank:
+    base: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    def __str__(self) -> str:
+        return f"{hexaddr(self.base)}/{format_size(self.size)}"
+
+
+#: Aquila's bank sizes (80 MiB on DMC0, 384 MiB on DMC1), disjoint, moved into virt's RAM window.
+EMULATED_AQUILA_BANKS = (MemoryBank(0x4000_0000, 80 * MiB), MemoryBank(0x5000_0000, 384 * MiB))
+#: The two-bank layout the reference measurements used.
+REFERENCE_BANKS = (MemoryBank(0x4000_0000, 256 * MiB), MemoryBank(0x6000_0000, 256 * MiB))
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """What one boot needs, all inside ``workdir``."""
+
+    kernel: Path  # zImage with the board DTB appended
+    initrd: Path
+    initrd_addr: int
+    dtb: Path
+    dts: Path  # the source dtc compiled (error lines refer to it)
+    bootargs: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """One ``==== CMA-TOOL BEGIN name ====`` ... ``END name rc=N`` block of the firmware's output."""
+
+    name: str
+    text: str
+    rc: int
+
+
+def compose_bootargs(
+    extra: str = "",
+    *,
+    mode: str = "run",
+    vivid: Mapping[str, str] | None = None,
+    trace_boot: bool = True,
+) -> str:
+    """The kernel command line for our image: console, panic handling, firmware mode, vivid, then ``extra``.
+
+    ``trace_boot`` adds ``trace_event=cma:*`` so the boot-time allocations
+    (the atomic pool) are in the trace buffer too.
+    """
+    if mode not in ("run", "shell", "run+shell"):
+        raise ConfigError(f"firmware mode {mode!r} is not one of run, shell, run+shell")
+    vivid = dict(vivid) if vivid is not None else {"n_devs": "1", "node_types": "0x1", "allocators": "1"}
+    parts = ["console=ttyAMA0", "panic=-1"]
+    if trace_boot:
+        parts.append("trace_event=cma:*")
+    parts.append(f"cmatool.mode={mode}")
+    parts += [f"vivid.{k}={v}" for k, v in vivid.items()]
+    if extra.strip():
+        parts.append(extra.strip())
+    return " ".join(parts)
+
+
+def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
+    """QEMU's own device tree for the virt machine (``-machine dumpdtb=``)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _need(QEMU, "qemu-system-arm")
+    out = subprocess.run(
+        [QEMU, *MACHINE_ARGS, "-m", memory, "-machine", f"dumpdtb={dest}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0 or not dest.is_file():
+        raise InfraError(f"{QEMU} -machine dumpdtb failed (exit {out.returncode}): {out.stderr.strip()}")
+    return dest
+
+
+def build_board_dtb(
+    base_dtb: Path,
+    dest: Path,
+    *,
+    banks: Sequence[MemoryBank],
+    reserved_memory_dts: str = "",
+    bootargs: str,
+    initrd: tuple[int, int] | None = None,
+    rng_seed: bytes | None = None,
+) -> Path:
+    """Compile ``base_dtb`` with our /memory, /reserved-memory and /chosen into ``dest``.
+
+    ``reserved_memory_dts`` is DTS text placed in the root node, normally a
+    whole ``reserved-memory { ... };`` node written with the root's cells
+    (virt: #address-cells = #size-cells = 2). ``initrd`` is (start, end).
+    The source dtc compiled is kept beside ``dest`` as ``.dts``: dtc's
+    error lines refer to it. The edits use dtc's own merging of repeated
+    node definitions (and /delete-node/), not text surgery on the dump.
+    """
+    _need("dtc", "device-tree-compiler")
+    if not banks:
+        raise ConfigError("the board has no memory banks")
+    base = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", str(base_dtb)], capture_output=True, check=False)
+    if base.returncode != 0:
+        raise InfraError(f"dtc cannot decompile {base_dtb}: {base.stderr.decode(errors='replace').strip()}")
+    base_text = base.stdout.decode()
+    memory_nodes = re.findall(r"^\t(memory@[0-9a-fA-F]+) \{", base_text, re.MULTILINE)
+
+    cells = ", ".join(f"<{_cells(b.base)} {_cells(b.size)}>" for b in banks)
+    chosen = [f'\t\tbootargs = "{_dts_string(bootargs)}";']
+    if initrd is not None:
+        chosen.append(f"\t\tlinux,initrd-start = <{_cells(initrd[0])}>;")
+        chosen.append(f"\t\tlinux,initrd-end = <{_cells(initrd[1])}>;")
+    if rng_seed is not None:
+        chosen.append(f"\t\trng-seed = [{rng_seed.hex()}];")
+    text = (
+        base_text
+        + "\n/ {\n"
+        + "".join(f"\t/delete-node/ {name};\n" for name in memory_nodes)
+        + "};\n\n/ {\n"
+        + f'\tmemory@{banks[0].base:x} {{\n\t\tdevice_type = "memory";\n\t\treg = {cells};\n\t}};\n\n'
+        + "\t/* ---- reserved memory, as given ---- */\n"
+        + reserved_memory_dts
+        + "\n\t/* ---- end of reserved memory ---- */\n\n"
+        + "\tchosen {\n"
+        + "\n".join(chosen)
+        + "\n\t};\n};\n"
+    )
+    dts = dest.with_suffix(".dts")
+    dts.parent.mkdir(parents=True, exist_ok=True)
+    dts.write_text(text)
+    out = subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(dest), str(dts)], capture_output=True, check=False)
+    if out.returncode != 0:
+        raise ConfigError(
+            f"dtc rejected the board device tree: {out.stderr.decode(errors='replace').strip()}",
+            hint=f"the source is {dts}; the reserved-memory text given starts after the 'reserved memory, as given' comment",
+        )
+    if initrd is not None:
+        for name, start, size in static_reserved_regions(dest):
+            if start < initrd[1] and initrd[0] < start + size:
+                raise ConfigError(
+                    f"reserved-memory node {name} ({hexaddr(start)}, {format_size(size)}) overlaps the initrd "
+                    f"at {hexaddr(initrd[0])}..{hexaddr(initrd[1])}",
+                    hint="move the region or pass another initrd address",
+                )
+    return dest
+
+
+def static_reserved_regions(dtb: Path) -> list[tuple[str, int, int]]:
+    """(node name, base, size) of every /reserved-memory child with a ``reg``."""
+    import libfdt  # python3-libfdt; lazy: only DTB checks need it
+
+    fdt = libfdt.Fdt(dtb.read_bytes())
+    root_ac = fdt.getprop(0, "#address-cells").as_uint32()
+    root_sc = fdt.getprop(0, "#size-cells").as_uint32()
+    try:
+        parent = fdt.path_offset("/reserved-memory")
+    except libfdt.FdtException:
+        return []
+    regions = []
+    node = fdt.first_subnode(parent, quiet=[libfdt.NOTFOUND])
+    while node >= 0:
+        reg = fdt.getprop(node, "reg", quiet=[libfdt.NOTFOUND])
+        if not isinstance(reg, int):
+            words = [int.from_bytes(bytes(reg)[i : i + 4], "big") for i in range(0, len(reg), 4)]
+            step = root_ac + root_sc
+            for i in range(0, len(words) - step + 1, step):
+                start = _join_cells(words[i : i + root_ac])
+                size = _join_cells(words[i + root_ac : i + step])
+                regions.append((fdt.get_name(node), start, size))
+        node = fdt.next_subnode(node, quiet=[libfdt.NOTFOUND])
+    return regions
+
+
+def prepare_boot(
+    image: TargetImage,
+    workdir: Path,
+    *,
+    banks: Sequence[MemoryBank] = EMULATED_AQUILA_BANKS,
+    reserved_memory_dts: str = "",
+    bootargs: str | None = None,
+    capture_args: Sequence[str] | None = None,
+    initrd_addr: int = DEFAULT_INITRD_ADDR,
+    rng_seed: bytes | None = None,
+    memory: str = DEFAULT_MEMORY,
+) -> BootFiles:
+    """Write everything one boot needs into ``workdir``: run initrd, board DTB, zImage+DTB."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    bootargs = bootargs if bootargs is not None else compose_bootargs()
+    initrd = compose_initrd(image, capture_args, workdir / "initrd.gz")
+    initrd_end = initrd_addr + initrd.stat().st_size
+    _check_layout(banks, initrd_addr, initrd_end, memory)
+    dtb = build_board_dtb(
+        dump_virt_dtb(workdir / "virt.dtb", memory=memory),
+        workdir / "board.dtb",
+        banks=banks,
+        reserved_memory_dts=reserved_memory_dts,
+        bootargs=bootargs,
+        initrd=(initrd_addr, initrd_end),
+        rng_seed=rng_seed,
+    )
+    low = min(banks, key=lambda b: b.base).base
+    for name, start, _size in static_reserved_regions(dtb):
+        if start < low + KERNEL_ROOM:
+            raise ConfigError(
+                f"reserved-memory node {name} at {hexaddr(start)} is inside the first {format_size(KERNEL_ROOM)} "
+                f"of bank 0, where the kernel is decompressed and the appended DTB lands",
+                hint=f"place static pools at or above {hexaddr(low + KERNEL_ROOM)}",
+            )
+    kernel = workdir / "zImage-dtb"
+    with kernel.open("wb") as out:
+        for part in (image.kernel, dtb):
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out)
+    return BootFiles(kernel, initrd, initrd_addr, dtb, dtb.with_suffix(".dts"), bootargs)
+
+
+class EmulatedBoard:
+    """A running QEMU virt board; the context manager always kills QEMU on exit.
+
+    ``with EmulatedBoard(boot) as board:`` then open ``board.serial_url``
+    with pyserial (QEMU holds the guest until a reader connects), or use
+    :meth:`open_console`. ``board.process`` is the QEMU process.
+    """
+
+    def __init__(
+        self,
+        boot: BootFiles,
+        *,
+        memory: str = DEFAULT_MEMORY,
+        workdir: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.boot = boot
+        self.memory = memory
+        self.workdir = workdir or boot.kernel.parent
+        self.extra_args = tuple(extra_args)
+        self.serial_url = ""
+        self.stderr_path = self.workdir / "qemu.stderr"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._console: Any = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("the board is not running: use it as a context manager")
+        return self._process
+
+    def command(self, serial_fd: int) -> list[str]:
+        return [
+            QEMU,
+            *MACHINE_ARGS,
+            "-m",
+            self.memory,
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-kernel",
+            str(self.boot.kernel),
+            "-device",
+            f"loader,file={self.boot.initrd},addr={self.boot.initrd_addr:#x},force-raw=on",
+            "-chardev",
+            f"socket,id=console,fd={serial_fd},server=on,wait=on",
+            "-serial",
+            "chardev:console",
+            *self.extra_args,
+        ]
+
+    def __enter__(self) -> Self:
+        _need(QEMU, "qemu-system-arm")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+            self._stderr = self.stderr_path.open("wb")
+            cmd = self.command(listener.fileno())
+            try:
+                self._process = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._stderr,
+                    stderr=self._stderr,
+                    pass_fds=[listener.fileno()],
+                    start_new_session=True,  # a Ctrl-C on our terminal reaches us, not QEMU
+                )
+            except OSError as exc:
+                raise InfraError(f"cannot start {QEMU}: {exc}") from exc
+        except BaseException:
+            listener.close()
+            self._cleanup()
+            raise
+        listener.close()
+        self.serial_url = f"socket://127.0.0.1:{port}"
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cleanup()
+
+    def open_console(self, *, timeout: float = 10.0) -> Any:
+        """The pyserial port on the console (connected once; blocking reads with ``timeout``).
+
+        A connection QEMU refuses -> InfraError with QEMU's stderr.
+        """
+        if self._console is not None:
+            return self._console
+        import serial  # lazy: pyserial's import is not free and not every caller reads the console
+
+        try:
+            self._console = serial.serial_for_url(self.serial_url, timeout=timeout)
+        except (serial.SerialException, OSError) as exc:
+            raise InfraError(f"cannot connect to the emulated board's console: {exc}; {self.qemu_stderr()}") from exc
+        return self._console
+
+    def read_until(
+        self,
+        needles: Sequence[bytes],
+        *,
+        timeout: float,
+        log: IO[bytes] | None = None,
+        buffer: bytearray | None = None,
+    ) -> tuple[bytes, bytearray]:
+        """:func:`read_console_until` on this board's console; QEMU dying of an error -> InfraError."""
+        console = self.open_console()
+        try:
+            return read_console_until(console, needles, timeout=timeout, log=log, buffer=buffer)
+        except TargetError:
+            # The console also ends when the guest powers off (QEMU exits 0);
+            # a non-zero exit is QEMU's own failure (bad option, missing file).
+            code = self.process.wait(2)
+            if code != 0:
+                raise InfraError(f"QEMU stopped with exit code {code}; {self.qemu_stderr()}") from None
+            raise
+
+    def qemu_stderr(self) -> str:
+        if self._stderr is not None:
+            self._stderr.flush()
+        try:
+            text = self.stderr_path.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return f"QEMU said: {text}" if text else "QEMU said nothing"
+
+    def wait(self, timeout: float) -> int:
+        """Wait for QEMU to exit (the guest powered off or rebooted); its exit code."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError(f"the emulated board did not power off within {timeout:g} s") from exc
+
+    def _cleanup(self) -> None:
+        if self._console is not None:
+            try:
+                self._console.close()
+            except OSError:
+                pass
+            self._console = None
+        proc = self._process
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc is not None:
+            proc.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+def read_console_until(
+    console: Any,
+    needles: Sequence[bytes],
+    *,
+    timeout: float,
+    log: IO[bytes] | None = None,
+    buffer: bytearray | None = None,
+) -> tuple[bytes, bytearray]:
+    """Read until one of ``needles`` shows up; returns (the needle, everything read).
+
+    A minimal reader for our own recordings and tests (the console engine
+    replaces it): it blocks on the socket, never sleeps, and writes every
+    byte to ``log`` as it arrives. End of stream (QEMU exited) and the
+    deadline raise TargetError with the tail of what was read.
+    """
+    seen = buffer if buffer is not None else bytearray()
+    deadline = time.monotonic() + timeout
+    scan_from = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TargetError(
+                f"no {' or '.join(repr(n) for n in needles)} on the console within {timeout:g} s; last output: {bytes(seen[-300:])!r}"
+            )
+        try:
+            console.timeout = left
+            chunk = console.read(1)  # blocks until a byte comes or the deadline passes
+            if chunk:
+                console.timeout = 0  # then take whatever else is already there, without waiting
+                chunk += console.read(65536)
+        except OSError as exc:  # pyserial's SerialException is an OSError: "socket disconnected"
+            if log is not None:
+                log.flush()
+            raise TargetError(f"the console closed ({exc}); last output: {bytes(seen[-300:])!r}") from exc
+        if log is not None and chunk:
+            log.write(chunk)
+            log.flush()
+        seen += chunk
+        longest = max(len(n) for n in needles)
+        for needle in needles:
+            if seen.find(needle, max(0, scan_from - longest)) >= 0:
+                return needle, seen
+        scan_from = len(seen)
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What one unattended run (cmatool.mode=run) printed, and how long it took."""
+
+    console: bytes
+    sections: dict[str, Section]
+    capture_rc: int
+    seconds_to_init: float  # QEMU start to "Run /init"
+    seconds_total: float  # QEMU start to QEMU exit
+
+    @property
+    def text(self) -> str:
+        return self.console.decode(errors="replace").replace("\r\n", "\n")
+
+
+def run_to_poweroff(boot: BootFiles, *, log_path: Path, timeout: float = 120.0, memory: str = DEFAULT_MEMORY) -> RunOutput:
+    """Boot, let the firmware run its plan, wait for the power-off; the console goes to ``log_path``.
+
+    A panic (the kernel reboots with panic=-1 and QEMU exits, -no-reboot) or
+    a console that ends before ``==== CMA-TOOL DONE`` raises TargetError.
+    """
+    start = time.monotonic()
+    with EmulatedBoard(boot, memory=memory) as board, log_path.open("wb") as log:
+        board.open_console()
+        _, seen = board.read_until([b"Run /init", b"Kernel panic"], timeout=timeout, log=log)
+        to_init = time.monotonic() - start
+        hit, seen = board.read_until([b"Kernel panic", DONE_MARK.encode()], timeout=timeout, log=log, buffer=seen)
+        if hit == b"Kernel panic":
+            raise TargetError(f"the kernel panicked; see {log_path}")
+        try:  # the rest (reboot: power down) until QEMU closes the console
+            board.read_until([b"\0never"], timeout=30, log=log, buffer=seen)
+        except TargetError:
+            pass
+        board.wait(30)
+    text = seen.decode(errors="replace").replace("\r\n", "\n")
+    m = re.search(re.escape(DONE_MARK) + r"(\d+)", text)
+    return RunOutput(
+        console=bytes(seen),
+        sections=parse_sections(text),
+        capture_rc=int(m.group(1)) if m else -1,
+        seconds_to_init=to_init,
+        seconds_total=time.monotonic() - start,
+    )
+
+
+def parse_sections(console: str) -> dict[str, Section]:
+    """Every ``==== CMA-TOOL BEGIN x ====`` ... ``==== CMA-TOOL END x rc=N ====`` block, by name."""
+    sections: dict[str, Section] = {}
+    pattern = re.compile(
+        rf"^{re.escape(BEGIN_MARK)}(\S+) ====\r?\n(.*?)^{re.escape(END_MARK)}\1 rc=(\d+) ====",
+        re.MULTILINE | re.DOTALL,
+    )
+    for m in pattern.finditer(console):
+        text = m.group(2).replace("\r\n", "\n")
+        sections[m.group(1)] = Section(m.group(1), text, int(m.group(3)))
+    return sections
+
+
+# ---- helpers ----------------------------------------------------------------
+
+
+def _check_layout(banks: Sequence[MemoryBank], initrd_start: int, initrd_end: int, memory: str) -> None:
+    from cma_tool.sizes import parse_size
+
+    ram_end = VIRT_RAM_BASE + parse_size(memory)
+    problems = []
+    ordered = sorted(banks, key=lambda b: b.base)
+    for bank in ordered:
+        if bank.base < VIRT_RAM_BASE or bank.end > ram_end:
+            problems.append(f"bank {bank} is outside virt's RAM ({hexaddr(VIRT_RAM_BASE)}..{hexaddr(ram_end)} with -m {memory})")
+    for a, b in itertools.pairwise(ordered):
+        if b.base < a.end:
+            problems.append(f"banks {a} and {b} overlap")
+    first = ordered[0] if ordered else None
+    if first is not None and first.base != VIRT_RAM_BASE:
+        problems.append(
+            f"the lowest bank must start at {hexaddr(VIRT_RAM_BASE)} (QEMU loads the kernel there), not {hexaddr(first.base)}"
+        )
+    if first is not None and not (first.base + KERNEL_ROOM <= initrd_start and initrd_end <= first.end):
+        problems.append(
+            f"the initrd ({hexaddr(initrd_start)}..{hexaddr(initrd_end)}) must lie in bank 0 "
+            f"above the kernel's {format_size(KERNEL_ROOM)} ({hexaddr(first.base + KERNEL_ROOM)}..{hexaddr(first.end)})"
+        )
+    if problems:
+        raise ConfigError("the emulated board's memory layout cannot boot: " + "; ".join(problems))
+
+
+def _cells(value: int) -> str:
+    return f"0x{value >> 32:x} 0x{value & 0xFFFF_FFFF:x}"
+
+
+def _join_cells(words: Sequence[int]) -> int:
+    value = 0
+    for w in words:
+        value = (value << 32) | w
+    return value
+
+
+def _dts_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise InfraError(f"{tool} is not installed", hint=f"apt-get install {package}")

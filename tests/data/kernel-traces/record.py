@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Record real kernel CMA traces on the emulated board, as test data for the model.
+
+    python3 tests/data/kernel-traces/record.py [--cache DIR] [SCENARIO ...]
+
+Boots each scenario once (QEMU virt, Debian's 6.1 armmp kernel, vivid) and
+writes into tests/data/kernel-traces/<scenario>/:
+
+    scenario.json        banks, initrd address, kernel package and version, vivid parameters
+    reserved-memory.dts  the /reserved-memory part of the board DTS (virt's root cells: 2/2)
+    bootargs.txt         the whole kernel command line
+    capture-plan.txt     the capture program's arguments, one per line
+    console.log          every byte of the serial console
+    trace.txt            /sys/kernel/tracing/trace after the run (trace_event=cma:* from boot)
+    meminfo-boot.txt     /proc/meminfo before vivid is loaded
+    meminfo.txt          /proc/meminfo after the run
+    vmstat.txt           the cma lines of /proc/vmstat after the run
+    capture.jsonl        the capture program's JSON lines
+    dmesg.txt            the kernel log (boot-time reservations, allocation failures)
+
+and rewrites README.md here, one line per scenario. Only this script boots QEMU
+for the recordings; rerun it when the kernel or the firmware changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# A script run from anywhere: make the source tree's package importable.
+sys.path.insert(0, str(HERE.parents[2]))
+
+from cma_tool.errors import CmaToolError  # noqa: E402
+from cma_tool.target.image import ensure_image  # noqa: E402
+from cma_tool.target.qemu import (  # noqa: E402
+    EMULATED_AQUILA_BANKS,
+    REFERENCE_BANKS,
+    MemoryBank,
+    compose_bootargs,
+    prepare_boot,
+    run_to_poweroff,
+)
+
+# Fixed so that a re-recording differs only where the kernel does.
+RNG_SEED = bytes(range(32))
+
+ONE_VIVID = {"n_devs": "1", "node_types": "0x1", "allocators": "1"}
+TWO_VIVID = {"n_devs": "2", "node_types": "0x1,0x1", "allocators": "1,1"}
+
+# Capture plans, written as the capture program's command line.
+FOUR_1080P = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 4 --frames 5 --label s0")
+TWO_STREAMS_TOGETHER = shlex.split(
+    "--together"
+    " --stream --device /dev/video0 --width 1280 --height 720 --format NV12 --buffers 3 --frames 4 --label s0"
+    " --stream --device /dev/video1 --width 640 --height 480 --format YUYV --buffers 4 --frames 4 --label s1"
+)
+TWO_1080P = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 2 --frames 3 --label s0")
+
+REFERENCE_DTS = """\
+	reserved-memory {
+		#address-cells = <2>;
+		#size-cells = <2>;
+		ranges;
+
+		linux,cma {
+			compatible = "shared-dma-pool";
+			reusable;
+			size = <0x0 0x04000000>;
+			alloc-ranges = <0x0 0x60000000 0x0 0x10000000>;
+			linux,cma-default;
+		};
+
+		vidpool@4c000000 {
+			compatible = "shared-dma-pool";
+			reusable;
+			reg = <0x0 0x4c000000 0x0 0x02000000>;
+		};
+	};
+"""
+
+AQUILA_64M_DTS = """\
+	reserved-memory {
+		#address-cells = <2>;
+		#size-cells = <2>;
+		ranges;
+
+		linux,cma {
+			compatible = "shared-dma-pool";
+			reusable;
+			size = <0x0 0x04000000>;
+			alloc-ranges = <0x0 0x50000000 0x0 0x18000000>;
+			linux,cma-default;
+		};
+	};
+"""
+
+AQUILA_12M_DTS = AQUILA_64M_DTS.replace("0x04000000", "0x00c00000")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    banks: tuple[MemoryBank, ...]
+    reserved_memory_dts: str
+    capture: list[str]
+    cmdline: str = ""
+    vivid: dict[str, str] = field(default_factory=lambda: dict(ONE_VIVID))
+
+
+SCENARIOS = [
+    Scenario(
+        "a-reference-dt-cma",
+        "banks 0x40000000/256M + 0x60000000/256M; linux,cma 64M dynamic in bank 1 (alloc-ranges), "
+        "default; named static 32M pool vidpool@4c000000; 4 x 1080p YUYV",
+        REFERENCE_BANKS,
+        REFERENCE_DTS,
+        FOUR_1080P,
+    ),
+    Scenario(
+        "b-kconfig-default-16m",
+        "banks as (a); no DT CMA node, no cma=: Kconfig default 16M area 'reserved'; 4 x 1080p YUYV, the 4th buffer fails",
+        REFERENCE_BANKS,
+        "",
+        FOUR_1080P,
+    ),
+    Scenario(
+        "c-cmdline-overrides-dt",
+        "(a) plus cma=32M@0x60000000-0x70000000: the linux,cma node is bypassed; 4 x 1080p YUYV",
+        REFERENCE_BANKS,
+        REFERENCE_DTS,
+        FOUR_1080P,
+        cmdline="cma=32M@0x60000000-0x70000000",
+    ),
+    Scenario(
+        "d-aquila-two-streams",
+        "emulated Aquila banks 0x40000000/80M + 0x50000000/384M; linux,cma 64M default in bank 1; "
+        "two vivid instances held together: 1280x720 NV12 x3 and 640x480 YUYV x4",
+        EMULATED_AQUILA_BANKS,
+        AQUILA_64M_DTS,
+        TWO_STREAMS_TOGETHER,
+        vivid=dict(TWO_VIVID),
+    ),
+    Scenario(
+        "e-dt-12m-refused",
+        "emulated Aquila banks; dynamic 12M linux,cma node (not a multiple of the 8 MiB unit): "
+        "refused, Kconfig default 16M 'reserved' instead; 2 x 1080p YUYV",
+        EMULATED_AQUILA_BANKS,
+        AQUILA_12M_DTS,
+        TWO_1080P,
+    ),
+]
+
+
+def record(scenario: Scenario, cache: Path | None, work_root: Path) -> str:
+    image = ensure_image(cache)
+    out = HERE / scenario.name
+    out.mkdir(exist_ok=True)
+    bootargs = compose_bootargs(scenario.cmdline, vivid=scenario.vivid)
+    boot = prepare_boot(
+        image,
+        work_root / scenario.name,
+        banks=scenario.banks,
+        reserved_memory_dts=scenario.reserved_memory_dts,
+        bootargs=bootargs,
+        capture_args=scenario.capture,
+        rng_seed=RNG_SEED,
+    )
+    run = run_to_poweroff(boot, log_path=out / "console.log")
+    sections = run.sections
+    missing = [n for n in ("capture", "meminfo-boot", "meminfo", "vmstat", "trace", "dmesg") if n not in sections]
+    if missing:
+        raise SystemExit(f"{scenario.name}: the run printed no {', '.join(missing)} section; see {out / 'console.log'}")
+
+    (out / "scenario.json").write_text(
+        json.dumps(
+            {
+                "name": scenario.name,
+                "summary": scenario.summary,
+                "banks": [{"base": f"{b.base:#010x}", "size": f"{b.size:#010x}"} for b in scenario.banks],
+                "initrd_addr": f"{boot.initrd_addr:#010x}",
+                "memory": "768M",
+                "kernel_package": image.kernel_package,
+                "kernel_version": image.kernel_version,
+                "kernel_config": {
+                    "CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
+                    "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
+                    "CMA_AREAS": image.config.cma_areas,
+                    "CMA_ALIGNMENT": image.config.cma_alignment,
+                },
+                "vivid": scenario.vivid,
+                "capture_rc": run.capture_rc,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out / "reserved-memory.dts").write_text(scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n")
+    (out / "bootargs.txt").write_text(bootargs + "\n")
+    (out / "capture-plan.txt").write_text("".join(a + "\n" for a in scenario.capture))
+    files = {
+        "trace.txt": "trace",
+        "meminfo-boot.txt": "meminfo-boot",
+        "meminfo.txt": "meminfo",
+        "vmstat.txt": "vmstat",
+        "capture.jsonl": "capture",
+        "dmesg.txt": "dmesg",
+    }
+    for filename, section in files.items():
+        (out / filename).write_text(sections[section].text)
+    return (
+        f"{scenario.name}: booted to /init in {run.seconds_to_init:.2f} s, "
+        f"whole run {run.seconds_total:.2f} s, capture rc={run.capture_rc}"
+    )
+
+
+def write_readme() -> None:
+    lines = [
+        "# Real kernel CMA traces (emulated board)",
+        "",
+        "Recorded by `record.py` here on QEMU virt armhf with Debian's 6.1 armmp kernel",
+        "(kernel package and version in each `scenario.json`). Each folder: the DTS",
+        "/reserved-memory part, the command line, the capture plan, the console, the",
+        "trace buffer, meminfo, vmstat, the capture program's JSON lines and the kernel log.",
+        "",
+    ]
+    for s in SCENARIOS:
+        if (HERE / s.name / "scenario.json").is_file():
+            lines.append(f"- `{s.name}/`: {s.summary}")
+    (HERE / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    parser.add_argument("--cache", type=Path, help="image cache (default $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cma-tool-record"), help="scratch folder")
+    parser.add_argument("scenarios", nargs="*", help="names (default: all)")
+    args = parser.parse_args(argv)
+    chosen = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios]
+    unknown = set(args.scenarios) - {s.name for s in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    try:
+        for scenario in chosen:
+            start = time.monotonic()
+            print(record(scenario, args.cache, args.work), f"(with image: {time.monotonic() - start:.2f} s)")
+    except CmaToolError as exc:
+        print(f"record.py: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    write_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

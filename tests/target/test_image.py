@@ -1,0 +1,195 @@
+"""The target image: what goes in it, and when it is rebuilt.
+
+Builds through the real cache (``$CMA_TOOL_CACHE`` or ``~/.cache/cma-tool``):
+the first run downloads Debian's armhf kernel and busybox (~45 MB, ~8 s).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from cma_tool.errors import ConfigError, InfraError
+from cma_tool.target.image import (
+    FIRMWARE_DIR,
+    TargetImage,
+    compose_initrd,
+    default_cache_dir,
+    ensure_image,
+    module_closure,
+    read_kernel_config,
+)
+
+# vivid's dependency closure on Debian's 6.1 armmp kernel, as measured by hand
+# (modinfo -F depends, recursively): the reference notes list exactly these.
+VIVID_CLOSURE = {
+    "vivid",
+    "v4l2-tpg",
+    "videobuf2-dma-contig",
+    "v4l2-dv-timings",
+    "videobuf2-vmalloc",
+    "videobuf2-memops",
+    "videobuf2-v4l2",
+    "videobuf2-common",
+    "videodev",
+    "mc",
+    "cec",
+    "rc-core",
+}
+
+
+@pytest.fixture(scope="module")
+def image() -> TargetImage:
+    start = time.monotonic()
+    built = ensure_image(default_cache_dir(), progress=lambda m: print("  image:", m))
+    print(f"\nensure_image (as found): {time.monotonic() - start:.2f} s")
+    return built
+
+
+def cpio_members(data: bytes) -> dict[str, bytes]:
+    """Names and contents of the regular files in a gzip'd newc cpio, unpacked by the real cpio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        subprocess.run(
+            ["cpio", "-i", "-d", "--quiet", "--no-absolute-filenames"],
+            input=gzip.decompress(data),
+            cwd=work,
+            check=True,
+        )
+        return {str(p.relative_to(work)): p.read_bytes() for p in work.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def test_image_holds_vivid_and_its_whole_closure(image: TargetImage) -> None:
+    files = cpio_members(image.initrd.read_bytes())
+    moddir = f"lib/modules/{image.kernel_release}/"
+    modules = {Path(p).name.split(".ko")[0] for p in files if p.startswith(moddir + "kernel/")}
+    assert modules == VIVID_CLOSURE
+    # depmod ran on the image: modprobe on the target resolves vivid's dependencies
+    dep = files[moddir + "modules.dep"].decode()
+    vivid_line = next(line for line in dep.splitlines() if line.split(":")[0].endswith("/vivid.ko"))
+    assert {Path(p).name.split(".ko")[0] for p in vivid_line.split(":")[1].split()} == VIVID_CLOSURE - {"vivid"}
+    for name in ("init", "bin/busybox", "bin/capture", "bin/cmatool-run"):
+        assert name in files, name
+    assert files["init"] == (FIRMWARE_DIR / "init").read_bytes()
+
+
+def test_capture_is_a_static_arm_executable(image: TargetImage, tmp_path: Path) -> None:
+    binary = tmp_path / "capture"
+    binary.write_bytes(cpio_members(image.initrd.read_bytes())["bin/capture"])
+    header = subprocess.run(
+        ["arm-linux-gnueabihf-readelf", "-h", "-l", str(binary)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "ELF32" in header
+    assert "Machine:                           ARM" in header
+    assert "EXEC (Executable file)" in header
+    assert "INTERP" not in header  # no dynamic loader: runs on a bare busybox initramfs
+    assert "Requesting program interpreter" not in header
+
+
+def test_kernel_facts_are_debians_armmp_config(image: TargetImage) -> None:
+    # Debian bookworm armmp: the values measured in the reference notes.
+    assert image.kernel_release.endswith("-armmp")
+    assert image.config.cma_size_mbytes == 16
+    assert image.config.arch_force_max_order == 12
+    assert image.config.cma_areas == 7
+    assert image.config.cma_alignment == 8
+    assert image.kernel.read_bytes()[0x24:0x28] == bytes.fromhex("18286f01")  # zImage magic 0x016f2818
+
+
+def test_rebuild_only_when_an_input_changes(image: TargetImage, tmp_path: Path) -> None:
+    # A private cache sharing the downloads, so this test builds for real every time.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shared = default_cache_dir()
+    for sub in ("debs", "extract"):
+        (cache / sub).symlink_to(shared / sub)
+    if (shared / "apt-resolved.json").is_file():
+        shutil.copy(shared / "apt-resolved.json", cache / "apt-resolved.json")
+    firmware = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE_DIR, firmware)
+
+    said: list[str] = []
+    start = time.monotonic()
+    first = ensure_image(cache, firmware=firmware, progress=said.append)
+    built = time.monotonic() - start
+    assert any(m.startswith("building image") for m in said)
+    assert first.key == image.key  # same inputs as the shared image: same key
+
+    said.clear()
+    stamp = first.initrd.stat().st_mtime_ns
+    start = time.monotonic()
+    again = ensure_image(cache, firmware=firmware, progress=said.append)
+    warm = time.monotonic() - start
+    assert said == []
+    assert again == first
+    assert again.initrd.stat().st_mtime_ns == stamp
+
+    init = firmware / "init"
+    init.write_text(init.read_text() + "\n# changed by test_rebuild_only_when_an_input_changes\n")
+    said.clear()
+    start = time.monotonic()
+    changed = ensure_image(cache, firmware=firmware, progress=said.append)
+    rebuilt = time.monotonic() - start
+    assert any(m.startswith("building image") for m in said)
+    assert changed.key != first.key
+    assert cpio_members(changed.initrd.read_bytes())["init"] == init.read_bytes()
+    print(
+        f"\nimage build with packages cached: {built:.2f} s; warm (nothing changed): {warm * 1000:.1f} ms; "
+        f"rebuild after init changed: {rebuilt:.2f} s"
+    )
+
+
+def test_run_initrd_appends_the_plan_as_a_second_archive(image: TargetImage, tmp_path: Path) -> None:
+    plan = ["--device", "/dev/video0", "--label", "with space"]
+    run = compose_initrd(image, plan, tmp_path / "run.gz")
+    base = image.initrd.read_bytes()
+    data = run.read_bytes()
+    assert data.startswith(base)  # the cached image is untouched, the plan follows it
+    assert cpio_members(data[len(base) :])["cmatool/capture.args"] == b"--device\n/dev/video0\n--label\nwith space\n"
+    assert compose_initrd(image, None, tmp_path / "plain.gz").read_bytes() == base
+    with pytest.raises(ConfigError):
+        compose_initrd(image, ["two\nlines"], tmp_path / "bad.gz")
+
+
+def test_module_closure_follows_dependencies(tmp_path: Path) -> None:
+    dep = tmp_path / "modules.dep"
+    dep.write_text(
+        "kernel/a/top-mod.ko: kernel/b/mid.ko kernel/c/leaf.ko\n"
+        "kernel/b/mid.ko: kernel/c/leaf.ko\n"
+        "kernel/c/leaf.ko:\n"
+        "kernel/d/other.ko:\n"
+    )
+    assert module_closure(dep, "top_mod") == ["kernel/a/top-mod.ko", "kernel/b/mid.ko", "kernel/c/leaf.ko"]
+    assert module_closure(dep, "leaf") == ["kernel/c/leaf.ko"]
+    with pytest.raises(InfraError, match="no module 'vivid'"):
+        module_closure(dep, "vivid")
+
+
+def test_kernel_config_reading(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    cfg.write_text("CONFIG_CMA=y\nCONFIG_CMA_SIZE_MBYTES=32\nCONFIG_CMA_AREAS=19\nCONFIG_CMA_ALIGNMENT=9\n")
+    facts = read_kernel_config(cfg)
+    assert (facts.cma_size_mbytes, facts.cma_areas, facts.cma_alignment) == (32, 19, 9)
+    assert facts.arch_force_max_order == 11  # not forced: Kconfig's default
+    cfg.write_text("CONFIG_CMA=y\n")
+    with pytest.raises(InfraError, match="CONFIG_CMA_SIZE_MBYTES is not set"):
+        read_kernel_config(cfg)
+
+
+def test_bad_kernel_package_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a Debian 6.1 armmp kernel"):
+        ensure_image(tmp_path, kernel_package="linux-image-6.1.0-50-rt-armmp")
+
+
+def test_missing_tool_names_its_debian_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no tool at all
+    with pytest.raises(InfraError) as err:
+        ensure_image(tmp_path)
+    assert "gcc-arm-linux-gnueabihf" in str(err.value)
+    assert "kmod" in str(err.value)
