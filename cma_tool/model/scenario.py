@@ -1,0 +1,460 @@
+"""Request scenarios: what a test asks of the board, as YAML, and the V4L2 sizes it implies.
+
+```yaml
+kernel: linux-6.1            # optional override
+bootargs: "cma=16M"          # optional, appended
+steps:
+  - capture: {device: vivid, width: 1920, height: 1080, format: YUYV, buffers: 4}
+  - alloc: {area: linux,cma, pages: 1013, align: 8, label: a}
+  - dma_alloc: {device: fimc0, size: 4M, label: b}
+  - pin: {area: reserved, pfn: 0x6f100, pages: 16}
+  - unpin: {area: reserved, pfn: 0x6f100, pages: 16}
+  - free: {label: a}
+  - release_capture: {device: vivid}
+```
+
+Every problem in a file is reported at once, each with its line and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cma_tool.errors import ConfigError, Diagnostic
+from cma_tool.model.profiles import PROFILES
+from cma_tool.sizes import SizeError, parse_size
+
+# (bytes per pixel of each plane, horizontal and vertical subsampling of the
+# planes after the first), following v4l2_format_info(); plane 0 is never
+# subsampled.
+_FORMATS: dict[str, tuple[tuple[int, ...], int, int]] = {
+    "YUYV": ((2,), 1, 1),
+    "YVYU": ((2,), 1, 1),
+    "UYVY": ((2,), 1, 1),
+    "VYUY": ((2,), 1, 1),
+    "RGB565": ((2,), 1, 1),
+    "RGBP": ((2,), 1, 1),
+    "RGB555": ((2,), 1, 1),
+    "RGB24": ((3,), 1, 1),
+    "BGR24": ((3,), 1, 1),
+    "RGB32": ((4,), 1, 1),
+    "BGR32": ((4,), 1, 1),
+    "XRGB32": ((4,), 1, 1),
+    "XBGR32": ((4,), 1, 1),
+    "GREY": ((1,), 1, 1),
+    "NV12": ((1, 2), 2, 2),
+    "NV21": ((1, 2), 2, 2),
+    "NV16": ((1, 2), 2, 1),
+    "NV61": ((1, 2), 2, 1),
+    "YUV420": ((1, 1, 1), 2, 2),
+    "YVU420": ((1, 1, 1), 2, 2),
+    "YUV422P": ((1, 1, 1), 2, 1),
+}
+_ALIASES = {"YU12": "YUV420", "YV12": "YVU420", "Y8": "GREY", "GRAY": "GREY", "422P": "YUV422P"}
+
+
+def known_formats() -> tuple[str, ...]:
+    return tuple(_FORMATS)
+
+
+def sizeimage(width: int, height: int, fourcc: str) -> int:
+    """The single-plane sizeimage v4l2_fill_pixfmt() computes, before vb2's PAGE_ALIGN.
+
+    ``sizeimage(1920, 1080, "YUYV") == 4147200``; NV12 is w*h*3/2 with the
+    chroma plane rounded up for odd sizes.
+    """
+    key = _ALIASES.get(fourcc.upper(), fourcc.upper())
+    if key not in _FORMATS:
+        raise ValueError(f"unknown pixel format {fourcc!r} (known: {', '.join(_FORMATS)})")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"frame size {width}x{height} must be positive")
+    bpps, hdiv, vdiv = _FORMATS[key]
+    total = 0
+    for plane, bpp in enumerate(bpps):
+        h = 1 if plane == 0 else hdiv
+        v = 1 if plane == 0 else vdiv
+        total += bpp * -(-width // h) * -(-height // v)
+    return total
+
+
+# --- steps ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureStep:
+    """REQBUFS(buffers) on an MMAP queue: one dma_alloc per buffer, stopping at the first failure."""
+
+    device: str
+    width: int
+    height: int
+    fourcc: str
+    buffers: int
+    min_buffers: int = 2  # vb2 min_buffers_needed; vivid's is 2
+    line: int = 0
+
+    @property
+    def buffer_size(self) -> int:
+        return sizeimage(self.width, self.height, self.fourcc)
+
+
+@dataclass(frozen=True)
+class AllocStep:
+    """A raw cma_alloc(area, pages, align), as cma_debug's alloc file or a test module makes."""
+
+    area: str
+    pages: int
+    align: int = 0
+    label: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class DmaAllocStep:
+    device: str
+    size: int
+    label: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class PinStep:
+    area: str
+    pfn: int
+    pages: int
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class UnpinStep:
+    area: str
+    pfn: int
+    pages: int
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class FreeStep:
+    label: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ReleaseCaptureStep:
+    """REQBUFS(0): vb2 frees the queue's buffers 0..N-1 in order."""
+
+    device: str
+    line: int = 0
+
+
+Step = CaptureStep | AllocStep | DmaAllocStep | PinStep | UnpinStep | FreeStep | ReleaseCaptureStep
+
+
+@dataclass(frozen=True)
+class Scenario:
+    steps: tuple[Step, ...]
+    kernel: str | None = None
+    bootargs: str = ""
+    file: str = "<input>"
+
+
+# --- loading -------------------------------------------------------------------
+
+
+def _is_split_name(prev_value: yaml.Node, key: yaml.Node, value: yaml.Node) -> bool:
+    return (
+        isinstance(prev_value, yaml.ScalarNode)
+        and prev_value.style is None
+        and isinstance(key, yaml.ScalarNode)
+        and key.style is None
+        and isinstance(value, yaml.ScalarNode)
+        and value.tag == "tag:yaml.org,2002:null"
+        and value.value == ""
+        and key.start_mark.index == prev_value.end_mark.index + 1
+    )
+
+
+class _Reader:
+    """Turns composed YAML nodes into steps, collecting every problem with its position."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.diags: list[Diagnostic] = []
+
+    def error(self, node: yaml.Node | None, message: str, hint: str = "") -> None:
+        line = col = 0
+        if node is not None:
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        self.diags.append(Diagnostic(message, self.file, line, col, "error", hint))
+
+    def scalar(self, node: yaml.Node, what: str) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, f"{what} must be a single value")
+            return None
+        return str(node.value)
+
+    def integer(self, node: yaml.Node, what: str, minimum: int = 0) -> int | None:
+        text = self.scalar(node, what)
+        if text is None:
+            return None
+        try:
+            value = int(text.replace("_", ""), 0)
+        except ValueError:
+            self.error(node, f"{what} must be an integer, not {text!r}")
+            return None
+        if value < minimum:
+            self.error(node, f"{what} must be at least {minimum}, not {value}")
+            return None
+        return value
+
+    def size(self, node: yaml.Node, what: str) -> int | None:
+        text = self.scalar(node, what)
+        if text is None:
+            return None
+        try:
+            value = parse_size(text)
+        except SizeError as exc:
+            self.error(node, f"{what}: {exc}")
+            return None
+        if value == 0:
+            self.error(node, f"{what} must not be 0")
+            return None
+        return value
+
+    def mapping(self, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping (key: value)")
+            return None
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        prev: tuple[str, yaml.Node] | None = None
+        for key, value in node.value:
+            if prev is not None and _is_split_name(prev[1], key, value):
+                # In a flow mapping "{area: linux,cma}" YAML splits at the
+                # comma into area=linux plus a key "cma" with no value. Area
+                # names are full of commas, so glue the pieces back together
+                # when they were written with nothing between them.
+                merged = yaml.ScalarNode("tag:yaml.org,2002:str", f"{prev[1].value},{key.value}", prev[1].start_mark, key.end_mark)
+                out[prev[0]] = (out[prev[0]][0], merged)
+                prev = (prev[0], merged)
+                continue
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+            prev = (name, value)
+            if name in out:
+                self.error(key, f"{what}: key {name!r} given twice")
+            out[name] = (key, value)
+        return out
+
+    def fields(
+        self,
+        kind: str,
+        node: yaml.Node,
+        required: tuple[str, ...],
+        optional: tuple[str, ...] = (),
+    ) -> dict[str, yaml.Node] | None:
+        mapping = self.mapping(node, f"step '{kind}'")
+        if mapping is None:
+            return None
+        ok = True
+        for name, (key, _) in mapping.items():
+            if name not in required and name not in optional:
+                allowed = ", ".join(required + optional)
+                self.error(key, f"step '{kind}' has no field {name!r}", hint=f"fields of '{kind}': {allowed}")
+                ok = False
+        for name in required:
+            if name not in mapping:
+                self.error(node, f"step '{kind}' needs a '{name}' field")
+                ok = False
+        return {name: value for name, (_, value) in mapping.items()} if ok else None
+
+    def step(self, node: yaml.Node) -> Step | None:
+        entry = self.mapping(node, "a step")
+        if entry is None:
+            return None
+        if len(entry) != 1:
+            self.error(node, "each step is one 'kind: {fields}' mapping", hint="e.g. - free: {label: a}")
+            return None
+        kind, (key, body) = next(iter(entry.items()))
+        line = key.start_mark.line + 1
+        parser = getattr(self, "step_" + kind, None)
+        if parser is None:
+            self.error(
+                key,
+                f"unknown step kind {kind!r}",
+                hint="one of: capture, alloc, dma_alloc, pin, unpin, free, release_capture",
+            )
+            return None
+        result: Step | None = parser(body, line)
+        return result
+
+    def step_capture(self, body: yaml.Node, line: int) -> Step | None:
+        f = self.fields("capture", body, ("device", "width", "height", "format", "buffers"), ("min_buffers",))
+        if f is None:
+            return None
+        device = self.scalar(f["device"], "device")
+        width = self.integer(f["width"], "width", 1)
+        height = self.integer(f["height"], "height", 1)
+        fourcc = self.scalar(f["format"], "format")
+        buffers = self.integer(f["buffers"], "buffers", 1)
+        min_buffers = self.integer(f["min_buffers"], "min_buffers", 0) if "min_buffers" in f else 2
+        if fourcc is not None and _ALIASES.get(fourcc.upper(), fourcc.upper()) not in _FORMATS:
+            self.error(f["format"], f"unknown pixel format {fourcc!r}", hint="known: " + ", ".join(_FORMATS))
+            fourcc = None
+        if None in (device, width, height, fourcc, buffers, min_buffers):
+            return None
+        assert device is not None and width is not None and height is not None
+        assert fourcc is not None and buffers is not None and min_buffers is not None
+        return CaptureStep(device, width, height, fourcc.upper(), buffers, min_buffers, line)
+
+    def step_alloc(self, body: yaml.Node, line: int) -> Step | None:
+        f = self.fields("alloc", body, ("area", "pages"), ("align", "label"))
+        if f is None:
+            return None
+        area = self.scalar(f["area"], "area")
+        pages = self.integer(f["pages"], "pages", 0)
+        align = self.integer(f["align"], "align", 0) if "align" in f else 0
+        label = self.scalar(f["label"], "label") if "label" in f else None
+        if area is None or pages is None or align is None:
+            return None
+        return AllocStep(area, pages, align, label, line)
+
+    def step_dma_alloc(self, body: yaml.Node, line: int) -> Step | None:
+        f = self.fields("dma_alloc", body, ("device", "size"), ("label",))
+        if f is None:
+            return None
+        device = self.scalar(f["device"], "device")
+        size = self.size(f["size"], "size")
+        label = self.scalar(f["label"], "label") if "label" in f else None
+        if device is None or size is None:
+            return None
+        return DmaAllocStep(device, size, label, line)
+
+    def _pin_fields(self, kind: str, body: yaml.Node) -> tuple[str, int, int] | None:
+        f = self.fields(kind, body, ("area", "pfn", "pages"))
+        if f is None:
+            return None
+        area = self.scalar(f["area"], "area")
+        pfn = self.integer(f["pfn"], "pfn", 0)
+        pages = self.integer(f["pages"], "pages", 1)
+        if area is None or pfn is None or pages is None:
+            return None
+        return area, pfn, pages
+
+    def step_pin(self, body: yaml.Node, line: int) -> Step | None:
+        got = self._pin_fields("pin", body)
+        return PinStep(*got, line=line) if got else None
+
+    def step_unpin(self, body: yaml.Node, line: int) -> Step | None:
+        got = self._pin_fields("unpin", body)
+        return UnpinStep(*got, line=line) if got else None
+
+    def step_free(self, body: yaml.Node, line: int) -> Step | None:
+        f = self.fields("free", body, ("label",))
+        if f is None:
+            return None
+        label = self.scalar(f["label"], "label")
+        return FreeStep(label, line) if label is not None else None
+
+    def step_release_capture(self, body: yaml.Node, line: int) -> Step | None:
+        f = self.fields("release_capture", body, ("device",))
+        if f is None:
+            return None
+        device = self.scalar(f["device"], "device")
+        return ReleaseCaptureStep(device, line) if device is not None else None
+
+
+def parse_scenario(text: str, file: str = "<input>") -> Scenario:
+    """Read a scenario from YAML text; ConfigError listing every problem with file:line:col."""
+    reader = _Reader(file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError(diagnostics=[Diagnostic(f"not valid YAML: {exc.problem}", file, line, col)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(diagnostics=[Diagnostic(f"not valid YAML: {exc}", file)]) from None
+    if root is None:
+        raise ConfigError(diagnostics=[Diagnostic("the scenario is empty", file, hint="add a 'steps:' list")])
+    top = reader.mapping(root, "the scenario")
+    if top is None:
+        raise ConfigError(diagnostics=reader.diags)
+    kernel: str | None = None
+    bootargs = ""
+    steps: list[Step] = []
+    for name, (key, value) in top.items():
+        if name == "kernel":
+            kernel = reader.scalar(value, "kernel")
+            if kernel is not None and kernel not in PROFILES:
+                reader.error(value, f"unknown kernel profile {kernel!r}", hint="one of: " + ", ".join(PROFILES))
+        elif name == "bootargs":
+            bootargs = reader.scalar(value, "bootargs") or ""
+        elif name == "steps":
+            if not isinstance(value, yaml.SequenceNode):
+                reader.error(value, "'steps' must be a list")
+                continue
+            for item in value.value:
+                step = reader.step(item)
+                if step is not None:
+                    steps.append(step)
+        else:
+            reader.error(key, f"unknown top-level key {name!r}", hint="keys: kernel, bootargs, steps")
+    if "steps" not in top:
+        reader.error(root, "the scenario has no 'steps' list")
+    _check_labels(steps, reader)
+    if reader.diags:
+        raise ConfigError(diagnostics=reader.diags)
+    return Scenario(tuple(steps), kernel, bootargs, file)
+
+
+def _check_labels(steps: list[Step], reader: _Reader) -> None:
+    live: dict[str, int] = {}
+    for step in steps:
+        if isinstance(step, (AllocStep, DmaAllocStep)) and step.label is not None:
+            if step.label in live:
+                reader.diags.append(
+                    Diagnostic(
+                        f"label {step.label!r} is still in use (set on line {live[step.label]})",
+                        reader.file,
+                        step.line,
+                        hint="free it first or pick another label",
+                    )
+                )
+            live[step.label] = step.line
+        elif isinstance(step, FreeStep):
+            if step.label not in live:
+                reader.diags.append(
+                    Diagnostic(
+                        f"free of label {step.label!r}, which no earlier alloc or dma_alloc set",
+                        reader.file,
+                        step.line,
+                    )
+                )
+            live.pop(step.label, None)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario file (the one I/O function here)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read scenario {p}: {exc.strerror}", hint="check the path") from None
+    return parse_scenario(text, str(p))
+
+
+def to_plain(step: Step) -> dict[str, Any]:
+    """A step as JSON-ready data (for reports)."""
+    kind = {
+        CaptureStep: "capture",
+        AllocStep: "alloc",
+        DmaAllocStep: "dma_alloc",
+        PinStep: "pin",
+        UnpinStep: "unpin",
+        FreeStep: "free",
+        ReleaseCaptureStep: "release_capture",
+    }[type(step)]
+    body = {k: v for k, v in step.__dict__.items() if k != "line"}
+    return {"kind": kind, **body, "line": step.line}
