@@ -1,0 +1,112 @@
+"""`cma-tool run` end to end on the emulated Aquila: real QEMU, real kernel, real vivid.
+
+Each test boots the board once (~6-10 s). Expectations are the kernel's rules
+worked out by hand (see the comments), not what an earlier run printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+
+
+def cma_tool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cma_tool", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def report(out: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((out / "report.json").read_text())
+
+
+def event_lines(rep: dict, side: str) -> list[str]:  # type: ignore[type-arg]
+    return list(rep[side]["events"])
+
+
+def test_default_board_every_event_matches(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "boards/qemu-aquila.yaml", "--out", str(out), "--junit", str(out / "junit.xml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = report(out)
+    assert rep["verdict"] == "pass"
+    observed = event_lines(rep, "observed")
+    # The 64 MiB default node lands top-down at 0x64000000 (bank 1 ends at 0x68000000);
+    # the atomic pool takes 64 pages at its base; 1013-page buffers align to 256 pages.
+    assert observed[:2] == ["cma_alloc_start: name=linux,cma count=64 align=6",
+                            "cma_alloc_finish: name=linux,cma pfn=0x64000 page=(ptrval) count=64 align=6"]
+    finishes = [e for e in observed if e.startswith("cma_alloc_finish") and "count=1013" in e]
+    assert [e.split()[2] for e in finishes] == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64900", "pfn=0x64d00"]
+    assert sum(1 for e in observed if e.startswith("cma_release")) == 4
+    junit = (out / "junit.xml").read_text()
+    assert 'failures="0"' in junit and junit.count("<testcase") == len(rep["checks"])
+    assert (out / "console.log").stat().st_size > 10_000
+
+
+def test_exhaustion_predicted_and_observed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "configs/exhaust-16m.yaml", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = report(out)
+    observed = event_lines(rep, "observed")
+    # Kconfig default 16 MiB at the top of bank 1: 0x68000000 - 16 MiB = 0x67000000, pfn 0x67000.
+    assert "cma_alloc_finish: name=reserved pfn=0x67000 page=(ptrval) count=64 align=6" in observed
+    # 4096 pages: pool (1 step of 256), buffers at 256, 1280, 2304; the 4th would need 3328+1013 > 4096.
+    assert observed.count("cma_alloc_finish: name=reserved pfn=0xffffffff page=00000000 count=1013 align=8") == 1
+    granted = [c for c in rep["checks"] if c["name"].startswith("REQBUFS")]
+    assert granted[0]["observed"] == "3" and granted[0]["passed"]
+
+
+def test_cmdline_overrides_dt_default(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "configs/cmdline-override.yaml", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    obs = json.loads((out / "observed.json").read_text())
+    assert "Reserved memory: bypass linux,cma node, using cmdline CMA params instead" in obs["boot_lines"]
+    # cma=32M@0x50000000-0x68000000: top-down, the highest 8 MiB-aligned 32 MiB block below the limit.
+    assert {"name": "reserved", "base": 0x66000000, "size": 32 << 20, "source": "cmdline-or-kconfig"} in obs["areas"]
+
+
+def test_wrong_model_base_is_a_mismatch_naming_the_pfn(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "boards/qemu-aquila.yaml", "--out", str(out), "--model-pin", "linux,cma=0x60000000")
+    assert res.returncode == 5, res.stdout + res.stderr
+    rep = report(out)
+    assert rep["verdict"] == "mismatch"
+    bad = [c for c in rep["checks"] if not c["passed"]]
+    # The model now puts the pool at pfn 0x60000; the kernel put it at 0x64000.
+    assert any("pfn=0x60000" in c["expected"] and "pfn=0x64000" in c["observed"] for c in bad)
+    assert "pfn" in res.stdout
+
+
+def test_killed_mid_boot_leaves_log_and_partial_report(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cma_tool", "run", "boards/qemu-aquila.yaml", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "console.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the kernel is visibly booting
+        if log.exists() and b"Booting Linux" in log.read_bytes():
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the kernel never started")
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    assert b"Booting Linux" in log.read_bytes()
+    rep = report(out)
+    assert rep["verdict"] == "interrupted" and rep["stage"] == "end"
+    assert any(s["stage"] == "boot" for s in rep["stages"])
+    # QEMU was killed with the run: no stray emulator left behind.
+    ps = subprocess.run(["pgrep", "-f", str(out / "zImage-dtb")], capture_output=True, text=True, check=False)
+    assert ps.stdout.strip() == ""
