@@ -53,7 +53,25 @@ def summary_table(report: dict[str, Any], checks: Sequence[Check], width: int = 
     groups: dict[str, list[Check]] = {}
     for c in checks:
         groups.setdefault(c.group, []).append(c)
-    table = Table(title=f"cma-tool run: {report.get('board')} on {report.get('target')}", title_justify="left")
+    console.print(f"cma-tool run: {report.get('board')} on {report.get('target')} "
+                  f"({report.get('seconds', 0):.1f} s)", markup=False)
+    areas = [c for c in checks if c.group == "boot"]
+    if areas:
+        at = Table(title="CMA areas", title_justify="left")
+        for col in ("area", "model", "kernel", ""):
+            at.add_column(col)
+        for c in areas:
+            at.add_row(c.name.removeprefix("area "), c.expected, c.observed, "ok" if c.passed else "MISMATCH")
+        console.print(at)
+    events = [c for c in checks if c.group == "events"]
+    if events:
+        et = Table(title="CMA events (kernel tracepoints vs model)", title_justify="left")
+        for col in ("#", "kernel", ""):
+            et.add_column(col, overflow="fold")
+        for i, c in enumerate(events, 1):
+            et.add_row(str(i), c.observed, "ok" if c.passed else f"model: {c.expected}")
+        console.print(et)
+    table = Table(title="checks", title_justify="left")
     for col in ("group", "checks", "passed", "failed"):
         table.add_column(col)
     for group, items in groups.items():
