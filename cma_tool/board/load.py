@@ -169,6 +169,19 @@ class _Map:
                 self._fail(v.where, f"'{key}' must be a string or a list of strings")
         return tuple(out)
 
+    def compatibles(self, key: str = "compatible") -> tuple[str, ...]:
+        """Device-tree compatibles: every entry is "vendor,model".
+
+        An entry without a comma is nearly always YAML splitting an unquoted
+        "samsung,aquila" inside [ ... ] at its comma: say so, with the fix.
+        """
+        values = self.texts(key)
+        for value in values:
+            if "," not in value:
+                self._fail(self.where(key), f"compatible '{value}' has no vendor prefix (\"vendor,model\")",
+                           hint='inside [ ] YAML splits at commas: quote each entry, e.g. ["samsung,aquila"]')
+        return values
+
     def flag(self, key: str, default: bool = False) -> bool:
         n = self.items.get(key)
         if n is None:
@@ -413,7 +426,7 @@ def _device(name: str, n: YNode, ctx: _Ctx) -> Device | None:
     # sink) so that the checks of its other fields run too: every error at once.
     return Device(
         name=name,
-        compatible=m.texts("compatible"),
+        compatible=m.compatibles(),
         reg=m.reg("reg"),
         memory_region=m.texts("memory-region"),
         memory_region_names=m.texts("memory-region-names"),
@@ -493,7 +506,7 @@ def read_board(path: Path, ctx: _Ctx | None = None) -> tuple[Board | None, Diagn
         name=top.text("name", path.stem) or path.stem,
         path=str(path),
         model=top.text("model", "") or "",
-        compatible=top.texts("compatible"),
+        compatible=top.compatibles(),
         banks=tuple(banks),
         regions=tuple(regions),
         devices=tuple(devices),

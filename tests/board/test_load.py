@@ -43,7 +43,7 @@ def test_include_merges_soc_devices_and_board_overrides() -> None:
 
 
 def test_null_deletes_an_included_node(tmp_path: Path) -> None:
-    (tmp_path / "soc.yaml").write_text("devices:\n  jpeg: {compatible: x}\n  mfc: {compatible: y}\n")
+    (tmp_path / "soc.yaml").write_text("devices:\n  jpeg: {compatible: \"v,x\"}\n  mfc: {compatible: \"v,y\"}\n")
     (tmp_path / "b.yaml").write_text("include: soc.yaml\nmemory: [[0x30000000, 64M]]\ndevices:\n  jpeg: ~\n")
     board, sink = read_board(tmp_path / "b.yaml")
     assert board is not None and not sink.errors
@@ -113,3 +113,14 @@ def test_bad_sizes(tmp_path: Path, value: str, message: str) -> None:
     (tmp_path / "b.yaml").write_text(f"memory:\n  - [0x30000000, {value}]\n")
     errs = errors(tmp_path / "b.yaml")
     assert len(errs) == 1 and message in errs[0] and ":2:" in errs[0], errs
+
+
+def test_unquoted_compatible_in_flow_list_is_caught(tmp_path: Path) -> None:
+    # YAML reads [samsung,aquila, samsung,s5pv210] as four strings: 'samsung', 'aquila', ...
+    (tmp_path / "b.yaml").write_text("compatible: [samsung,aquila, samsung,s5pv210]\nmemory: [[0x30000000, 80M]]\n")
+    errs = errors(tmp_path / "b.yaml")
+    assert errs and all(":1:13: error: compatible 'samsung' has no vendor prefix" in e or "'aquila'" in e
+                        or "'s5pv210'" in e for e in errs)
+    assert "quote each entry" in errs[0]
+    board, _ = read_board(BOARDS / "aquila.yaml")
+    assert board is not None and board.compatible == ("samsung,aquila", "samsung,s5pc110", "samsung,s5pv210")

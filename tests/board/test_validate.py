@@ -7,10 +7,9 @@ pages of 4 KiB -> a 4 MiB CMA unit, so 10M and a base of 0x32200000 are refused.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import subprocess
 import sys
+from pathlib import Path
 
 from cma_tool.board.load import read_board
 from cma_tool.board.validate import check_board
