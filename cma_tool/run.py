@@ -348,7 +348,7 @@ def _boot_and_capture(boot: Any, opts: RunOptions, board: Board, record: RunReco
                 console.expect([rb"Run /init"], timeout=max(1.0, deadline - time.monotonic()),
                                waiting_for="the kernel to start /init")
                 record.stage("init")
-                console.expect([DONE_MARK.encode() + rb"-?\d+"], timeout=max(1.0, deadline - time.monotonic()),
+                console.expect([DONE_MARK.encode() + rb"-?\d+ ====\r?\n"], timeout=max(1.0, deadline - time.monotonic()),
                                waiting_for="the capture plan to finish")
             except TargetError as err:
                 if qb.process.poll() is not None:

@@ -41,6 +41,8 @@ PatternLike = str | bytes | re.Pattern[bytes] | re.Pattern[str]
 
 #: Bytes of context shown before a bad pattern or at a timeout.
 TAIL_BYTES = 500
+_READ_TIMEOUT = 0.25
+_CHUNK = 4096  # the most the reader hands over at once
 #: The UART receive FIFO of the S5PV210 (and the PL011 QEMU emulates) holds 16 bytes.
 UART_FIFO_BYTES = 16
 
@@ -127,7 +129,6 @@ DEFAULT_BAD_PATTERNS: tuple[BadPattern, ...] = (
     _bad("kernel-panic", rb"Kernel panic - not syncing", TargetError, "the kernel panicked"),
 )
 
-_ESCAPES = {0x0A: "\n", 0x09: "\t"}
 # No R, I or D: a marker never spells ERROR, FAIL, WARN, INFO or DEBUG, which
 # a log scanner (or one of our bad patterns) might flag.
 _MARKER_ALPHABET = "ABCEFGHJKLMNOPQSTUVWXYZ"
@@ -150,7 +151,7 @@ def show_bytes(data: bytes) -> str:
     text = data.decode("utf-8", errors="backslashreplace")
     for ch in text:
         code = ord(ch)
-        if code in _ESCAPES or (32 <= code < 127) or code >= 160:
+        if ch in "\n\t" or 32 <= code < 127 or code >= 160:
             out.append(ch)
         elif ch == "\r":
             out.append("\\r")
@@ -194,7 +195,7 @@ class Console:
         open_timeout: float = 3.0,
         reconnect_timeout: float = 10.0,
         bad_patterns: Sequence[BadPattern] = DEFAULT_BAD_PATTERNS,
-        max_match: int = 4096,
+        max_match: int = 1024,
     ) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -293,7 +294,7 @@ class Console:
                     baudrate=self.baudrate,
                     # A bounded blocking read: returns at once when a byte comes,
                     # wakes up now and then only to notice close().
-                    timeout=0.25,
+                    timeout=_READ_TIMEOUT,
                     do_not_open=True,
                 )
                 if "://" not in self.url:
@@ -321,11 +322,11 @@ class Console:
                 data = port.read(1)
                 # Take what else is already there, but hand over at most a chunk at a
                 # time: a board that never pauses must still reach the log and expect().
-                while data and len(data) < 4096:
-                    waiting = port.in_waiting
-                    if not waiting:
+                while data and len(data) < _CHUNK:
+                    more = self._read_waiting(port, _CHUNK - len(data))
+                    if not more:
                         break
-                    data += port.read(min(waiting, 4096))
+                    data += more
             except (OSError, serial.SerialException, AttributeError, TypeError) as exc:
                 # AttributeError/TypeError: pyserial's posix port, closed under a read.
                 if data:
@@ -339,6 +340,20 @@ class Console:
                 continue
             if data:
                 self._record(bytes(data))
+
+    def _read_waiting(self, port: Any, limit: int) -> bytes:
+        """What has arrived already, up to ``limit`` bytes, without waiting."""
+        if self.url.startswith("socket://"):
+            # pyserial's socket:// says in_waiting is 1 whenever anything is there
+            # (it polls the socket), which would mean one recv per byte: about
+            # 230 KB/s, slower than QEMU writes. A zero-timeout read takes it all.
+            port.timeout = 0
+            try:
+                return bytes(port.read(limit))
+            finally:
+                port.timeout = _READ_TIMEOUT
+        waiting = port.in_waiting
+        return bytes(port.read(min(waiting, limit))) if waiting else b""
 
     def _record(self, data: bytes) -> None:
         # Disk first: when expect() raises, the bytes that led to it are in the log.
@@ -507,22 +522,38 @@ class Console:
                 self._cond.wait(remaining)
 
     def _check_bad(self, scan_from: int, end: int, before: int | None) -> None:
-        """Raise for the earliest enabled bad pattern that starts before ``before``."""
+        """Raise for the earliest enabled bad pattern in the buffer that starts before ``before``."""
+        found = self._first_bad(self._buf, scan_from, end, before)
+        if found is not None:
+            self._pos = found[1].end()
+            raise self._bad_error(*found, self._buf)
+
+    def raise_for_bad(self, data: bytes) -> None:
+        """Raise the classified error if ``data`` holds an enabled bad pattern.
+
+        For bytes taken raw (a serial transfer's replies) that expect() never saw.
+        """
+        found = self._first_bad(data, 0, len(data), None)
+        if found is not None:
+            raise self._bad_error(*found, data)
+
+    def _first_bad(
+        self, buf: bytes | bytearray, start: int, end: int, before: int | None
+    ) -> tuple[BadPattern, re.Match[bytes]] | None:
         first: tuple[BadPattern, re.Match[bytes]] | None = None
         for bad in self.bad_patterns:
             if self._disabled.get(bad.name):
                 continue
-            m = bad.regex.search(self._buf, scan_from, end)
+            m = bad.regex.search(buf, start, end)
             if m is None or (before is not None and m.start() > before):
                 continue
             if first is None or m.start() < first[1].start():
                 first = (bad, m)
-        if first is None:
-            return
-        bad, m = first
-        self._pos = m.end()
-        context = bytes(self._buf[max(0, m.start() - 300) : min(len(self._buf), m.end() + 200)])
-        raise bad.error(
+        return first
+
+    def _bad_error(self, bad: BadPattern, m: re.Match[bytes], buf: bytes | bytearray) -> CmaToolError:
+        context = bytes(buf[max(0, m.start() - 300) : min(len(buf), m.end() + 200)])
+        return bad.error(
             f"{bad.what}: the console showed {show_bytes(m.group(0))!r} (bad pattern '{bad.name}')\n"
             f"--- console around it ---\n{show_bytes(context)}\n--- end; full log: {self.log_path}",
             hint=bad.hint,
@@ -567,11 +598,6 @@ class Console:
             data = bytes(self._buf[self._pos : self._pos + size])
             self._pos += size
             return data
-
-    def unread_text(self) -> str:
-        """What has arrived but not been matched yet (for diagnostics)."""
-        with self._cond:
-            return _decode(self._buf[self._pos :])
 
     def drain(self, quiet: float) -> str:
         """Consume until the console has been silent for ``quiet`` seconds; return what came."""
