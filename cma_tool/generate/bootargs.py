@@ -25,11 +25,9 @@ from pathlib import Path
 
 from cma_tool.board.types import Board, Region
 from cma_tool.errors import ConfigError, InfraError
+from cma_tool.hush import hush_quote
 from cma_tool.model.cmdline import parse_cma_cmdline
 from cma_tool.model.profiles import KernelProfile
-
-# One hush quoting rule for everything typed or scripted into U-Boot.
-from cma_tool.target.uboot import hush_quote
 
 _KERNEL_DEFAULT_POOL = 256 * 1024
 _SUFFIXES = ((60, "E"), (50, "P"), (40, "T"), (30, "G"), (20, "M"), (10, "K"))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from xmodem import XMODEM
 
 from cma_tool.errors import ConfigError, InfraError, TargetError
+from cma_tool.hush import hush_quote  # noqa: F401 - re-exported for callers of this driver
 from cma_tool.target.console import Console, Match, new_marker, show_bytes, split_marker
 
 #: A sign-on line, SPL or main U-Boot: "U-Boot 2023.01+dfsg-2+deb12u3 (Jun 22 2026 - ...)".
@@ -31,23 +32,6 @@ _CRC32 = re.compile(r"(?i)crc32 for ([0-9a-f]+) \.\.\. ([0-9a-f]+) ==> (?:0x)?([
 
 # XMODEM/YMODEM control bytes.
 _SOH, _ACK, _NAK, _CAN, _CRC = b"\x01", b"\x06", b"\x15", b"\x18", b"C"
-
-
-def hush_quote(value: str, *, what: str = "value") -> str:
-    """``value`` as one literal hush word: single-quoted.
-
-    Refused (ConfigError): a single quote (hush has no way to escape one
-    inside single quotes), a backslash (U-Boot's hush drops backslashes even
-    inside single quotes), control characters and newlines (they end or edit
-    the command line) and non-ASCII (typed byte by byte, echoed unreliably).
-    """
-    for index, ch in enumerate(value):
-        if ch in "'\\" or not 32 <= ord(ch) < 127:
-            raise ConfigError(
-                f"{what} {value!r} cannot be typed into U-Boot: character {index + 1} is {ch!r}",
-                hint="U-Boot's hush takes printable ASCII without ' and \\ literally; change the value",
-            )
-    return f"'{value}'"
 
 
 def _check_env_name(name: str) -> None:
