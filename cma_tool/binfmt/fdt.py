@@ -760,6 +760,12 @@ def set_reserved(tree: DeviceTree, regions: Sequence[ReservedRegion], *, clear: 
         raise FdtError(f"two reserved regions would share a node name: {min(n for n in names if names.count(n) > 1)}")
     if sum(r.default for r in regions) > 1:
         raise FdtError("more than one reserved region is marked as the default CMA area")
+    statics = sorted((r for r in regions if r.base is not None), key=lambda r: (r.base or 0, r.size))
+    for low, high in zip(statics, statics[1:], strict=False):
+        # The kernel refuses overlapping reg nodes ("OVERLAP DETECTED") and dtc warns on a
+        # repeated unit address: never write such a tree.
+        if (high.base or 0) < (low.base or 0) + low.size:
+            raise FdtError(f"reserved regions {low.node_name} and {high.node_name} overlap")
     parent = tree.root.ensure_child("reserved-memory")
     removed_phandles: set[int] = set()
     if clear:
