@@ -41,6 +41,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# sshd (the SSH tests start their own on 127.0.0.1) refuses to start without this folder.
+mkdir -p -m 0755 /run/sshd
+
 python3 -m pip install -q -e '.[test]'
 
 # Fetch the target's Debian packages and build the emulated board's image once;
