@@ -24,7 +24,10 @@ from cma_tool.board.types import (
     Emulation,
     FixedBuffer,
     Kernel,
+    Network,
+    Power,
     Region,
+    SshTarget,
 )
 from cma_tool.board.yamlpos import Where, YamlLoadError, YNode, load_file
 from cma_tool.errors import DiagnosticSink
@@ -296,7 +299,7 @@ def _reg_of(n: YNode, m: _Map, what: str) -> tuple[int, int] | None:
 # --- sections ---------------------------------------------------------------
 
 _TOP = ("name", "model", "compatible", "memory", "reserved-memory", "devices", "kernel", "console", "boot",
-        "emulation", "description")
+        "emulation", "power", "network", "ssh", "description")
 _REGION = ("label", "compatible", "reusable", "no-map", "reg", "size", "alignment", "alloc-ranges",
            "linux,cma-default", "description")
 _DEVICE = ("compatible", "reg", "memory-region", "memory-region-names", "honours-memory-region",
@@ -307,7 +310,12 @@ _BUFFER = ("name", "size", "region")
 _KERNEL = ("profile", "max-order", "page-size", "cma-alignment", "cma-size-mbytes", "cma-size-percentage",
            "cma-areas", "lpae", "hugetlb-pageblock-order", "arch", "atomic-pool", "bootargs")
 _CONSOLE = ("uart", "device", "baud", "port", "udev")
-_BOOT = ("bootloader", "kernel-addr", "fdt-addr", "initrd-addr", "early-reservations", "banks-via")
+_BOOT = ("bootloader", "uboot-prompt", "kernel-addr", "fdt-addr", "initrd-addr", "early-reservations", "banks-via")
+_POWER = ("manual", "command", "netio")
+_POWER_COMMAND = ("on", "off", "cycle", "state")
+_NETIO = ("url", "output", "user", "password")
+_NETWORK = ("server-ip", "board-ip", "tftp-port")
+_SSH = ("host", "port", "user", "key", "accept-new-host-keys")
 _EMULATION = ("machine", "cpu", "memory", "capture-driver", "notes")
 
 
@@ -468,8 +476,50 @@ def _boot(m: _Map | None, ctx: _Ctx) -> Boot:
         pair = _reg_of(n, m, f"early reservation '{what}'")
         if pair:
             early.append((what, pair[0], pair[1]))
-    return Boot(loader, m.size("kernel-addr", allow_zero=True), m.size("fdt-addr", allow_zero=True),
-                m.size("initrd-addr", allow_zero=True), tuple(early), via, m.node.where)
+    return Boot(loader, m.text("uboot-prompt", "=> ") or "=> ", m.size("kernel-addr", allow_zero=True),
+                m.size("fdt-addr", allow_zero=True), m.size("initrd-addr", allow_zero=True), tuple(early), via,
+                m.node.where)
+
+
+def _power(m: _Map | None, ctx: _Ctx) -> Power:
+    if m is None:
+        return Power()
+    kinds = [k for k in _POWER if m.has(k)]
+    if len(kinds) != 1:
+        ctx.error(m.node.where, "power: needs exactly one of manual, command, netio",
+                  hint="e.g. power: {command: {on: 'relay 1 on', off: 'relay 1 off'}}")
+        return Power(where=m.node.where)
+    kind = kinds[0]
+    if kind == "manual":
+        return Power("manual", where=m.node.where)
+    if kind == "command":
+        c = m.sub("command", _POWER_COMMAND, "power command")
+        if c is None or not (c.has("on") and c.has("off")):
+            ctx.error(m.where("command"), "power: command: needs at least 'on' and 'off' command lines")
+            return Power(where=m.node.where)
+        return Power("command", on=c.text("on"), off=c.text("off"), cycle=c.text("cycle"), state=c.text("state"),
+                     where=m.node.where)
+    n = m.sub("netio", _NETIO, "power netio")
+    if n is None or not (n.has("url") and n.has("output")):
+        ctx.error(m.where("netio"), "power: netio: needs 'url' and 'output'")
+        return Power(where=m.node.where)
+    return Power("netio", url=n.text("url"), output=n.integer("output", 1, lo=1, hi=64), user=n.text("user"),
+                 password=n.text("password"), where=m.node.where)
+
+
+def _network(m: _Map | None) -> Network:
+    if m is None:
+        return Network()
+    return Network(m.text("server-ip"), m.text("board-ip"), m.integer("tftp-port", 69, lo=1, hi=65535) or 69,
+                   m.node.where)
+
+
+def _ssh(m: _Map | None) -> SshTarget | None:
+    if m is None:
+        return None
+    host = m.text("host", required=True) or ""
+    return SshTarget(host, m.integer("port", 22, lo=1, hi=65535) or 22, m.text("user", "root") or "root",
+                     m.text("key"), m.flag("accept-new-host-keys"), m.node.where)
 
 
 def _emulation(m: _Map | None) -> Emulation | None:
@@ -514,6 +564,9 @@ def read_board(path: Path, ctx: _Ctx | None = None) -> tuple[Board | None, Diagn
         console=_console(top.sub("console", _CONSOLE, "console"), ctx),
         boot=_boot(top.sub("boot", _BOOT, "boot"), ctx),
         emulation=_emulation(top.sub("emulation", _EMULATION, "emulation")),
+        power=_power(top.sub("power", _POWER, "power"), ctx),
+        network=_network(top.sub("network", _NETWORK, "network")),
+        ssh=_ssh(top.sub("ssh", _SSH, "ssh")),
         files=tuple(files),
     )
     return board, ctx.sink

@@ -124,6 +124,7 @@ class Console:
 @dataclass(frozen=True)
 class Boot:
     bootloader: str = "u-boot"  # "u-boot" | "none" (QEMU loads the kernel directly)
+    uboot_prompt: str = "=> "  # CONFIG_SYS_PROMPT: "Aquila # " on 2011-era boards
     kernel_addr: int | None = None
     fdt_addr: int | None = None
     initrd_addr: int | None = None
@@ -147,6 +148,44 @@ class Emulation:
 
 
 @dataclass(frozen=True)
+class Power:
+    """How the lab switches the board: by a person, by commands, or by a NETIO PDU output."""
+
+    kind: str = "manual"  # manual | command | netio
+    on: str | None = None
+    off: str | None = None
+    cycle: str | None = None
+    state: str | None = None
+    url: str | None = None  # netio
+    output: int | None = None  # netio output number
+    user: str | None = None
+    password: str | None = None
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True)
+class Network:
+    """The board's network as U-Boot sees it, for TFTP from the host."""
+
+    server_ip: str | None = None  # the host, as the board reaches it
+    board_ip: str | None = None  # None: dhcp
+    tftp_port: int = 69
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Linux on the board over SSH, once it is up."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    key: str | None = None
+    accept_new_host_keys: bool = False
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True)
 class Kernel:
     profile: KernelProfile
     bootargs: str = ""  # extra arguments beyond what the plan generates
@@ -166,6 +205,9 @@ class Board:
     console: Console
     boot: Boot
     emulation: Emulation | None = None
+    power: Power = field(default_factory=Power)
+    network: Network = field(default_factory=Network)
+    ssh: SshTarget | None = None
     files: tuple[str, ...] = field(default=())  # the board file and everything it included
 
     def region(self, label_or_node: str) -> Region | None:
