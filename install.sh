@@ -44,9 +44,18 @@ fi
 # sshd (the SSH tests start their own on 127.0.0.1) refuses to start without this folder.
 mkdir -p -m 0755 /run/sshd
 
-python3 -m pip install -q -e '.[test]'
+# The interpreter itself, not a version manager's shim: pyenv's shim runs a
+# "rehash" after pip that waits on a lock file and fails the install when a
+# stale lock is left behind.
+PY=$(python3 -c 'import sys; print(sys.executable)')
+"$PY" -m pip install -q -e '.[test]'
+if ! command -v cma-tool >/dev/null 2>&1 || ! cma-tool --version >/dev/null 2>&1; then
+  # No shim for the new console script (pyenv without a rehash): a plain wrapper.
+  printf '#!/bin/sh\nexec "%s" -m cma_tool "$@"\n' "$PY" | $SUDO tee /usr/local/bin/cma-tool >/dev/null
+  $SUDO chmod 755 /usr/local/bin/cma-tool
+fi
 
 # Fetch the target's Debian packages and build the emulated board's image once;
 # later runs reuse the cache and rebuild only when an input changed.
-python3 -m cma_tool.target.image --quiet
+"$PY" -m cma_tool.target.image --quiet
 echo "install.sh: done"
