@@ -58,4 +58,5 @@ fi
 # Fetch the target's Debian packages and build the emulated board's image once;
 # later runs reuse the cache and rebuild only when an input changed.
 "$PY" -m cma_tool.target.image --quiet
+"$PY" -m cma_tool.target.image --quiet --ssh   # the SSH flavour (dropbear) for --boot ssh
 echo "install.sh: done"

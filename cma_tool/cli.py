@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "generate, boot, capture, observe and cross-check against the model", _cmd_run)
     p.add_argument("board")
     p.add_argument("--target", default="emulated", help="emulated (QEMU) or serial (a real board)")
-    p.add_argument("--boot", choices=("direct", "uboot"), default="direct",
-                   help="emulated only: QEMU loads the kernel (direct) or real U-Boot does over TFTP")
+    p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default="direct",
+                   help="emulated only: QEMU loads the kernel (direct), real U-Boot loads it over TFTP (uboot), "
+                        "or the capture is deployed and run over SSH (ssh)")
     p.add_argument("--scenario", metavar="FILE", help="capture plan / requests YAML (default: the board's needs)")
     p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-<time>)")
@@ -196,6 +197,13 @@ def _report_bug(exc: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    # paramiko logs (with a traceback) every connection attempt a rebooting board refuses;
+    # our own errors say what failed, so its records are not for the terminal.
+    paramiko_log = logging.getLogger("paramiko")
+    paramiko_log.addHandler(logging.NullHandler())
+    paramiko_log.propagate = False
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import sys
 import time
@@ -268,7 +269,8 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     say("[2/6] target image (cached)")
     from cma_tool.target import image as timage
 
-    image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"))
+    over_ssh = opts.boot == "ssh"
+    image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"), ssh=over_ssh)
     _check_kernel_matches(board, image.config)
     record.stage("image", kernel=image.kernel_package, version=image.kernel_version)
 
@@ -277,13 +279,19 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     from cma_tool.target import qemu
 
     extra = " ".join(a for a in (board.kernel.bootargs, opts.bootargs) if a)
-    bootargs = qemu.compose_bootargs(extra, vivid=vivid_params(board))
+    if over_ssh:
+        from cma_tool.target.emulated_ssh import ssh_bootargs
+
+        bootargs = ssh_bootargs(extra, vivid=vivid_params(board))
+    else:
+        bootargs = qemu.compose_bootargs(extra, vivid=vivid_params(board))
     banks = [qemu.MemoryBank(b.base, b.size) for b in board.banks]
     boot = qemu.prepare_boot(
         image, opts.out, banks=banks,
         reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
-        bootargs=bootargs, capture_args=args, memory=f"{board.emulation.memory >> 20}M",
-        rng_seed=bytes(range(32)),
+        bootargs=bootargs, capture_args=None if over_ssh else args, memory=f"{board.emulation.memory >> 20}M",
+        # /chosen/rng-seed: the guest's RNG is ready at once (dropbear's keys need it); fresh every run.
+        rng_seed=secrets.token_bytes(32),
     )
     pins = opts.pins
     devices = _stream_devices(board, streams)
@@ -292,7 +300,13 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     record.stage("generate", bootargs=bootargs, dtb=str(boot.dtb))
 
     say("[4/6] boot the emulated board and capture")
-    console_text = _boot_and_capture(boot, opts, board, record)
+    if over_ssh:
+        from cma_tool.target.emulated_ssh import run_via_ssh
+
+        console_text = run_via_ssh(boot, image=image, workdir=opts.out, memory=f"{board.emulation.memory >> 20}M",
+                                   capture_args=args, timeout=opts.timeout, on_stage=record.stage)
+    else:
+        console_text = _boot_and_capture(boot, opts, board, record)
 
     say("[5/6] observe")
     obs = observe(console_text)
@@ -351,7 +365,8 @@ def _boot_and_capture(boot: Any, opts: RunOptions, board: Board, record: RunReco
                 console.expect([DONE_MARK.encode() + rb"-?\d+ ====\r?\n"], timeout=max(1.0, deadline - time.monotonic()),
                                waiting_for="the capture plan to finish")
             except TargetError as err:
-                if qb.process.poll() is not None:
+                # A kernel panic ends QEMU with status 0 (-no-reboot): that stays the board's fault.
+                if qb.process.poll() not in (None, 0):
                     raise InfraError(f"QEMU exited early: {qb.qemu_stderr()}") from err
                 raise
             record.stage("captured")

@@ -8,14 +8,26 @@ recipe, the cross compiler). A run's capture plan does not go into the cached
 image: :func:`compose_initrd` appends it as a second, tiny cpio archive (the
 kernel unpacks concatenated archives one after the other).
 
+Two flavours share the recipe. The plain image boots straight into the
+capture plan. The ``ssh`` flavour (``ensure_image(ssh=True)``) is a board
+reached over the network: it adds Debian's armhf dropbear and sftp-server
+with exactly the shared libraries they load, the virtio network drivers,
+/etc/passwd, root's authorized_keys and a dropbear host key, and leaves the
+capture program out (the host deploys it over SSH). /init starts the network
+and dropbear only with ``cmatool.mode=ssh``. The host key and the client key
+are made once per cache (``ssh-keys/``); the host learns the host key from
+the build, never from the network, so strict host-key checking stays
+meaningful.
+
 Layout of the cache folder::
 
     debs/<package>/<version>/*.deb      apt-get download
     extract/<package>_<version>/        dpkg-deb -x (kernel: plus depmod)
-    images/<key>/vmlinuz, initrd.gz, image.json
+    images/<key>/vmlinuz, initrd.gz, image.json (ssh flavour: plus capture)
+    ssh-keys/                           dropbear host key, client key (ssh flavour)
 
 Run as ``python3 -m cma_tool.target.image [--quiet] [--cache DIR]
-[--kernel-package PKG]`` to fetch and build ahead of time (install.sh does).
+[--kernel-package PKG] [--ssh]`` to fetch and build ahead of time (install.sh does).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cma_tool.errors import ConfigError, InfraError
@@ -49,6 +61,19 @@ ARCH = "armhf"
 KEEP_IMAGES = 4
 _KERNEL_PACKAGE = re.compile(r"^linux-image-(6\.1\.0-(\d+)-armmp)$")
 
+#: The ssh flavour: the programs it runs, (package, path in the package).
+SSH_PROGRAMS = (("dropbear-bin", "usr/sbin/dropbear"), ("openssh-sftp-server", "usr/lib/sftp-server"))
+#: Where the shared libraries those programs load come from. Debian's Depends
+#: say the same (dropbear-bin: libc6, libcrypt1, libtomcrypt1, libtommath1,
+#: zlib1g; libtomcrypt1: libgmp10); the build follows the ELF files' own
+#: NEEDED entries through these packages and fails naming any library missing.
+SSH_LIBRARY_PACKAGES = ("libc6", "libcrypt1", "zlib1g", "libtomcrypt1", "libtommath1", "libgmp10")
+#: Modules the ssh flavour adds (with their modules.dep closure): virt's
+#: network card is virtio-net on the virtio-mmio bus.
+NETWORK_MODULES = ("virtio_mmio", "virtio_net")
+#: Where dropbear (Debian's build) looks for its ed25519 host key.
+DROPBEAR_HOST_KEY = "etc/dropbear/dropbear_ed25519_host_key"
+
 #: Tools the build runs, with the Debian package that provides each.
 _TOOLS = {
     "apt-get": "apt",
@@ -57,6 +82,7 @@ _TOOLS = {
     "depmod": "kmod",
     "cpio": "cpio",
     "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)",
+    "arm-linux-gnueabihf-readelf": "binutils-arm-linux-gnueabihf",
 }
 
 
@@ -68,6 +94,14 @@ class KernelConfig:
     arch_force_max_order: int
     cma_areas: int
     cma_alignment: int
+
+
+@dataclass(frozen=True)
+class SshAccess:
+    """How the host logs in to an ssh-flavour image: keys made once per cache, baked into the image."""
+
+    host_public_key: str  # "ssh-ed25519 AAAA...": what the image's dropbear presents
+    client_key: Path  # OpenSSH private key; its public half is root's authorized_keys in the image
 
 
 @dataclass(frozen=True)
@@ -84,6 +118,9 @@ class TargetImage:
     config: KernelConfig
     modules: tuple[str, ...]  # paths under /lib/modules/<release>/ in the image
     key: str  # hash of every input; names the image's folder
+    flavour: str = "plain"  # or "ssh"
+    ssh: SshAccess | None = None  # the ssh flavour's keys
+    capture_program: Path | None = None  # ssh flavour: not in the initrd, deployed over SSH
 
 
 def default_cache_dir() -> Path:
@@ -98,11 +135,13 @@ def ensure_image(
     kernel_package: str | None = None,
     firmware: Path = FIRMWARE_DIR,
     progress: Progress | None = None,
+    ssh: bool = False,
 ) -> TargetImage:
     """Return the image for the current inputs, building (and fetching) only what is missing.
 
     ``kernel_package`` pins the kernel (``linux-image-6.1.0-50-armmp``); by
-    default the newest 6.1 armmp kernel apt knows is used.
+    default the newest 6.1 armmp kernel apt knows is used. ``ssh`` selects
+    the ssh flavour (see the module's notes).
     """
     say = progress or (lambda _msg: None)
     cache = (cache or default_cache_dir()).resolve()
@@ -117,13 +156,23 @@ def ensure_image(
     kpkg, kver, bver = _resolve_packages(cache, kernel_package)
     release = kpkg.removeprefix("linux-image-")
 
-    inputs = {
+    inputs: dict[str, object] = {
         "recipe": _sha256(Path(__file__).read_bytes()),
         "kernel": f"{kpkg}={kver}",
         "busybox": f"{BUSYBOX_PACKAGE}={bver}",
         "cc": _run(["arm-linux-gnueabihf-gcc", "-dumpversion"]).decode().strip(),
         **{name: _sha256(path.read_bytes()) for name, path in sources.items()},
     }
+    access: SshAccess | None = None
+    host_key = b""
+    ssh_versions: dict[str, str] = {}
+    if ssh:
+        ssh_versions = _resolve_ssh_packages(cache)
+        access, host_key = _ssh_keys(cache)
+        inputs["flavour"] = "ssh"
+        inputs["ssh-packages"] = ssh_versions
+        inputs["host-key"] = _sha256(access.host_public_key.encode())
+        inputs["authorized-key"] = _sha256(_public_line(access.client_key).encode())
     key = _sha256(json.dumps(inputs, sort_keys=True).encode())[:20]
     folder = cache / "images" / key
     meta = folder / "image.json"
@@ -139,13 +188,21 @@ def ensure_image(
     config = read_kernel_config(kroot / "boot" / f"config-{release}")
     moddir = kroot / "lib" / "modules" / release
     modules = module_closure(moddir / "modules.dep", CAPTURE_DRIVER)
+    if ssh:
+        for extra in NETWORK_MODULES:
+            modules = sorted(set(modules) | set(module_closure(moddir / "modules.dep", extra)))
 
     (cache / "images").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache / "images"))
     try:
         root = work / "root"
         _stage_root(root, sources, broot, moddir, release, modules)
-        _compile_capture(sources["capture.c"], root / "bin" / "capture")
+        if access is None:
+            _compile_capture(sources["capture.c"], root / "bin" / "capture")
+        else:
+            _compile_capture(sources["capture.c"], work / "capture")
+            roots = {p: _extracted(cache, p, v, say) for p, v in ssh_versions.items()}
+            _stage_ssh(root, roots, access, host_key)
         _run(["depmod", "-b", str(root), release])
         (work / "initrd.gz").write_bytes(pack_cpio(root))
         shutil.copyfile(kroot / "boot" / f"vmlinuz-{release}", work / "vmlinuz")
@@ -161,6 +218,9 @@ def ensure_image(
             config=config,
             modules=tuple(modules),
             key=key,
+            flavour="ssh" if access else "plain",
+            ssh=access,
+            capture_program=folder / "capture" if access else None,
         )
         (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs), indent=2) + "\n")
         if folder.exists() and not meta.is_file():  # a half-built or unreadable earlier attempt
@@ -236,28 +296,54 @@ def _resolve_packages(cache: Path, kernel_package: str | None) -> tuple[str, str
     Each apt-cache call costs ~0.8 s here (no pkgcache.bin), which would be
     most of a warm ensure_image(); the answer only changes with the lists.
     """
-    lists = Path("/var/lib/apt/lists")
-    fingerprint = sorted([p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in lists.glob("*Packages*") if p.is_file())
-    memo_file = cache / "apt-resolved.json"
     want = kernel_package or "newest"
-    memo: dict[str, object] = {}
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        pass
-    entries = memo.get("entries") if memo.get("lists") == fingerprint else None
-    if isinstance(entries, dict) and isinstance(entries.get(want), list) and len(entries[want]) == 3:
-        kpkg, kver, bver = (str(x) for x in entries[want])
+    memo = _AptMemo(cache)
+    known = memo.entries.get(want)
+    if isinstance(known, list) and len(known) == 3:
+        kpkg, kver, bver = (str(x) for x in known)
         return kpkg, kver, bver
     kpkg = kernel_package or newest_kernel_package()
     versions = candidate_versions(kpkg, BUSYBOX_PACKAGE)
     result = (kpkg, versions[kpkg], versions[BUSYBOX_PACKAGE])
-    if fingerprint:
-        new_entries = dict(entries) if isinstance(entries, dict) else {}
-        new_entries[want] = list(result)
-        cache.mkdir(parents=True, exist_ok=True)
-        memo_file.write_text(json.dumps({"lists": fingerprint, "entries": new_entries}))
+    memo.store(want, list(result))
     return result
+
+
+def _resolve_ssh_packages(cache: Path) -> dict[str, str]:
+    """The candidate version of every ssh-flavour package, remembered like :func:`_resolve_packages`."""
+    wanted = [p for p, _ in SSH_PROGRAMS] + list(SSH_LIBRARY_PACKAGES)
+    memo = _AptMemo(cache)
+    known = memo.entries.get("ssh")
+    if isinstance(known, dict) and sorted(known) == sorted(wanted):
+        return {str(k): str(v) for k, v in known.items()}
+    versions = candidate_versions(*wanted)
+    memo.store("ssh", versions)
+    return versions
+
+
+class _AptMemo:
+    """cache/apt-resolved.json: answers from apt-cache, valid while /var/lib/apt/lists is unchanged."""
+
+    def __init__(self, cache: Path) -> None:
+        lists = Path("/var/lib/apt/lists")
+        self.path = cache / "apt-resolved.json"
+        self.fingerprint = sorted(
+            [p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in lists.glob("*Packages*") if p.is_file()
+        )
+        memo: dict[str, object] = {}
+        try:
+            memo = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            pass
+        entries = memo.get("entries") if memo.get("lists") == self.fingerprint else None
+        self.entries: dict[str, object] = dict(entries) if isinstance(entries, dict) else {}
+
+    def store(self, want: str, value: object) -> None:
+        if not self.fingerprint:  # no lists to tell a stale answer by
+            return
+        self.entries[want] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"lists": self.fingerprint, "entries": self.entries}))
 
 
 def read_kernel_config(path: Path) -> KernelConfig:
@@ -370,6 +456,158 @@ def _stage_root(
             shutil.copy2(moddir / name, target / name)
 
 
+def _ssh_keys(cache: Path) -> tuple[SshAccess, bytes]:
+    """The cache's dropbear host key and client key, made on first use: (access, dropbear host key file).
+
+    dropbearkey from the armhf package cannot run on this x86 host, so the
+    keys are made here with ``cryptography`` (paramiko's own dependency) and
+    the host key is written in dropbear's format by :func:`dropbear_ed25519_key`.
+    """
+    folder = cache / "ssh-keys"
+    if not (folder / "host_ed25519.pub").is_file():
+        _make_ssh_keys(folder)
+    try:
+        host_public = (folder / "host_ed25519.pub").read_text().strip()
+        host_key = (folder / "host_ed25519.dropbear").read_bytes()
+    except OSError as exc:
+        raise InfraError(f"the SSH keys in {folder} are unreadable: {exc}", hint=f"remove {folder} to make new ones") from exc
+    client = folder / "client_ed25519"
+    if not client.is_file():
+        raise InfraError(f"{client} is missing", hint=f"remove {folder} to make new keys")
+    return SshAccess(host_public_key=" ".join(host_public.split()[:2]), client_key=client), host_key
+
+
+def _make_ssh_keys(folder: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".ssh-keys-", dir=folder.parent))
+    try:
+        host = Ed25519PrivateKey.generate()
+        client = Ed25519PrivateKey.generate()
+        raw = serialization.Encoding.Raw
+        seed = host.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        public = host.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+        openssh = serialization.Encoding.OpenSSH
+        _write_private(work / "host_ed25519.dropbear", dropbear_ed25519_key(seed, public))
+        (work / "host_ed25519.pub").write_bytes(
+            host.public_key().public_bytes(openssh, serialization.PublicFormat.OpenSSH) + b" cma-tool-emulated-board\n")
+        _write_private(work / "client_ed25519", client.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+        (work / "client_ed25519.pub").write_bytes(
+            client.public_key().public_bytes(openssh, serialization.PublicFormat.OpenSSH) + b" cma-tool\n")
+        try:
+            work.rename(folder)
+        except OSError:
+            if not (folder / "host_ed25519.pub").is_file():  # else another process made them first: use theirs
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def dropbear_ed25519_key(seed: bytes, public: bytes) -> bytes:
+    """An ed25519 private key in dropbear's own file format (what ``dropbear -r`` reads).
+
+    Hand-written because no Python library writes it and dropbearconvert is
+    not installed for this host: SSH wire encoding of the string
+    "ssh-ed25519", then a 64-byte string of the 32-byte seed and the 32-byte
+    public key (dropbear's ed25519.c, buf_put_ed25519_priv_key).
+    """
+    if len(seed) != 32 or len(public) != 32:
+        raise ValueError("an ed25519 seed and public key are 32 bytes each")
+    name = b"ssh-ed25519"
+    return len(name).to_bytes(4, "big") + name + (64).to_bytes(4, "big") + seed + public
+
+
+def _public_line(private_key: Path) -> str:
+    return private_key.with_name(private_key.name + ".pub").read_text().strip()
+
+
+def _stage_ssh(root: Path, packages: Mapping[str, Path], access: SshAccess, host_key: bytes) -> None:
+    """Add dropbear, sftp-server, the libraries they load, the accounts and the keys to ``root``."""
+    for d in ("etc/dropbear", "root/.ssh", "usr/local/bin", "var/run", "var/log"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    placed: list[Path] = []
+    for package, rel in SSH_PROGRAMS:
+        placed += _place(packages[package], rel, root)
+    library_roots = [packages[p] for p in SSH_LIBRARY_PACKAGES]
+    seen: set[str] = set()
+    todo = [p for p in placed if not p.is_symlink()]
+    while todo:
+        elf = todo.pop()
+        interp, needed = elf_dependencies(elf)
+        wanted = ([interp.lstrip("/")] if interp else []) + [f"?{soname}" for soname in needed]
+        for want in wanted:
+            if want in seen:
+                continue
+            seen.add(want)
+            found = _find_library(library_roots, want)
+            if found is None:
+                what = want[1:] if want.startswith("?") else "/" + want
+                raise InfraError(
+                    f"{elf.relative_to(root)} needs {what}, which none of "
+                    f"{', '.join(SSH_LIBRARY_PACKAGES)} provides",
+                    hint="add the Debian package that ships it to SSH_LIBRARY_PACKAGES",
+                )
+            lib_root, rel = found
+            todo += [p for p in _place(lib_root, rel, root) if not p.is_symlink()]
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    _write_private(root / DROPBEAR_HOST_KEY, host_key)
+    (root / "root" / ".ssh").chmod(0o700)
+    _write_private(root / "root" / ".ssh" / "authorized_keys", (_public_line(access.client_key) + "\n").encode())
+
+
+def elf_dependencies(path: Path) -> tuple[str | None, list[str]]:
+    """(program interpreter, NEEDED sonames) of an ARM ELF file, as the cross binutils' readelf reads them."""
+    text = _run(["arm-linux-gnueabihf-readelf", "-W", "-l", "-d", str(path)]).decode(errors="replace")
+    interp = re.search(r"\[Requesting program interpreter: ([^\]]+)\]", text)
+    return (interp.group(1) if interp else None), re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", text)
+
+
+#: ld.so's search path for a Debian armhf system without /etc/ld.so.cache.
+_LIBRARY_DIRS = ("lib/arm-linux-gnueabihf", "usr/lib/arm-linux-gnueabihf", "lib", "usr/lib")
+
+
+def _find_library(roots: Sequence[Path], want: str) -> tuple[Path, str] | None:
+    """(package root, path in it) of a library: ``?soname`` is searched for, anything else is a path."""
+    candidates = [f"{d}/{want[1:]}" for d in _LIBRARY_DIRS] if want.startswith("?") else [want]
+    for rel in candidates:
+        for lib_root in roots:
+            if (lib_root / rel).exists():  # follows symlinks: a dangling one does not count
+                return lib_root, rel
+    return None
+
+
+def _place(package_root: Path, rel: str, root: Path) -> list[Path]:
+    """Copy one path of an extracted package into the image; a symlink is kept, and so is what it points at.
+
+    Returns every path written in ``root``.
+    """
+    src = package_root / rel
+    dest = root / rel
+    if dest.exists() or dest.is_symlink():
+        return []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink():
+        link = os.readlink(src)
+        dest.symlink_to(link)
+        target = os.path.normpath(link.lstrip("/") if link.startswith("/") else os.path.join(os.path.dirname(rel), link))
+        return [dest, *_place(package_root, target, root)]
+    if not src.is_file():
+        raise InfraError(f"{package_root.name} has no {rel}", hint="the package's layout changed: update SSH_PROGRAMS")
+    shutil.copy2(src, dest)
+    return [dest]
+
+
 def _compile_capture(source: Path, dest: Path) -> None:
     _run(["arm-linux-gnueabihf-gcc", "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
 
@@ -463,6 +701,9 @@ def _image_to_json(image: TargetImage, inputs: Mapping[str, object]) -> dict[str
         "config": asdict(image.config),
         "modules": list(image.modules),
         "key": image.key,
+        "flavour": image.flavour,
+        "ssh": None if image.ssh is None else {"host_public_key": image.ssh.host_public_key,
+                                                "client_key": str(image.ssh.client_key)},
         "inputs": inputs,
     }
 
@@ -484,6 +725,14 @@ def _image_from_json(folder: Path, data: dict[str, object]) -> TargetImage:
         modules=tuple(str(m) for m in modules),
         key=str(data["key"]),
     )
+    ssh = data.get("ssh")
+    if data.get("flavour", "plain") == "ssh":
+        if not isinstance(ssh, dict):
+            raise TypeError("malformed image.json: no ssh keys")
+        access = SshAccess(host_public_key=str(ssh["host_public_key"]), client_key=Path(str(ssh["client_key"])))
+        image = replace(image, flavour="ssh", ssh=access, capture_program=folder / "capture")
+        if not (access.client_key.is_file() and (folder / "capture").is_file()):
+            raise ValueError("image files missing")
     if not (image.kernel.is_file() and image.initrd.is_file()):
         raise ValueError("image files missing")
     return image
@@ -494,9 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="cache folder (default $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
     parser.add_argument("--kernel-package", help="pin the kernel, e.g. linux-image-6.1.0-50-armmp")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--ssh", action="store_true", help="build the ssh flavour (dropbear, network)")
     args = parser.parse_args(argv)
     try:
-        image = ensure_image(args.cache, kernel_package=args.kernel_package, progress=None if args.quiet else print)
+        image = ensure_image(args.cache, kernel_package=args.kernel_package, progress=None if args.quiet else print,
+                             ssh=args.ssh)
     except (ConfigError, InfraError) as exc:
         print(f"cma_tool.target.image: {exc}", file=sys.stderr)
         return int(exc.exit_code)
