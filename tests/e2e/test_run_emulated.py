@@ -110,3 +110,23 @@ def test_killed_mid_boot_leaves_log_and_partial_report(tmp_path: Path) -> None:
     # QEMU was killed with the run: no stray emulator left behind.
     ps = subprocess.run(["pgrep", "-f", str(out / "zImage-dtb")], capture_output=True, text=True, check=False)
     assert ps.stdout.strip() == ""
+
+
+def test_two_streams_held_together(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "configs/two-streams.yaml", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    finishes = [e for e in event_lines(report(out), "observed") if e.startswith("cma_alloc_finish")]
+    # 720p NV12: 1382400 B = 338 pages, order 9 capped at 8: 256-page alignment, so 512-page steps
+    # after the pool: 0x64100, 0x64300, 0x64500; then 480p YUYV 150 pages on 256-page steps.
+    assert [e.split()[2] for e in finishes[1:]] == ["pfn=0x64100", "pfn=0x64300", "pfn=0x64500",
+                                                    "pfn=0x64700", "pfn=0x64800", "pfn=0x64900", "pfn=0x64a00"]
+
+
+def test_named_pool_is_created_where_the_model_says(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "configs/named-pool.yaml", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    areas = json.loads((out / "observed.json").read_text())["areas"]
+    # Top-down in [0x50000000, 0x58000000) below 0x58000000, 8 MiB-aligned: 0x57000000.
+    assert {"name": "vidpool", "base": 0x57000000, "size": 16 << 20, "source": "dt"} in areas
