@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tell the model an area's base (e.g. to test the cross-check)")
     p.add_argument("--cache", metavar="DIR", help="download/image cache (default: $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole target session")
+    p.add_argument("--console", metavar="URL",
+                   help="serial only: the console (/dev/ttyUSB0, /dev/pts/N, socket://, rfc2217://); "
+                   "default: the board file's console port or udev rule")
+    p.add_argument("--kernel", metavar="FILE", help="serial only: the board's kernel (a zImage)")
+    p.add_argument("--dtb", metavar="FILE",
+                   help="serial target: the board's own DTB to patch (default: a DTB generated from the board file)")
     p.add_argument("--force", action="store_true",
                    help="run a board that fails validation (to watch the kernel's fallback); errors become warnings")
 

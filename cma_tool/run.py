@@ -55,6 +55,9 @@ class RunOptions:
     timeout: float = 120.0
     hold: bool = True  # streams keep their buffers until all have run (worst case for CMA)
     force: bool = False  # run even when validation finds errors
+    dtb: Path | None = None  # --target serial: the board's own DTB, patched (default: a generated one)
+    console: str | None = None  # serial: console URL (default: the board file's)
+    kernel: Path | None = None  # serial: the board's zImage
 
 
 @dataclass
@@ -248,13 +251,15 @@ def execute(opts: RunOptions, say: Any = None) -> tuple[int, dict[str, Any], lis
 
 
 def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
-    if opts.target != "emulated":
-        raise ConfigError(f"target '{opts.target}' is not supported by this command yet",
-                          hint="use --target emulated (real boards: see README, 'Real boards')")
+    if opts.target not in ("emulated", "serial"):
+        raise ConfigError(f"target '{opts.target}' is not emulated or serial",
+                          hint="--target emulated (QEMU) or --target serial (a board on a serial console)")
+    if opts.target == "serial" and opts.kernel is None:
+        raise ConfigError("--target serial needs the board's kernel: --kernel FILE (a zImage)")
     say(f"[1/6] plan {opts.board}")
     plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
     board = plan.board
-    if board.emulation is None:
+    if opts.target == "emulated" and board.emulation is None:
         raise ConfigError(f"{opts.board} has no 'emulation' section: it cannot run on the emulated target",
                           hint="use boards/qemu-aquila.yaml, or include it and override")
     from cma_tool.report.plan_text import plan_dict
@@ -271,7 +276,8 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
 
     over_ssh = opts.boot == "ssh"
     image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"), ssh=over_ssh)
-    _check_kernel_matches(board, image.config)
+    if opts.target == "emulated":
+        _check_kernel_matches(board, image.config)
     record.stage("image", kernel=image.kernel_package, version=image.kernel_version)
 
     say("[3/6] generate DTB and boot arguments")
@@ -279,6 +285,9 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     from cma_tool.target import qemu
 
     extra = " ".join(a for a in (board.kernel.bootargs, opts.bootargs) if a)
+    if opts.target == "serial":
+        return _execute_serial(opts, record, say, plan, image, streams, args, extra)
+    assert board.emulation is not None
     if over_ssh:
         from cma_tool.target.emulated_ssh import ssh_bootargs
 
@@ -308,6 +317,13 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     else:
         console_text = _boot_and_capture(boot, opts, board, record)
 
+    return _observe_and_check(opts, record, say, plan, bootargs, devices, console_text)
+
+
+def _observe_and_check(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, bootargs: str,
+                       devices: dict[str, cma_model.Device], console_text: str) -> list[Check]:
+    """Stages 5 and 6, whatever the target: what the console said, against the model."""
+    pins = opts.pins
     say("[5/6] observe")
     obs = observe(console_text)
     write_atomic(opts.out / "observed.json", json.dumps(obs.to_json(), indent=2))
@@ -330,6 +346,39 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
                                "cma_total_kb": obs.meminfo_boot.get("CmaTotal")}
     record.stage("check", checks=len(checks), failed=sum(1 for c in checks if not c.passed))
     return checks
+
+
+def _execute_serial(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, image: Any, streams: list[Stream],
+                    args: list[str], extra: str) -> list[Check]:
+    """--target serial: our initrd and the board's DTB, booted by U-Boot over the board's console."""
+    from cma_tool.generate.dts import compile_dts, standalone_dts
+    from cma_tool.target import image as timage
+    from cma_tool.target import qemu
+    from cma_tool.target.serial_board import run_via_serial
+
+    board = plan.board
+    assert opts.kernel is not None
+    bootargs = qemu.compose_bootargs(extra, vivid=vivid_params(board), console=board.console.device)
+    dtb = opts.out / "board.dtb"
+    if opts.dtb is not None:
+        # A real board boots its own DTB: patch memory, reserved-memory and bootargs into it.
+        from cma_tool.dtbcmd import patch_for_board, read_dtb
+
+        dtb.write_bytes(patch_for_board(read_dtb(opts.dtb), board, bootargs, source=str(opts.dtb)))
+    else:
+        (opts.out / "board.dts").write_text(standalone_dts(board, plan.profile))
+        compile_dts(opts.out / "board.dts", dtb)
+    initrd = timage.compose_initrd(image, args, opts.out / "initrd.gz")
+    devices = _stream_devices(board, streams)
+    _, pre_run = predict(plan, bootargs, opts.pins, steps_from_plan(streams, hold=opts.hold), devices)
+    write_atomic(opts.out / "predicted.json", json.dumps(pre_run.to_json(), indent=2))
+    record.stage("generate", bootargs=bootargs, dtb=str(dtb))
+
+    say("[4/6] boot the board over its serial console and capture")
+    console_text = run_via_serial(board, kernel=opts.kernel, dtb=dtb, initrd=initrd, bootargs=bootargs,
+                                  workdir=opts.out, timeout=opts.timeout, console_url=opts.console,
+                                  on_stage=record.stage)
+    return _observe_and_check(opts, record, say, plan, bootargs, devices, console_text)
 
 
 def _check_kernel_matches(board: Board, config: Any) -> None:
@@ -399,7 +448,9 @@ def run_cli(args: argparse.Namespace) -> int:
     opts = RunOptions(board=board, out=out, target=args.target, boot=args.boot, bootargs=args.bootargs or "",
                       json_output=args.json, junit=Path(args.junit) if args.junit else None,
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
-                      timeout=args.timeout, force=args.force)
+                      timeout=args.timeout, force=args.force, console=args.console,
+                      kernel=Path(args.kernel) if args.kernel else None,
+                      dtb=Path(args.dtb) if args.dtb else None)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = execute(opts, say=quiet)
     if args.json:

@@ -102,6 +102,7 @@ def compose_bootargs(
     mode: str = "run",
     vivid: Mapping[str, str] | None = None,
     trace_boot: bool = True,
+    console: str = "ttyAMA0",
 ) -> str:
     """The kernel command line for our image: console, panic handling, firmware mode, vivid, then ``extra``.
 
@@ -111,7 +112,7 @@ def compose_bootargs(
     if mode not in ("run", "shell", "run+shell"):
         raise ConfigError(f"firmware mode {mode!r} is not one of run, shell, run+shell")
     vivid = dict(vivid) if vivid is not None else {"n_devs": "1", "node_types": "0x1", "allocators": "1"}
-    parts = ["console=ttyAMA0", "panic=-1"]
+    parts = [f"console={console}", "panic=-1"]
     if trace_boot:
         parts.append("trace_event=cma:*")
     parts.append(f"cmatool.mode={mode}")
@@ -273,26 +274,29 @@ def prepare_boot(
     return BootFiles(kernel, initrd, initrd_addr, dtb, dtb.with_suffix(".dts"), bootargs)
 
 
-class EmulatedBoard:
-    """A running QEMU virt board; the context manager always kills QEMU on exit.
+class VirtMachine:
+    """A QEMU virt machine whose serial console is a socket of ours; the context manager always kills QEMU.
 
-    ``with EmulatedBoard(boot) as board:`` then open ``board.serial_url``
-    with pyserial (QEMU holds the guest until a reader connects), or use
-    :meth:`open_console`. ``board.process`` is the QEMU process.
+    Subclasses say what it boots (:meth:`boot_args`). ``with Board(...) as
+    board:`` then open ``board.serial_url`` with pyserial (QEMU holds the
+    guest until a reader connects), or use :meth:`open_console`.
+    ``board.process`` is the QEMU process.
     """
 
     def __init__(
         self,
-        boot: BootFiles,
         *,
         memory: str = DEFAULT_MEMORY,
-        workdir: Path | None = None,
+        workdir: Path,
         extra_args: Sequence[str] = (),
+        reboot: bool = False,
     ) -> None:
-        self.boot = boot
         self.memory = memory
-        self.workdir = workdir or boot.kernel.parent
+        self.workdir = workdir
         self.extra_args = tuple(extra_args)
+        # -no-reboot: a guest that reboots (panic=-1, a watchdog) makes QEMU exit
+        # instead of starting over; ``reboot=True`` lets it start again (a boot loop).
+        self.reboot = reboot
         self.serial_url = ""
         self.stderr_path = self.workdir / "qemu.stderr"
         self._process: subprocess.Popen[bytes] | None = None
@@ -305,21 +309,25 @@ class EmulatedBoard:
             raise RuntimeError("the board is not running: use it as a context manager")
         return self._process
 
+    def boot_args(self) -> list[str]:
+        """What the machine boots: QEMU options after the machine, memory and console ones."""
+        raise NotImplementedError
+
     def command(self, serial_fd: int) -> list[str]:
         return [
             QEMU,
             *MACHINE_ARGS,
             "-m",
             self.memory,
-            "-no-reboot",
+            *([] if self.reboot else ["-no-reboot"]),
             "-monitor",
             "none",
-            "-kernel",
-            str(self.boot.kernel),
-            "-device",
-            f"loader,file={self.boot.initrd},addr={self.boot.initrd_addr:#x},force-raw=on",
+            *self.boot_args(),
+            # nodelay: a bootloader echoes what we type one character per write; with
+            # Nagle, QEMU held all but the first until our delayed ACK (40 ms), so each
+            # 16-byte chunk of a U-Boot command took ~44 ms to echo instead of ~1 ms.
             "-chardev",
-            f"socket,id=console,fd={serial_fd},server=on,wait=on",
+            f"socket,id=console,fd={serial_fd},server=on,wait=on,nodelay=on",
             "-serial",
             "chardev:console",
             *self.extra_args,
@@ -430,6 +438,32 @@ class EmulatedBoard:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+class EmulatedBoard(VirtMachine):
+    """The emulated board booting our kernel directly: QEMU loads zImage+DTB and the initrd.
+
+    (Booting through U-Boot instead: :mod:`cma_tool.target.emulated_uboot`.)
+    """
+
+    def __init__(
+        self,
+        boot: BootFiles,
+        *,
+        memory: str = DEFAULT_MEMORY,
+        workdir: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        super().__init__(memory=memory, workdir=workdir or boot.kernel.parent, extra_args=extra_args)
+        self.boot = boot
+
+    def boot_args(self) -> list[str]:
+        return [
+            "-kernel",
+            str(self.boot.kernel),
+            "-device",
+            f"loader,file={self.boot.initrd},addr={self.boot.initrd_addr:#x},force-raw=on",
+        ]
 
 
 def read_console_until(

@@ -7,9 +7,30 @@ pty, keeps the master side and prints one JSON line on stdout with the slave's
 path with pyserial like any serial device.
 
 Control comes on stdin, one word a line: ``power-on`` (also a reset),
-``replug`` (the USB adapter re-enumerates: a new pty behind the link),
-``quit``. The board is powered off until the first ``power-on``: pyserial
-flushes what arrived before it opened the port, as a real UART would lose it.
+``power-off``, ``replug`` (the USB adapter re-enumerates: a new pty behind
+the link), ``quit``. The board is powered off until the first ``power-on``:
+pyserial flushes what arrived before it opened the port, as a real UART would
+lose it, and a board that is off or hung hears nothing.
+
+With ``--power-socket PATH`` the board also has a power relay: a Unix socket
+where a client (``power_switch.py``, run by the code under test as its power
+command) sends ``on`` or ``off`` and gets ``ok`` once the board has switched.
+``on`` while the board is on changes nothing, as with a real relay.
+
+Networking: ``tftpboot`` fetches the file for real with tftpy's client from
+``serverip`` (port ``tftpdstp``, else 69), as U-Boot does, into the board's
+RAM, asking for U-Boot's 1468-byte blocks; ``ipaddr`` must be set first
+(``setenv ipaddr`` or ``dhcp``). With ``--tftp-dir`` the files come from that
+folder instead, with no network at all.
+
+With ``--kernel-log FILE`` (a console.log recorded from a real kernel),
+``bootz`` checks what it was given as U-Boot does (the zImage magic, the
+device tree's magic) and then plays the recording back byte for byte,
+paced at ``--playback-bps`` (default 11520, a 115200-baud 8N1 line), in
+chunks; nothing in it is replaced. The recording ends with the kernel
+powering down: afterwards the board is silent until it is switched again.
+What ``bootz`` loaded (CRC-32s, addresses, bootargs, and the command line
+the recording shows) goes to the record file.
 
 Every command line the board receives, and the words it parsed from it, go
 to the ``--record`` file as JSON lines, so tests can assert on what reached
@@ -37,6 +58,9 @@ Faults (``--fault NAME[=ARG]``, repeatable):
   simple-parser       no hush: $? is not expanded (CONFIG_HUSH_PARSER off)
   ymodem-c-after-header   loady asks again ('C') after the header block, as
                       lrzsz does; U-Boot's xyzModem does not
+  bitflip             every tftpboot/loady stores its file with one bit flipped
+  kernel-reset-at=N   playback: the board resets after line N of the recording
+  kernel-hang-at=N    playback: the board stops after line N of the recording
 """
 
 from __future__ import annotations
@@ -44,20 +68,32 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import random
+import re
 import select
+import socket
 import time
 import tty
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import tftpy
 from xmodem import XMODEM
 
 SOH, STX, EOT, ACK, NAK, CAN, CRC = b"\x01", b"\x02", b"\x04", b"\x06", b"\x15", b"\x18", b"C"
 ZIMAGE_MAGIC = 0x016F2818
+FDT_MAGIC = 0xD00DFEED
+#: CONFIG_SYS_FDT_PAD: the room U-Boot opens a device tree into, in place.
+FDT_PAD = 0x3000
 FIFO = 16
+#: U-Boot's CONFIG_TFTP_BLOCKSIZE: the blksize option it asks every server for.
+UBOOT_TFTP_BLOCKSIZE = 1468
+#: A 115200-baud line with 8N1 framing carries 10 bits per byte.
+DEFAULT_PLAYBACK_BPS = 11520
+PLAYBACK_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -117,15 +153,26 @@ class Hang(Exception):
     """The board stops answering until the next power cycle."""
 
 
+class PowerOff(Exception):
+    """The board loses power: silent and deaf until it is switched on."""
+
+
 class Uart:
     """The board's side of the serial line: the master of a pty."""
 
-    def __init__(self, link: Path | None, bytewise: bool) -> None:
+    def __init__(self, link: Path | None, bytewise: bool, power_socket: Path | None = None) -> None:
         self.link = link
         self.bytewise = bytewise
         self.fifo_limit: int | None = None
         self.reset_after_acks: int | None = None  # the reset-during-transfer fault
         self.pending = bytearray()
+        self.powered = False  # what the relay sees; kept by main()
+        self.relay: socket.socket | None = None
+        if power_socket is not None:
+            power_socket.unlink(missing_ok=True)
+            self.relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.relay.bind(str(power_socket))
+            self.relay.listen(4)
         self._open()
 
     def _open(self) -> None:
@@ -157,18 +204,68 @@ class Uart:
             os.write(self.master, raw)
 
     def _wait(self, timeout: float | None) -> bool:
-        """Wait for input; handle control lines meanwhile. True when the UART has bytes."""
+        """Wait for input; handle control lines and the relay meanwhile. True when the UART has bytes."""
         end = None if timeout is None else time.monotonic() + timeout
+        watched: list[int | socket.socket] = [self.master, CONTROL_FD]
+        if self.relay is not None:
+            watched.append(self.relay)
         while True:
             left = None if end is None else max(0.0, end - time.monotonic())
-            ready, _, _ = select.select([self.master, CONTROL_FD], [], [], left)
+            ready, _, _ = select.select(watched, [], [], left)
             if CONTROL_FD in ready:
                 control(self)
+                continue
+            if self.relay is not None and self.relay in ready:
+                self._relay_request()
                 continue
             if self.master in ready:
                 return True
             if end is not None and time.monotonic() >= end:
                 return False
+
+    def _relay_request(self) -> None:
+        """One client of the power relay: a word in, ``ok`` out once switched (or ``error ...``)."""
+        assert self.relay is not None
+        conn, _ = self.relay.accept()
+        with conn:
+            conn.settimeout(5)
+            word = b""
+            try:
+                while not word.endswith(b"\n"):
+                    got = conn.recv(64)
+                    if not got:
+                        break
+                    word += got
+            except OSError:
+                return
+            wanted = word.decode(errors="replace").strip()
+            if wanted not in ("on", "off"):
+                conn.sendall(f"error: unknown word {wanted!r}\n".encode())
+                return
+            conn.sendall(b"ok\n")
+        if wanted == "on" and not self.powered:
+            raise PowerCycle
+        if wanted == "off" and self.powered:
+            raise PowerOff
+
+    def discard_input(self) -> None:
+        """Lose what sits in the UART: a board coming out of reset has an empty FIFO."""
+        self.pending.clear()
+        while select.select([self.master], [], [], 0)[0]:
+            os.read(self.master, 65536)
+
+    def pause(self, seconds: float) -> None:
+        """Let time pass as a busy board does: control and relay still act, UART input waits."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self._wait(left):
+                self._pull()
+
+    def idle(self) -> None:
+        """Off or hung: hear nothing on the UART, only the control line and the relay."""
+        while True:
+            if self._wait(None):
+                self.discard_input()
 
     def _pull(self) -> None:
         data = os.read(self.master, 65536)
@@ -214,17 +311,19 @@ def control(uart: Uart) -> None:
     data = os.read(CONTROL_FD, 4096)
     if not data:
         raise SystemExit(0)  # the test is gone
-    power_on = False
+    switch: type[Exception] | None = None
     for word in data.decode().split():
         if word == "power-on":
-            power_on = True
+            switch = PowerCycle
+        elif word == "power-off":
+            switch = PowerOff
         elif word == "replug":
             uart.replug()
             print(json.dumps({"replugged": uart.path}), flush=True)
         elif word == "quit":
             raise SystemExit(0)
-    if power_on:
-        raise PowerCycle
+    if switch is PowerCycle or (switch is PowerOff and uart.powered):
+        raise switch
 
 
 class Recorder:
@@ -409,6 +508,8 @@ class Board:
             self.faults[name] = value
         self.env: dict[str, str] = {}
         self.mem = Memory()
+        self.recording = Path(args.kernel_log) if args.kernel_log else None
+        self.playback_bps: int = args.playback_bps
 
     def out(self, text: str | bytes) -> None:
         self.uart.write(text)
@@ -421,12 +522,21 @@ class Board:
     def hang(self) -> None:
         raise Hang
 
+    def store(self, addr: int, data: bytes) -> None:
+        """A load lands in RAM; with the bitflip fault, one bit in its middle is wrong (bad RAM, a noisy line)."""
+        if "bitflip" in self.faults and data:
+            damaged = bytearray(data)
+            damaged[len(damaged) // 2] ^= 0x10
+            data = bytes(damaged)
+        self.mem.write(addr, data)
+
     # -- U-Boot --
 
     def power_on(self) -> None:
         self.env = {**self.flavour.env, "bootdelay": str(self.bootdelay)}
         self.mem = Memory()
         self.uart.reset_after_acks = None
+        self.uart.discard_input()
         self.garbage()
         self.uboot()
 
@@ -572,30 +682,86 @@ class Board:
     def ub_tftpboot(self, args: list[str]) -> int:
         addr = int(args[0], 16) if len(args) > 1 else int(self.env.get("loadaddr", "0x40400000"), 16)
         name = args[-1]
+        if self.tftp_dir is None:
+            for needed in ("ipaddr", "serverip"):
+                if not self.env.get(needed):
+                    self.out(f"*** ERROR: `{needed}' not set\r\n")
+                    return 1
+        server = self.env.get("serverip", "10.0.2.2")
         self.out(
-            "Using virtio-net#31 device\r\nTFTP from server 10.0.2.2; our IP address is 10.0.2.15\r\n"
-            f"Filename '{name}'.\r\nLoad address: {addr:#x}\r\nLoading: "
+            f"Using virtio-net#31 device\r\nTFTP from server {server}; our IP address is "
+            f"{self.env.get('ipaddr', '10.0.2.15')}\r\nFilename '{name}'.\r\nLoad address: {addr:#x}\r\nLoading: "
         )
         if "tftp-timeout" in self.faults:
             self.out("T T T T T T T T T T \r\nRetry count exceeded; starting again\r\n")
             return 1
-        path = self.tftp_dir / name if self.tftp_dir else None
-        if path is None or not path.is_file():
-            self.out("\r\nTFTP error: 'File not found' (1)\r\nNot retrying...\r\n")
-            return 1
-        data = path.read_bytes()
+        started = time.monotonic()
+        if self.tftp_dir is None:
+            fetched = self.tftp_fetch(server, name)
+            if fetched is None:
+                return 1
+            data = fetched
+        else:
+            path = self.tftp_dir / name
+            if not path.is_file():
+                self.out("\r\nTFTP error: 'File not found' (1)\r\nNot retrying...\r\n")
+                return 1
+            data = path.read_bytes()
+            self.out("#" * min(65, 1 + len(data) // 10240))
         if "reserved" in self.faults:
             lo_text, _, size_text = self.faults["reserved"].partition(":")
             lo, size = int(lo_text, 16), int(size_text, 16)
             if addr < lo + size and lo < addr + len(data):
                 self.out("#\r\nTFTP error: trying to overwrite reserved memory...\r\n")
                 return 1
-        self.out("#" * min(65, 1 + len(data) // 10240) + "\r\n\t 2.3 MiB/s\r\ndone\r\n")
+        rate = len(data) / max(time.monotonic() - started, 1e-3) / (1 << 20)
+        self.out(f"\r\n\t {rate:.1f} MiB/s\r\ndone\r\n")
         self.out(f"Bytes transferred = {len(data)} ({len(data):x} hex)\r\n")
-        self.mem.write(addr, data)
+        self.store(addr, data)
         self.env["filesize"] = f"{len(data):x}"
         self.env["fileaddr"] = f"{addr:x}"
         return 0
+
+    def tftp_fetch(self, server: str, name: str) -> bytes | None:
+        """A real TFTP read from ``server``, printing U-Boot's progress marks; None after U-Boot's error text.
+
+        U-Boot (no tsize option) prints a '#' every 10 blocks and wraps after
+        65 of them. The download blocks the board, as U-Boot's net loop does.
+        """
+        port = int(self.env.get("tftpdstp", "69"))
+        blocks = [0]
+
+        def progress(packet: object) -> None:
+            blocks[0] += 1
+            if (blocks[0] - 1) % 10 == 0:
+                self.out("#")
+            if blocks[0] % (10 * 65) == 0:
+                self.out("\r\n\t ")
+
+        received = io.BytesIO()
+        try:
+            client = tftpy.TftpClient(server, port, options={"blksize": UBOOT_TFTP_BLOCKSIZE})
+            client.download(name, received, packethook=progress, timeout=1, retries=3)
+        except tftpy.TftpTimeout:
+            self.out("T T T \r\nRetry count exceeded; starting again\r\n")
+            return None
+        except tftpy.TftpFileNotFoundError:
+            self.out("\r\nTFTP error: 'File not found' (1)\r\nNot retrying...\r\n")
+            return None
+        except (tftpy.TftpException, OSError) as exc:
+            # tftpy says nothing but "Received ERR from server: ..." for the other codes.
+            self.out(f"\r\nTFTP error: '{exc}' (0)\r\nStarting again\r\n\r\n")
+            return None
+        return received.getvalue()
+
+    def ub_dhcp(self, args: list[str]) -> int:
+        self.out("BOOTP broadcast 1\r\nDHCP client bound to address 10.0.2.15 (2 ms)\r\n")
+        self.env.update(ipaddr="10.0.2.15", netmask="255.255.255.0", gatewayip="10.0.2.2")
+        if self.env.get("autoload", "yes") in ("no", "n", "0"):
+            return 0
+        # autoload: U-Boot goes on to fetch a file named after the address.
+        self.out("*** Warning: no boot file name; using '0A00020F.img'\r\n")
+        return self.ub_tftpboot(["0A00020F.img"])
 
     ub_tftp = ub_tftpboot
 
@@ -617,7 +783,7 @@ class Board:
             self.out(f"## Binary ({mode}) download aborted\r\n")
             return 1
         data = stream.getvalue()[:received]
-        self.mem.write(addr, data)
+        self.store(addr, data)
         self.out(f"## Total Size      = 0x{len(data):08x} = {len(data)} Bytes\r\n")
         if self.flavour is FLAVOURS["2023"]:
             self.out(f"## Start Addr      = 0x{addr:08X}\r\n")
@@ -681,14 +847,17 @@ class Board:
 
     def ub_bootz(self, args: list[str]) -> int:
         addr = int(args[0], 16) if args else int(self.env.get("kernel_addr_r", "0x40400000"), 16)
-        magic = int.from_bytes(self.mem.read(addr + 0x24, 4), "little")
+        header = self.mem.read(addr + 0x24, 12)
+        magic, start, end = (int.from_bytes(header[i : i + 4], "little") for i in (0, 4, 8))
         if magic != ZIMAGE_MAGIC:
             self.out("Bad Linux ARM zImage magic!\r\n")
             return 1
-        self.out(f"Kernel image @ {addr:#x} [ 0x000000 - 0x52ee00 ]\r\n")
+        self.out(f"Kernel image @ {addr:#x} [ {start:#08x} - {end:#08x} ]\r\n")
         if "ramdisk-corrupt" in self.faults:
             self.out("Wrong Ramdisk Image Format\r\nRamdisk image is corrupt or invalid\r\n")
             return 1
+        if self.recording is not None:
+            return self.boot_recorded(addr, end - start, args)
         if len(args) > 2:
             self.out(f"## Flattened Device Tree blob at {args[2].removeprefix('0x')}\r\n")
             self.out(f"   Booting using the fdt blob at {args[2]}\r\n")
@@ -700,6 +869,61 @@ class Board:
             self.hang()
         self.linux()
         return 0
+
+    def boot_recorded(self, addr: int, kernel_size: int, args: list[str]) -> int:
+        """bootz ADDR [INITRD[:SIZE] | -] FDT, then the recorded kernel's console."""
+        assert self.recording is not None
+        fdt_addr = int(args[2], 16) if len(args) > 2 else None
+        if fdt_addr is None or int.from_bytes(self.mem.read(fdt_addr, 4), "big") != FDT_MAGIC:
+            self.out("ERROR: Did not find a cmdline Flattened Device Tree\r\nCould not find a valid device tree\r\n")
+            return 1
+        fdt_size = int.from_bytes(self.mem.read(fdt_addr + 4, 4), "big")
+        initrd: dict[str, object] | None = None
+        if len(args) > 1 and args[1] != "-":
+            where, _, size_text = args[1].partition(":")
+            rd_addr = int(where, 16)
+            rd_size = int(size_text, 16) if size_text else int(self.env.get("filesize", "0"), 16)
+            initrd = {"addr": rd_addr, "size": rd_size, "crc32": zlib.crc32(self.mem.read(rd_addr, rd_size))}
+        self.out(f"## Flattened Device Tree blob at {fdt_addr:08x}\r\n   Booting using the fdt blob at {fdt_addr:#x}\r\n"
+                 f"Working FDT set to {fdt_addr:x}\r\n"
+                 f"   Using Device Tree in place at {fdt_addr:08x}, end {fdt_addr + fdt_size + FDT_PAD - 1:08x}\r\n"
+                 f"Working FDT set to {fdt_addr:x}\r\n\r\nStarting kernel ...\r\n\r\n")
+        recording = self.recording.read_bytes()
+        shown = re.search(rb"Kernel command line: ([^\r\n]*)", recording)
+        self.record(shell="u-boot", boot={
+            "kernel": {"addr": addr, "size": kernel_size, "crc32": zlib.crc32(self.mem.read(addr, kernel_size))},
+            "initrd": initrd,
+            "fdt": {"addr": fdt_addr, "size": fdt_size, "crc32": zlib.crc32(self.mem.read(fdt_addr, fdt_size))},
+            "bootargs": self.env.get("bootargs", ""),
+            "recorded_cmdline": shown.group(1).decode(errors="replace") if shown else None,
+        })
+        if "bootloop" in self.faults:
+            time.sleep(0.05)
+            raise PowerCycle
+        if "hang-after-starting-kernel" in self.faults:
+            self.hang()
+        self.play_back(recording)
+        return 0
+
+    def play_back(self, recording: bytes) -> None:
+        """The recorded console, line by line, at the line's pace, in chunks; then silence."""
+        reset_at = int(self.faults.get("kernel-reset-at") or 0)
+        hang_at = int(self.faults.get("kernel-hang-at") or 0)
+        sent = 0
+        started = time.monotonic()
+        for number, line in enumerate(recording.splitlines(keepends=True), start=1):
+            for at in range(0, len(line), PLAYBACK_CHUNK):
+                chunk = line[at : at + PLAYBACK_CHUNK]
+                self.out(chunk)
+                sent += len(chunk)
+                # The wire cannot carry more than bps: wait until it would have.
+                self.uart.pause(started + sent / self.playback_bps - time.monotonic())
+            if number == reset_at:
+                raise PowerCycle
+            if number == hang_at:
+                self.hang()
+        # The recording ends with the kernel switching the board off ("reboot: Power down").
+        self.hang()
 
     ub_bootm = ub_bootz
 
@@ -867,27 +1091,33 @@ def main() -> None:
     parser.add_argument("--login", help="USER:PASSWORD: the shell asks to log in")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fault", action="append", default=[])
+    parser.add_argument("--kernel-log", help="a real kernel's console.log, played back by bootz")
+    parser.add_argument("--playback-bps", type=int, default=DEFAULT_PLAYBACK_BPS,
+                        help="bytes per second of the playback (default: a 115200-baud line)")
+    parser.add_argument("--power-socket", help="Unix socket of the board's power relay")
     args = parser.parse_args()
+    logging.getLogger("tftpy").setLevel(logging.CRITICAL)  # U-Boot's own words go to the console instead
     faults = {f.partition("=")[0] for f in args.fault}
-    uart = Uart(Path(args.link) if args.link else None, "bytewise" in faults)
+    uart = Uart(Path(args.link) if args.link else None, "bytewise" in faults,
+                Path(args.power_socket) if args.power_socket else None)
     record = Recorder(Path(args.record))
     board = Board(args, uart, record)
     print(json.dumps({"pty": uart.path, "link": args.link}), flush=True)
-    powered = False
+    start = False
     while True:
         try:
-            if powered:
-                board.power_on()
-            while True:  # off: only the control line is listened to
-                control(uart)
+            if start:
+                start = False
+                board.power_on()  # returns only by an exception: a reset, power off, a hang
+            uart.idle()  # off, or hung: deaf until switched
         except PowerCycle:
-            powered = True
+            uart.powered = start = True
+            record(power="on")
+        except PowerOff:
+            uart.powered = False
+            record(power="off")
         except Hang:
-            try:
-                while True:  # hung: deaf to the UART until the next power-on
-                    control(uart)
-            except PowerCycle:
-                powered = True
+            record(halted=True)
 
 
 if __name__ == "__main__":
