@@ -314,6 +314,11 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
 
         console_text = run_via_ssh(boot, image=image, workdir=opts.out, memory=f"{board.emulation.memory >> 20}M",
                                    capture_args=args, timeout=opts.timeout, on_stage=record.stage)
+    elif opts.boot == "uboot":
+        from cma_tool.target.emulated_uboot import run_via_uboot
+
+        console_text = run_via_uboot(boot, workdir=opts.out, memory=f"{board.emulation.memory >> 20}M",
+                                     banks=banks, bootargs=bootargs, timeout=opts.timeout, on_stage=record.stage)
     else:
         console_text = _boot_and_capture(boot, opts, board, record)
 

@@ -105,7 +105,8 @@ DEFAULT_BAD_PATTERNS: tuple[BadPattern, ...] = (
     ),
     _bad(
         "bad-image-magic",
-        rb"Bad Linux ARM\S* (?:zImage |Image )?magic",
+        # U-Boot 2011-2020: "Bad Linux ARM zImage magic!"; 2023.01's bootz: "zimage: Bad magic!"
+        rb"Bad Linux ARM\S* (?:zImage |Image )?magic|zimage: Bad magic!",
         InfraError,
         "the kernel image in memory is not a kernel",
         "the file sent is wrong or truncated, or a later load overwrote it (overlapping load addresses)",
