@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -305,16 +304,7 @@ def load_verified(uboot: UBoot, load: UBootLoad, *, transfer: str, timeout: floa
         got = uboot.loady(load.addr, data, filename=load.name, timeout=timeout)
     else:
         raise ConfigError(f"transfer {transfer!r} is not one of {', '.join(TRANSFERS)}")
-    if got != len(data):
-        raise InfraError(f"U-Boot loaded {got} bytes of {load.name} over {transfer}; the file has {len(data)}")
-    board_crc = uboot.crc32(load.addr, len(data))
-    host_crc = zlib.crc32(data)
-    if board_crc != host_crc:
-        raise InfraError(
-            f"{load.name} at {hexaddr(load.addr)} is corrupt after {transfer}: U-Boot's crc32 {board_crc:08x}, "
-            f"the file's {host_crc:08x}",
-            hint="the transfer damaged it (a noisy serial line?) or a later load overlapped it",
-        )
+    uboot.check_loaded(load.addr, data, got=got, what=load.name, how=transfer)
     return got
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -332,19 +331,7 @@ def _check_serial_time(loads: Sequence[Load], baud: int, timeout: float) -> None
 
 
 def _verify(uboot: UBoot, load: Load, got: int, how: str) -> None:
-    """U-Boot's byte count and CRC-32 of what it loaded must be the file's."""
-    if got != load.size:
-        raise InfraError(f"U-Boot loaded {got} bytes of the {load.what} ({load.path.name}) over {how}; the file "
-                         f"has {load.size}")
-    data = load.path.read_bytes()
-    board_crc = uboot.crc32(load.addr, load.size)
-    host_crc = zlib.crc32(data)
-    if board_crc != host_crc:
-        raise InfraError(
-            f"the {load.what} ({load.path.name}) at {hexaddr(load.addr)} is corrupt after {how}: U-Boot's crc32 "
-            f"is {board_crc:08x}, the file's {host_crc:08x}",
-            hint="the transfer damaged it (a noisy line, a wrong baud rate) or U-Boot wrote over it",
-        )
+    uboot.check_loaded(load.addr, load.path.read_bytes(), got=got, what=f"the {load.what} ({load.path.name})", how=how)
 
 
 def _see_power_down(console: Console) -> None:

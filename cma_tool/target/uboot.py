@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import time
+import zlib
 from collections.abc import Callable
 
 from xmodem import XMODEM
@@ -184,6 +185,23 @@ class UBoot:
         if (first, last) != (addr, addr + size - 1):
             raise TargetError(f"crc32 covered {first:#x}..{last:#x}, not {addr:#x}+{size:#x}:\n{output}")
         return int(m.group(3), 16)
+
+    def check_loaded(self, addr: int, data: bytes, *, got: int, what: str, how: str) -> None:
+        """What U-Boot loaded must be ``data``: its byte count, then its crc32 against zlib's.
+
+        InfraError otherwise: the transfer damaged it (a noisy line, a wrong baud
+        rate) or a later load wrote over it.
+        """
+        if got != len(data):
+            raise InfraError(f"U-Boot loaded {got} bytes of {what} over {how}; the file has {len(data)}")
+        board_crc = self.crc32(addr, len(data))
+        host_crc = zlib.crc32(data)
+        if board_crc != host_crc:
+            raise InfraError(
+                f"{what} at {addr:#010x} is corrupt after {how}: U-Boot's crc32 is {board_crc:08x}, "
+                f"the file's {host_crc:08x}",
+                hint="the transfer damaged it (a noisy line, a wrong baud rate) or a later load overlapped it",
+            )
 
     # ---- serial transfers ------------------------------------------------
 
