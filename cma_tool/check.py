@@ -27,6 +27,9 @@ class Prediction:
     events: list[Event]
     granted: list[tuple[str, int]] = field(default_factory=list)  # (stream label, buffers granted)
     vmstat: dict[str, int] = field(default_factory=dict)  # cma_alloc_success / cma_alloc_fail deltas
+    #: (stream label, kB) CmaFree falls by at each REQBUFS N: the pages it took. Only these
+    #: drops compare exactly: the kernel's CmaFree also moves with page cache and per-CPU lists.
+    free_drops: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,33 @@ def check_capture(pred: Prediction, obs: Observation) -> list[Check]:
     return out
 
 
+def observed_free_drops(obs: Observation) -> list[tuple[str, int]]:
+    """CmaFree before minus after each REQBUFS N>0, from the capture program's own readings."""
+    drops: list[tuple[str, int]] = []
+    before: int | None = None
+    for step in obs.capture:
+        free = step.data.get("cma_free_kb")
+        if step.event == "reqbufs" and int(step.data.get("asked", 0)) > 0 and before is not None \
+                and isinstance(free, int):
+            drops.append((str(step.data.get("label", "")), before - free))
+        if isinstance(free, int):
+            before = free
+    return drops
+
+
+def check_free_drops(pred: Prediction, obs: Observation) -> list[Check]:
+    out: list[Check] = []
+    seen = observed_free_drops(obs)
+    for i, (label, kb) in enumerate(pred.free_drops):
+        got = seen[i][1] if i < len(seen) else None
+        ok = got == kb
+        out.append(Check("counters", f"CmaFree drop at REQBUFS {label}", ok, f"{kb} kB",
+                         f"{got} kB" if got is not None else "not read",
+                         "" if ok else "the pages taken differ: buffer count, size or alignment, or another user "
+                                       "of CMA pages ran at the same time"))
+    return out
+
+
 def check_all(pred: Prediction, obs: Observation, profile: KernelProfile) -> list[Check]:
-    return check_areas(pred, obs) + check_counters(pred, obs) + check_capture(pred, obs) + \
-        check_events(pred, obs, profile)
+    return check_areas(pred, obs) + check_counters(pred, obs) + check_free_drops(pred, obs) + \
+        check_capture(pred, obs) + check_events(pred, obs, profile)

@@ -172,15 +172,21 @@ def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: 
 
     run = cma_model.simulate(plan.profile, boot_input(plan.board, cmdline, pins), steps, devices)
     granted: list[tuple[str, int]] = []
+    drops: list[tuple[str, int]] = []
+    page_kb = plan.profile.page_size // 1024
+    free = run.boot.cma_total_kb - page_kb * sum(p.count for p in run.boot.preallocations)
     for rec in run.steps:
         if isinstance(rec.step, CaptureStep):
             granted.append((rec.step.device, len(rec.buffers)))
+            drops.append((rec.step.device, free - rec.cma_free_kb))
+        free = rec.cma_free_kb
     vm = run.counters.get("vmstat", {}) if run.steps else {}
     pred = Prediction(
         areas=[PredictedArea(a.name, a.base, a.size) for a in run.boot.areas],
         cma_total_kb=run.boot.cma_total_kb,
         events=list(run.events),
         granted=granted,
+        free_drops=drops,
         vmstat={"cma_alloc_success": int(vm.get("cma_alloc_success", 0)),
                 "cma_alloc_fail": int(vm.get("cma_alloc_fail", 0))},
     )

@@ -71,3 +71,10 @@ def test_wrong_model_base_is_a_mismatch_naming_the_pfn() -> None:
     event_fails = [c for c in failed if c.group == "events"]
     assert "pfn=0x6b800" in event_fails[0].expected and "pfn=0x6c000" in event_fails[0].observed
     assert any("off by the same" in c.cause or "base differs" in c.cause for c in failed)
+
+
+def test_cmafree_drops_are_the_pages_taken() -> None:
+    checks = {c.name: c for c in _cross_check("d-aquila-two-streams")}
+    # 3 x 338 pages x 4 KiB = 4056 kB; 4 x 150 pages x 4 KiB = 2400 kB (the kernel's own readings)
+    assert checks["CmaFree drop at REQBUFS s0"].observed == "4056 kB" and checks["CmaFree drop at REQBUFS s0"].passed
+    assert checks["CmaFree drop at REQBUFS s1"].observed == "2400 kB" and checks["CmaFree drop at REQBUFS s1"].passed
