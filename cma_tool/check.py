@@ -30,6 +30,8 @@ class Prediction:
     #: (stream label, kB) CmaFree falls by at each REQBUFS N: the pages it took. Only these
     #: drops compare exactly: the kernel's CmaFree also moves with page cache and per-CPU lists.
     free_drops: list[tuple[str, int]] = field(default_factory=list)
+    #: Kernel log lines about CMA the model says will appear, in order (boot, then failures).
+    log_lines: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,25 @@ def check_free_drops(pred: Prediction, obs: Observation) -> list[Check]:
     return out
 
 
+def check_log(pred: Prediction, obs: Observation) -> list[Check]:
+    """Each kernel log line the model predicts, found in the kernel's log after the previous one."""
+    out: list[Check] = []
+    lines = obs.boot_lines
+    pos = 0
+    for line in pred.log_lines:
+        try:
+            found = lines.index(line, pos)
+        except ValueError:
+            anywhere = line in lines
+            out.append(Check("log", f"log: {line[:60]}", False, line, "out of order" if anywhere else "not logged",
+                             "the kernel logged this elsewhere in the order" if anywhere else
+                             "the kernel took another path here: see the boot log in observed.json"))
+            continue
+        pos = found + 1
+        out.append(Check("log", f"log: {line[:60]}", True, line, line))
+    return out
+
+
 def check_all(pred: Prediction, obs: Observation, profile: KernelProfile) -> list[Check]:
-    return check_areas(pred, obs) + check_counters(pred, obs) + check_free_drops(pred, obs) + \
-        check_capture(pred, obs) + check_events(pred, obs, profile)
+    return check_areas(pred, obs) + check_log(pred, obs) + check_counters(pred, obs) + \
+        check_free_drops(pred, obs) + check_capture(pred, obs) + check_events(pred, obs, profile)

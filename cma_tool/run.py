@@ -187,6 +187,7 @@ def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: 
         events=list(run.events),
         granted=granted,
         free_drops=drops,
+        log_lines=list(run.boot.log) + [m for rec in run.steps for m in rec.messages],
         vmstat={"cma_alloc_success": int(vm.get("cma_alloc_success", 0)),
                 "cma_alloc_fail": int(vm.get("cma_alloc_fail", 0))},
     )
