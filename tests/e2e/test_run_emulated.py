@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,11 +26,12 @@ def cma_tool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
 
 
-def report(out: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((out / "report.json").read_text())
+def report(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "report.json").read_text())
+    return data
 
 
-def event_lines(rep: dict, side: str) -> list[str]:  # type: ignore[type-arg]
+def event_lines(rep: dict[str, Any], side: str) -> list[str]:
     return list(rep[side]["events"])
 
 
