@@ -302,16 +302,17 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     else:
         bootargs = qemu.compose_bootargs(extra, vivid=vivid_params(board))
     banks = [qemu.MemoryBank(b.base, b.size) for b in board.banks]
+    memory = f"{board.emulation.memory >> 20}M"
     boot = qemu.prepare_boot(
         image, opts.out, banks=banks,
         reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
-        bootargs=bootargs, capture_args=None if over_ssh else args, memory=f"{board.emulation.memory >> 20}M",
+        bootargs=bootargs, capture_args=None if over_ssh else args, memory=memory,
         # /chosen/rng-seed: the guest's RNG is ready at once (dropbear's keys need it); fresh every run.
         rng_seed=secrets.token_bytes(32),
     )
     pins = opts.pins
     devices = _stream_devices(board, streams)
-    pre, pre_run = predict(plan, bootargs, pins, steps_from_plan(streams, hold=opts.hold), devices)
+    _, pre_run = predict(plan, bootargs, pins, steps_from_plan(streams, hold=opts.hold), devices)
     write_atomic(opts.out / "predicted.json", json.dumps(pre_run.to_json(), indent=2))
     record.stage("generate", bootargs=bootargs, dtb=str(boot.dtb))
 
@@ -319,13 +320,13 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     if over_ssh:
         from cma_tool.target.emulated_ssh import run_via_ssh
 
-        console_text = run_via_ssh(boot, image=image, workdir=opts.out, memory=f"{board.emulation.memory >> 20}M",
-                                   capture_args=args, timeout=opts.timeout, on_stage=record.stage)
+        console_text = run_via_ssh(boot, image=image, workdir=opts.out, memory=memory, capture_args=args,
+                                   timeout=opts.timeout, on_stage=record.stage)
     elif opts.boot == "uboot":
         from cma_tool.target.emulated_uboot import run_via_uboot
 
-        console_text = run_via_uboot(boot, workdir=opts.out, memory=f"{board.emulation.memory >> 20}M",
-                                     banks=banks, bootargs=bootargs, timeout=opts.timeout, on_stage=record.stage)
+        console_text = run_via_uboot(boot, workdir=opts.out, memory=memory, banks=banks, bootargs=bootargs,
+                                     timeout=opts.timeout, on_stage=record.stage)
     else:
         console_text = _boot_and_capture(boot, opts, board, record)
 
