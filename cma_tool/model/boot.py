@@ -7,6 +7,16 @@ __rmem_check_for_overlap() sorted them), then dma_contiguous_reserve() for the
 default area, then atomic_pool_init() taking the atomic coherent pool out of
 the default area. 3.5 and the 2011 series read the same input as board-file
 calls (see :func:`boot`).
+
+6.12 initialises the two kinds of /reserved-memory node at different times
+(measured on Debian's 6.12.117 armmp kernel, tests/data/kernel-traces-6.12/):
+fdt_scan_reserved_mem() still reserves static (``reg``) regions at scan time
+and allocates and initialises dynamic ones there, in device-tree order, but
+static regions are initialised only from unflatten_device_tree()
+(fdt_scan_reserved_mem_reg_nodes(), device-tree order), which runs after
+arm_memblock_init() has reserved the default area. So on 6.12 the default
+area's "cma: Reserved" line comes before the static pools' lines, and the
+default area takes a lower cma_areas[] index than every static pool.
 """
 
 from __future__ import annotations
@@ -165,6 +175,8 @@ class _Booter:
         self.areas: list[CmaArea] = []
         self.default: str | None = None
         self.pinned = dict(inp.pinned)
+        # Dynamic regions whose init failed and whose memory went back to memblock.
+        self.given_back: list[_Rmem] = []
         cmd = parse_cma_cmdline(inp.cmdline, with_placement=profile.has_cmdline_placement)
         # size_cmdline, base_cmdline and limit_cmdline are phys_addr_t: 32 bits on
         # ARM32 without LPAE, so "cma=4G" wraps to 0 there.
@@ -302,7 +314,8 @@ class _Booter:
         else:
             base = self.place(node.name, size, align, 0, ALLOC_ANYWHERE)
         if base is None:
-            self.log.append(f"OF: reserved mem: failed to allocate memory for node '{node.name}'")
+            # The format string in both Debian kernels' images (6.1.176, 6.12.117) carries the size.
+            self.log.append(f"OF: reserved mem: failed to allocate memory for node '{node.name}': size {size // SZ_1M} MiB")
             self.problem(node.name, "no-room", f"no free {size // SZ_1M} MiB block in the allowed ranges")
             return False
         rmem.base, rmem.size = base, size
@@ -329,10 +342,37 @@ class _Booter:
                 )
             return
         self.log.append(f"OF: reserved mem: node {node.name} compatible matching fail")
+        if rmem.dynamic:
+            self.given_back.append(rmem)
         if node.no_map:
             self.mem.clear_nomap(rmem.base, rmem.size)
         else:
             self.mem.free(rmem.base, rmem.size)
+
+    def warn_612_hang(self) -> None:
+        """Debian's 6.12.117 armmp kernel stops booting when the default area lands on a failed dynamic node's range.
+
+        Measured on the emulated board (tests/data/kernel-traces-6.12/: c, e,
+        i hang; g, h, j boot): a dynamic CMA node that fails to initialise
+        (refused for alignment, or bypassed by cma=) gives its range back, and
+        when dma_contiguous_reserve() then places the default area over that
+        range the kernel prints "cma: Reserved ..." and nothing more, even
+        with an early console. A failed static node, or a default area
+        elsewhere, or none, boots.
+        """
+        area = next((a for a in self.areas if a.name == self.default and a.source in ("cmdline", "kconfig")), None)
+        if area is None:
+            return
+        for rmem in self.given_back:
+            if rmem.base < area.base + area.size and area.base < rmem.base + rmem.size:
+                self.problem(
+                    rmem.node.name,
+                    "failed-node-hang",
+                    f"the default area ({self.pa(area.base)}, {area.size // SZ_1M} MiB) lands on the range this node "
+                    f"took and gave back ({self.pa(rmem.base)}, {rmem.size // SZ_1M} MiB); Debian's 6.12 kernel "
+                    "was seen to stop booting right after 'cma: Reserved' in this case",
+                    "warning",
+                )
 
     def _rmem_cma_setup(self, rmem: _Rmem) -> int:
         node = rmem.node
@@ -551,12 +591,28 @@ def boot(profile: KernelProfile, inp: BootInput) -> BootResult:
         b.problem("memory", "no-memory", "the board declares no memory banks")
     for early in inp.early:
         b.mem.reserve(early.base, early.size)
-    if profile.family in ("6.1", "6.12"):
+    if profile.family == "6.1":
         for rmem in b.scan_reserved_memory():
             if rmem.dynamic and not b.alloc_dynamic(rmem):
                 continue
             b.init_node(rmem)
         b.reserve_default()
+    elif profile.family == "6.12":
+        saved = b.scan_reserved_memory()
+        for rmem in saved:
+            if rmem.dynamic and b.alloc_dynamic(rmem):
+                b.init_node(rmem)
+        b.reserve_default()
+        b.warn_612_hang()
+        # unflatten_device_tree() -> fdt_scan_reserved_mem_reg_nodes(): the
+        # static regions, walked in device-tree order, not sorted by base
+        # (measured: tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
+        if not inp.nodes:
+            # BootInput cannot tell an empty /reserved-memory from none at
+            # all; none is what boards without CMA nodes have.
+            b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
+        for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
+            b.init_node(rmem)
     else:
         b.declare_board_file()
     for name in b.pinned:

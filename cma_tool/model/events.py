@@ -62,8 +62,10 @@ class Event:
             return f"{head} count={self.count} align={self.align}"
         pfn = self.pfn if self.pfn is not None else NO_PFN
         pfn_text = f"0x{pfn & ((1 << profile.long_bits) - 1):x}"
-        # %p of a live page is hashed; before the hash key is ready (and in the
-        # measured traces) it prints "(ptrval)". A NULL page prints as zeros.
+        # %p of a live page prints as a hash (6.12, and 6.1 once its hash key is
+        # ready) or "(ptrval)" (6.1's boot-time traces); the hash cannot be
+        # predicted and never takes part in comparisons, so "(ptrval)" stands in.
+        # A NULL page prints as zeros.
         page = "0" * profile.pointer_digits if self.failed else "(ptrval)"
         text = f"{head} pfn={pfn_text} page={page} count={self.count}"
         if self.kind == "release":

@@ -19,15 +19,28 @@ are made once per cache (``ssh-keys/``); the host learns the host key from
 the build, never from the network, so strict host-key checking stays
 meaningful.
 
+A newer kernel from another Debian suite (``ensure_image(suite="trixie")``,
+e.g. trixie's 6.12 armmp) is fetched through a private apt state inside the
+cache: its own sources list (the system's own Debian archive URI, that suite,
+main, armhf), lists and package cache, so the system's apt sources are never
+touched. Everything else (busybox, the ssh flavour's packages) still comes
+from the system's sources: busybox-static runs on any kernel. Newer Debian
+kernels install their modules under /usr/lib/modules and compress them with
+xz; the extracted package gets a ``lib -> usr/lib`` link so the rest of the
+recipe reads both layouts alike, and modules are unpacked into the image (see
+:func:`_stage_root`).
+
 Layout of the cache folder::
 
     debs/<package>/<version>/*.deb      apt-get download
     extract/<package>_<version>/        dpkg-deb -x (kernel: plus depmod)
     images/<key>/vmlinuz, initrd.gz, image.json (ssh flavour: plus capture)
     ssh-keys/                           dropbear host key, client key (ssh flavour)
+    apt/<suite>/sources.list, lists/, cache/, resolved.json   private apt state of another suite
 
 Run as ``python3 -m cma_tool.target.image [--quiet] [--cache DIR]
-[--kernel-package PKG] [--ssh]`` to fetch and build ahead of time (install.sh does).
+[--kernel-package PKG] [--suite SUITE] [--ssh]`` to fetch and build ahead of
+time (install.sh does).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import re
 import shutil
@@ -60,6 +74,13 @@ ARCH = "armhf"
 #: Built images kept in the cache; older ones are removed after a build.
 KEEP_IMAGES = 4
 _KERNEL_PACKAGE = re.compile(r"^linux-image-(6\.1\.0-(\d+)-armmp)$")
+#: Any suite's plain armmp kernel: bookworm's linux-image-6.1.0-50-armmp,
+#: trixie's linux-image-6.12.117+deb13-armmp; not -rt, -lpae or -dbg.
+_ARMMP_PACKAGE = re.compile(r"^linux-image-(\d+(?:\.\d+)+(?:[+~-][a-z0-9.]+)?-armmp)$")
+_SUITE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+#: The system's apt sources, read (never written) for the Debian archive's URI.
+SYSTEM_APT_ETC = Path("/etc/apt")
+SYSTEM_APT_LISTS = Path("/var/lib/apt/lists")
 
 #: The ssh flavour: the programs it runs, (package, path in the package).
 SSH_PROGRAMS = (("dropbear-bin", "usr/sbin/dropbear"), ("openssh-sftp-server", "usr/lib/sftp-server"))
@@ -121,6 +142,17 @@ class TargetImage:
     flavour: str = "plain"  # or "ssh"
     ssh: SshAccess | None = None  # the ssh flavour's keys
     capture_program: Path | None = None  # ssh flavour: not in the initrd, deployed over SSH
+    suite: str | None = None  # the Debian suite the kernel came from; None: the system's own sources
+
+
+@dataclass(frozen=True)
+class AptState:
+    """Which apt state a query or download uses: the system's, or a suite's private one in the cache."""
+
+    suite: str | None = None  # None: the system's sources and lists
+    options: tuple[str, ...] = ()  # ``-o`` options that point apt at the private state
+    lists: Path = SYSTEM_APT_LISTS
+    memo: str = "apt-resolved.json"  # answers remembered, relative to the cache folder
 
 
 def default_cache_dir() -> Path:
@@ -133,6 +165,7 @@ def ensure_image(
     cache: Path | None = None,
     *,
     kernel_package: str | None = None,
+    suite: str | None = None,
     firmware: Path = FIRMWARE_DIR,
     progress: Progress | None = None,
     ssh: bool = False,
@@ -140,20 +173,34 @@ def ensure_image(
     """Return the image for the current inputs, building (and fetching) only what is missing.
 
     ``kernel_package`` pins the kernel (``linux-image-6.1.0-50-armmp``); by
-    default the newest 6.1 armmp kernel apt knows is used. ``ssh`` selects
-    the ssh flavour (see the module's notes).
+    default the newest 6.1 armmp kernel apt knows is used. ``suite`` takes
+    the kernel from another Debian suite instead, through a private apt state
+    in the cache (``suite="trixie"``: the newest armmp kernel there, or the
+    pinned ``linux-image-6.12.117+deb13-armmp``). ``ssh`` selects the ssh
+    flavour (see the module's notes).
     """
     say = progress or (lambda _msg: None)
     cache = (cache or default_cache_dir()).resolve()
     _check_tools()
     sources = _firmware_sources(firmware)
 
-    if kernel_package is not None and not _KERNEL_PACKAGE.match(kernel_package):
-        raise ConfigError(
-            f"kernel package {kernel_package!r} is not a Debian 6.1 armmp kernel",
-            hint="name one like linux-image-6.1.0-50-armmp (see: apt-cache search linux-image-6.1.0 armmp)",
-        )
-    kpkg, kver, bver = _resolve_packages(cache, kernel_package)
+    if suite is None:
+        if kernel_package is not None and not _KERNEL_PACKAGE.match(kernel_package):
+            raise ConfigError(
+                f"kernel package {kernel_package!r} is not a Debian 6.1 armmp kernel",
+                hint="name one like linux-image-6.1.0-50-armmp (see: apt-cache search linux-image-6.1.0 armmp)",
+            )
+        apt = AptState()
+    else:
+        if not _SUITE_NAME.match(suite):
+            raise ConfigError(f"{suite!r} is not a Debian suite name", hint="name one like trixie")
+        if kernel_package is not None and not _ARMMP_PACKAGE.match(kernel_package):
+            raise ConfigError(
+                f"kernel package {kernel_package!r} is not a Debian armmp kernel",
+                hint="name one like linux-image-6.12.117+deb13-armmp (plain armmp: not -rt, -lpae or -dbg)",
+            )
+        apt = suite_apt(cache, suite, say)
+    kpkg, kver, bver = _resolve_packages(cache, kernel_package, apt)
     release = kpkg.removeprefix("linux-image-")
 
     inputs: dict[str, object] = {
@@ -163,6 +210,8 @@ def ensure_image(
         "cc": _run(["arm-linux-gnueabihf-gcc", "-dumpversion"]).decode().strip(),
         **{name: _sha256(path.read_bytes()) for name, path in sources.items()},
     }
+    if suite is not None:
+        inputs["suite"] = suite
     access: SshAccess | None = None
     host_key = b""
     ssh_versions: dict[str, str] = {}
@@ -182,7 +231,7 @@ def ensure_image(
         except (KeyError, TypeError, ValueError):
             say(f"image {key}: metadata unreadable, rebuilding")
 
-    kroot = _extracted(cache, kpkg, kver, say, depmod_release=release)
+    kroot = _extracted(cache, kpkg, kver, say, depmod_release=release, apt=apt)
     broot = _extracted(cache, BUSYBOX_PACKAGE, bver, say)
     say(f"building image {key} ({kpkg} {kver})")
     config = read_kernel_config(kroot / "boot" / f"config-{release}")
@@ -216,11 +265,12 @@ def ensure_image(
             kernel_version=kver,
             busybox_version=bver,
             config=config,
-            modules=tuple(modules),
+            modules=tuple(_staged_name(m) for m in modules),
             key=key,
             flavour="ssh" if access else "plain",
             ssh=access,
             capture_program=folder / "capture" if access else None,
+            suite=suite,
         )
         (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs), indent=2) + "\n")
         if folder.exists() and not meta.is_file():  # a half-built or unreadable earlier attempt
@@ -259,8 +309,14 @@ def compose_initrd(image: TargetImage, capture_args: Sequence[str] | None, dest:
     return dest
 
 
-def newest_kernel_package() -> str:
-    """The newest ``linux-image-6.1.0-N-armmp`` apt knows for armhf."""
+def newest_kernel_package(apt: AptState | None = None) -> str:
+    """The newest ``linux-image-6.1.0-N-armmp`` apt knows for armhf; with a suite's ``apt``, that suite's newest armmp kernel."""
+    if apt is not None and apt.suite is not None:
+        names = _apt_query(["apt-cache", "pkgnames", "linux-image-"], apt)
+        found = [(_version_key(m.group(1)), name) for name in names.split() if (m := _ARMMP_PACKAGE.match(name))]
+        if not found:
+            raise InfraError(f"Debian {apt.suite} has no linux-image-*-armmp package for {ARCH}")
+        return max(found)[1]
     names = _apt_query(["apt-cache", "pkgnames", "linux-image-6.1.0-"])
     best = max(
         ((int(m.group(2)), name) for name in names.split() if (m := _KERNEL_PACKAGE.match(name))),
@@ -275,9 +331,14 @@ def newest_kernel_package() -> str:
     return best[1]
 
 
-def candidate_versions(*packages: str) -> dict[str, str]:
-    """The candidate version of each ``package:armhf`` (one apt-cache call)."""
-    text = _apt_query(["apt-cache", "policy", *(f"{p}:{ARCH}" for p in packages)])
+def _version_key(release: str) -> tuple[int, ...]:
+    """6.12.117+deb13-armmp -> (6, 12, 117, 13): orders releases as their numbers do."""
+    return tuple(int(n) for n in re.findall(r"\d+", release))
+
+
+def candidate_versions(*packages: str, apt: AptState | None = None) -> dict[str, str]:
+    """The candidate version of each ``package:armhf`` (one apt-cache call), from the system's or a suite's state."""
+    text = _apt_query(["apt-cache", "policy", *(f"{p}:{ARCH}" for p in packages)], apt)
     found = dict(re.findall(r"^(\S+?)(?::armhf)?:\n\s+Installed: .*\n\s+Candidate: (\S+)$", text, re.MULTILINE))
     versions: dict[str, str] = {}
     for p in packages:
@@ -290,12 +351,16 @@ def candidate_versions(*packages: str) -> dict[str, str]:
     return versions
 
 
-def _resolve_packages(cache: Path, kernel_package: str | None) -> tuple[str, str, str]:
+def _resolve_packages(cache: Path, kernel_package: str | None, apt: AptState | None = None) -> tuple[str, str, str]:
     """(kernel package, its version, busybox version), remembered while apt's lists stay the same.
 
     Each apt-cache call costs ~0.8 s here (no pkgcache.bin), which would be
     most of a warm ensure_image(); the answer only changes with the lists.
+    With a suite's ``apt`` the kernel comes from that suite and busybox from
+    the system's sources.
     """
+    if apt is not None and apt.suite is not None:
+        return (*_resolve_suite_kernel(cache, kernel_package, apt), _resolve_busybox(cache))
     want = kernel_package or "newest"
     memo = _AptMemo(cache)
     known = memo.entries.get(want)
@@ -307,6 +372,114 @@ def _resolve_packages(cache: Path, kernel_package: str | None) -> tuple[str, str
     result = (kpkg, versions[kpkg], versions[BUSYBOX_PACKAGE])
     memo.store(want, list(result))
     return result
+
+
+def _resolve_suite_kernel(cache: Path, kernel_package: str | None, apt: AptState) -> tuple[str, str]:
+    want = kernel_package or "newest"
+    memo = _AptMemo(cache, apt)
+    known = memo.entries.get(want)
+    if isinstance(known, list) and len(known) == 2:
+        return str(known[0]), str(known[1])
+    kpkg = kernel_package or newest_kernel_package(apt)
+    kver = candidate_versions(kpkg, apt=apt)[kpkg]
+    memo.store(want, [kpkg, kver])
+    return kpkg, kver
+
+
+def _resolve_busybox(cache: Path) -> str:
+    memo = _AptMemo(cache)
+    known = memo.entries.get("busybox")
+    if isinstance(known, str):
+        return known
+    version = candidate_versions(BUSYBOX_PACKAGE)[BUSYBOX_PACKAGE]
+    memo.store("busybox", version)
+    return version
+
+
+def system_archive(etc: Path = SYSTEM_APT_ETC) -> tuple[str, str | None]:
+    """(URI, Signed-By keyring or None) of the Debian archive in the system's own apt sources.
+
+    The main archive is the first ``deb`` entry with the ``main`` component
+    and a suite without a dash (bookworm, not bookworm-updates or
+    bookworm-security). Reads sources.list and sources.list.d/*.list
+    (one-line form) and sources.list.d/*.sources (deb822), as apt does.
+    """
+    entries: list[tuple[str, list[str], list[str], str | None]] = []  # (uri, suites, components, signed-by)
+    one_line = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        for line in _read_text(path).splitlines():
+            m = re.match(r"^\s*deb\s+(?:\[(?P<opts>[^\]]*)\]\s+)?(?P<uri>\S+)\s+(?P<suite>\S+)\s+(?P<comps>.*)$", line)
+            if m:
+                keyring = re.search(r"signed-by=(\S+)", m.group("opts") or "")
+                entries.append((m.group("uri"), [m.group("suite")], m.group("comps").split(), keyring.group(1) if keyring else None))
+    for path in sorted((etc / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", _read_text(path)):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line:
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
+                for uri in fields.get("uris", "").split():
+                    entries.append((uri, fields.get("suites", "").split(), fields.get("components", "").split(),
+                                    fields.get("signed-by") or None))
+    for uri, suites, components, signed in entries:
+        if "main" in components and any("-" not in s and "/" not in s for s in suites):
+            return uri.rstrip("/"), signed
+    raise InfraError(
+        f"no Debian archive in the system's apt sources ({etc}/sources.list, {etc}/sources.list.d)",
+        hint="configure a 'deb <archive URI> bookworm main' source; its URI is used for the other suite",
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def suite_apt(cache: Path, suite: str, say: Progress | None = None) -> AptState:
+    """The private apt state for ``suite`` in ``cache/apt/<suite>/``, its lists fetched on first use.
+
+    The system's sources and lists stay untouched: apt reads this folder's
+    sources.list only (Dir::Etc::sourceparts=- turns off sources.list.d) and
+    keeps its lists and package cache here too.
+    """
+    folder = cache / "apt" / suite
+    uri, signed = system_archive()
+    opts = [f"arch={ARCH}"] + ([f"signed-by={signed}"] if signed else [])
+    line = f"deb [{' '.join(opts)}] {uri} {suite} main\n"
+    lists, pkgcache = folder / "lists", folder / "cache"
+    for d in (lists / "partial", pkgcache / "archives" / "partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    sources = folder / "sources.list"
+    if not sources.is_file() or sources.read_text() != line:
+        sources.write_text(line)
+        for old in lists.glob("*_dists_*"):  # lists of another archive or options
+            old.unlink()
+    apt = AptState(
+        suite=suite,
+        options=(
+            "-o", f"Dir::Etc::sourcelist={sources}",
+            "-o", "Dir::Etc::sourceparts=-",
+            "-o", f"Dir::State::Lists={lists}",
+            "-o", f"Dir::Cache={pkgcache}",
+        ),
+        lists=lists,
+        memo=str(Path("apt") / suite / "resolved.json"),
+    )
+    if not any(lists.glob("*Packages*")):
+        if say is not None:
+            say(f"fetching Debian {suite}'s package lists ({uri})")
+        out = subprocess.run(["apt-get", *apt.options, "update", "-q"], capture_output=True, text=True, check=False)
+        if out.returncode != 0 or not any(lists.glob("*Packages*")):
+            raise InfraError(
+                f"apt-get update for Debian {suite} ({uri}) failed: {(out.stderr or out.stdout).strip()[-400:]}",
+                hint="is the suite name right and the archive reachable?",
+            )
+    return apt
 
 
 def _resolve_ssh_packages(cache: Path) -> dict[str, str]:
@@ -324,9 +497,10 @@ def _resolve_ssh_packages(cache: Path) -> dict[str, str]:
 class _AptMemo:
     """cache/apt-resolved.json: answers from apt-cache, valid while /var/lib/apt/lists is unchanged."""
 
-    def __init__(self, cache: Path) -> None:
-        lists = Path("/var/lib/apt/lists")
-        self.path = cache / "apt-resolved.json"
+    def __init__(self, cache: Path, apt: AptState | None = None) -> None:
+        apt = apt or AptState()
+        lists = apt.lists
+        self.path = cache / apt.memo
         self.fingerprint = sorted(
             [p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in lists.glob("*Packages*") if p.is_file()
         )
@@ -449,11 +623,24 @@ def _stage_root(
         p.chmod(0o755)
     target = root / "lib" / "modules" / release
     for rel in modules:
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(moddir / rel, target / rel)
+        dest = target / _staged_name(rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".xz"):
+            # busybox's modprobe hands the file to init_module() as it is; the
+            # kernel decompresses only through finit_module() with
+            # MODULE_INIT_COMPRESSED_FILE, which busybox 1.35 does not use.
+            # The module signature sits inside the xz stream and survives.
+            dest.write_bytes(lzma.decompress((moddir / rel).read_bytes()))
+        else:
+            shutil.copy2(moddir / rel, dest)
     for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         if (moddir / name).is_file():
             shutil.copy2(moddir / name, target / name)
+
+
+def _staged_name(module: str) -> str:
+    """A module's path in the image: compressed modules go in unpacked."""
+    return module.removesuffix(".xz")
 
 
 def _ssh_keys(cache: Path) -> tuple[SshAccess, bytes]:
@@ -612,17 +799,23 @@ def _compile_capture(source: Path, dest: Path) -> None:
     _run(["arm-linux-gnueabihf-gcc", "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
 
 
-def _extracted(cache: Path, package: str, version: str, say: Progress, *, depmod_release: str = "") -> Path:
+def _extracted(
+    cache: Path, package: str, version: str, say: Progress, *, depmod_release: str = "", apt: AptState | None = None
+) -> Path:
     """The package's files under cache/extract/, downloading and unpacking once."""
     dest = cache / "extract" / f"{package}_{version}"
     if dest.is_dir():
         return dest
-    deb = _downloaded(cache, package, version, say)
+    deb = _downloaded(cache, package, version, say, apt)
     say(f"unpacking {deb.name}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=dest.parent))
     try:
         _run(["dpkg-deb", "-x", str(deb), str(work)])
+        if (work / "usr" / "lib" / "modules").is_dir() and not (work / "lib").exists():
+            # Merged-/usr kernels (trixie on) ship /usr/lib/modules; depmod -b
+            # (kmod 30) and the recipe look under lib/modules.
+            (work / "lib").symlink_to("usr/lib")
         if depmod_release:  # Debian's kernel package ships no modules.dep
             _run(["depmod", "-b", str(work), depmod_release])
         try:
@@ -636,7 +829,7 @@ def _extracted(cache: Path, package: str, version: str, say: Progress, *, depmod
     return dest
 
 
-def _downloaded(cache: Path, package: str, version: str, say: Progress) -> Path:
+def _downloaded(cache: Path, package: str, version: str, say: Progress, apt: AptState | None = None) -> Path:
     folder = cache / "debs" / package / version
     debs = sorted(folder.glob("*.deb")) if folder.is_dir() else []
     if debs:
@@ -645,21 +838,24 @@ def _downloaded(cache: Path, package: str, version: str, say: Progress) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # apt drops privileges to _apt for downloads and warns when it cannot write here.
     folder.chmod(0o777)
-    _run(["apt-get", "download", "-q", f"{package}:{ARCH}={version}"], cwd=folder)
+    options = list(apt.options) if apt is not None else []
+    _run(["apt-get", *options, "download", "-q", f"{package}:{ARCH}={version}"], cwd=folder)
     debs = sorted(folder.glob("*.deb"))
     if not debs:
         raise InfraError(f"apt-get download {package}:{ARCH}={version} left no .deb in {folder}")
     return debs[0]
 
 
-def _apt_query(cmd: list[str]) -> str:
+def _apt_query(cmd: list[str], apt: AptState | None = None) -> str:
     """Run an apt-cache query; if it finds nothing, update the lists once and ask again."""
+    options = list(apt.options) if apt is not None else []
+    cmd = [cmd[0], *options, *cmd[1:]]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode == 0 and out.stdout.strip():
         return out.stdout
     # A partial update is fine: bookworm's security mirror sometimes fails to
     # sync its armhf index while the main archive (which we need) is there.
-    subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, check=False)
+    subprocess.run(["apt-get", *options, "update", "-q"], capture_output=True, text=True, check=False)
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise InfraError(f"{' '.join(cmd)} failed (exit {out.returncode}): {out.stderr.strip()}")
@@ -705,6 +901,7 @@ def _image_to_json(image: TargetImage, inputs: Mapping[str, object]) -> dict[str
         "ssh": None if image.ssh is None else {"host_public_key": image.ssh.host_public_key,
                                                 "client_key": str(image.ssh.client_key)},
         "inputs": inputs,
+        "suite": image.suite,
     }
 
 
@@ -724,6 +921,7 @@ def _image_from_json(folder: Path, data: dict[str, object]) -> TargetImage:
         config=KernelConfig(**{k: int(v) for k, v in config.items()}),
         modules=tuple(str(m) for m in modules),
         key=str(data["key"]),
+        suite=str(data["suite"]) if data.get("suite") is not None else None,
     )
     ssh = data.get("ssh")
     if data.get("flavour", "plain") == "ssh":
@@ -742,12 +940,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m cma_tool.target.image", description="Build the emulated board's image.")
     parser.add_argument("--cache", type=Path, help="cache folder (default $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
     parser.add_argument("--kernel-package", help="pin the kernel, e.g. linux-image-6.1.0-50-armmp")
+    parser.add_argument("--suite", help="take the kernel from this Debian suite (e.g. trixie) through a private apt state")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     parser.add_argument("--ssh", action="store_true", help="build the ssh flavour (dropbear, network)")
     args = parser.parse_args(argv)
     try:
-        image = ensure_image(args.cache, kernel_package=args.kernel_package, progress=None if args.quiet else print,
-                             ssh=args.ssh)
+        image = ensure_image(args.cache, kernel_package=args.kernel_package, suite=args.suite,
+                             progress=None if args.quiet else print, ssh=args.ssh)
     except (ConfigError, InfraError) as exc:
         print(f"cma_tool.target.image: {exc}", file=sys.stderr)
         return int(exc.exit_code)

@@ -396,10 +396,13 @@ class VirtMachine:
         console = self.open_console()
         try:
             return read_console_until(console, needles, timeout=timeout, log=log, buffer=buffer)
-        except TargetError:
+        except TargetError as err:
             # The console also ends when the guest powers off (QEMU exits 0);
             # a non-zero exit is QEMU's own failure (bad option, missing file).
-            code = self.process.wait(2)
+            try:
+                code = self.process.wait(2)
+            except subprocess.TimeoutExpired:
+                raise err from None  # QEMU still runs: the guest went quiet, the board's fault
             if code != 0:
                 raise InfraError(f"QEMU stopped with exit code {code}; {self.qemu_stderr()}") from None
             raise

@@ -193,3 +193,19 @@ def test_missing_tool_names_its_debian_package(tmp_path: Path, monkeypatch: pyte
         ensure_image(tmp_path)
     assert "gcc-arm-linux-gnueabihf" in str(err.value)
     assert "kmod" in str(err.value)
+
+
+def test_system_archive_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
+    from cma_tool.target.image import system_archive
+
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    (etc / "sources.list").write_text("# comment\ndeb http://security.example/debian-security bookworm-security main\n")
+    (etc / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://archive.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    # The security suite has a dash: not the main archive; the deb822 one is.
+    assert system_archive(etc) == ("http://archive.example/debian",
+                                   "/usr/share/keyrings/debian-archive-keyring.gpg")
+    (etc / "sources.list").write_text("deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm main contrib\n")
+    assert system_archive(etc) == ("http://one.example/debian", "/k.gpg")

@@ -20,6 +20,8 @@ writes into tests/data/kernel-traces/<scenario>/:
 
 and rewrites README.md here, one line per scenario. Only this script boots QEMU
 for the recordings; rerun it when the kernel or the firmware changes.
+tests/data/kernel-traces-6.12/record.py records the same scenarios with
+another kernel through :func:`record`'s ``image`` and ``out_root``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from cma_tool.errors import CmaToolError  # noqa: E402
-from cma_tool.target.image import ensure_image  # noqa: E402
+from cma_tool.target.image import TargetImage, ensure_image  # noqa: E402
 from cma_tool.target.qemu import (  # noqa: E402
     EMULATED_AQUILA_BANKS,
     REFERENCE_BANKS,
@@ -158,9 +160,12 @@ SCENARIOS = [
 ]
 
 
-def record(scenario: Scenario, cache: Path | None, work_root: Path) -> str:
-    image = ensure_image(cache)
-    out = HERE / scenario.name
+def record(
+    scenario: Scenario, cache: Path | None, work_root: Path, *, image: TargetImage | None = None, out_root: Path = HERE
+) -> str:
+    """Boot ``scenario`` once on ``image`` (default: the 6.1 image) and write its files into ``out_root/<name>/``."""
+    image = image or ensure_image(cache)
+    out = out_root / scenario.name
     out.mkdir(exist_ok=True)
     bootargs = compose_bootargs(scenario.cmdline, vivid=scenario.vivid)
     boot = prepare_boot(
@@ -188,6 +193,7 @@ def record(scenario: Scenario, cache: Path | None, work_root: Path) -> str:
                 "memory": "768M",
                 "kernel_package": image.kernel_package,
                 "kernel_version": image.kernel_version,
+                **({"suite": image.suite} if image.suite is not None else {}),
                 "kernel_config": {
                     "CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
                     "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
@@ -220,20 +226,20 @@ def record(scenario: Scenario, cache: Path | None, work_root: Path) -> str:
     )
 
 
-def write_readme() -> None:
+def write_readme(out_root: Path = HERE, kernel: str = "Debian's 6.1 armmp kernel") -> None:
     lines = [
         "# Real kernel CMA traces (emulated board)",
         "",
-        "Recorded by `record.py` here on QEMU virt armhf with Debian's 6.1 armmp kernel",
+        f"Recorded by `record.py` here on QEMU virt armhf with {kernel}",
         "(kernel package and version in each `scenario.json`). Each folder: the DTS",
         "/reserved-memory part, the command line, the capture plan, the console, the",
         "trace buffer, meminfo, vmstat, the capture program's JSON lines and the kernel log.",
         "",
     ]
     for s in SCENARIOS:
-        if (HERE / s.name / "scenario.json").is_file():
+        if (out_root / s.name / "scenario.json").is_file():
             lines.append(f"- `{s.name}/`: {s.summary}")
-    (HERE / "README.md").write_text("\n".join(lines) + "\n")
+    (out_root / "README.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
