@@ -59,4 +59,5 @@ fi
 # later runs reuse the cache and rebuild only when an input changed.
 "$PY" -m cma_tool.target.image --quiet
 "$PY" -m cma_tool.target.image --quiet --ssh   # the SSH flavour (dropbear) for --boot ssh
+"$PY" -m cma_tool.target.image --quiet --suite trixie   # Debian trixie's 6.12 kernel for --suite trixie
 echo "install.sh: done"

@@ -25,10 +25,14 @@ from cma_tool import model as cma_model
 from cma_tool.board.types import Board, CaptureNeed
 from cma_tool.check import Check, PredictedArea, Prediction, check_all
 from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
+from cma_tool.model.profiles import KernelProfile
 from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep
 from cma_tool.observe import Observation, observe
 from cma_tool.plan import Plan, make_plan
 from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
+
+#: The kernel each Debian suite's armmp package is, as a model profile.
+SUITE_PROFILES = {"bookworm": "linux-6.1", "trixie": "linux-6.12"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class RunOptions:
     hold: bool = True  # streams keep their buffers until all have run (worst case for CMA)
     force: bool = False  # run even when validation finds errors
     dtb: Path | None = None  # --target serial: the board's own DTB, patched (default: a generated one)
+    suite: str | None = None  # emulated: the Debian suite whose armmp kernel the target runs
     console: str | None = None  # serial: console URL (default: the board file's)
     kernel: Path | None = None  # serial: the board's zImage
 
@@ -264,7 +269,13 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     if opts.target == "serial" and opts.kernel is None:
         raise ConfigError("--target serial needs the board's kernel: --kernel FILE (a zImage)")
     say(f"[1/6] plan {opts.board}")
-    plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
+    kernel = None
+    if opts.suite is not None:
+        if opts.suite not in SUITE_PROFILES:
+            raise ConfigError(f"--suite {opts.suite}: no kernel profile for that suite's kernel",
+                              hint=f"known: {', '.join(SUITE_PROFILES)}")
+        kernel = SUITE_PROFILES[opts.suite]
+    plan = make_plan(opts.board, kernel=kernel, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
     board = plan.board
     if opts.target == "emulated" and board.emulation is None:
         raise ConfigError(f"{opts.board} has no 'emulation' section: it cannot run on the emulated target",
@@ -282,9 +293,9 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     from cma_tool.target import image as timage
 
     over_ssh = opts.boot == "ssh"
-    image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"), ssh=over_ssh)
+    image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"), ssh=over_ssh, suite=opts.suite)
     if opts.target == "emulated":
-        _check_kernel_matches(board, image.config)
+        _check_kernel_matches(board, plan.profile, image.config)
     record.stage("image", kernel=image.kernel_package, version=image.kernel_version)
 
     say("[3/6] generate DTB and boot arguments")
@@ -394,11 +405,14 @@ def _execute_serial(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, i
     return _observe_and_check(opts, record, say, plan, bootargs, devices, console_text)
 
 
-def _check_kernel_matches(board: Board, config: Any) -> None:
-    profile = board.kernel.profile
+def _check_kernel_matches(board: Board, profile: KernelProfile, config: Any) -> None:
+    """The model must predict the kernel the target runs: its build facts must be the profile's."""
+    # 6.4 and later write CONFIG_ARCH_FORCE_MAX_ORDER as the largest order itself (one less).
+    written = profile.max_order - 1 if profile.family == "6.12" else profile.max_order
     diffs = []
-    if config.arch_force_max_order != profile.max_order:
-        diffs.append(f"max-order {profile.max_order} but the kernel has ARCH_FORCE_MAX_ORDER={config.arch_force_max_order}")
+    if config.arch_force_max_order != written:
+        diffs.append(f"max-order {profile.max_order} (ARCH_FORCE_MAX_ORDER={written} on {profile.name}) but the "
+                     f"kernel has ARCH_FORCE_MAX_ORDER={config.arch_force_max_order}")
     if config.cma_size_mbytes != profile.cma_size_mbytes:
         diffs.append(f"cma-size-mbytes {profile.cma_size_mbytes} but the kernel has {config.cma_size_mbytes}")
     if config.cma_alignment != profile.cma_alignment:
@@ -463,7 +477,7 @@ def run_cli(args: argparse.Namespace) -> int:
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
                       timeout=args.timeout, force=args.force, console=args.console,
                       kernel=Path(args.kernel) if args.kernel else None,
-                      dtb=Path(args.dtb) if args.dtb else None)
+                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = execute(opts, say=quiet)
     if args.json:

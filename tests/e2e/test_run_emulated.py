@@ -132,3 +132,16 @@ def test_named_pool_is_created_where_the_model_says(tmp_path: Path) -> None:
     areas = json.loads((out / "observed.json").read_text())["areas"]
     # Top-down in [0x50000000, 0x58000000) below 0x58000000, 8 MiB-aligned: 0x57000000.
     assert {"name": "vidpool", "base": 0x57000000, "size": 16 << 20, "source": "dt"} in areas
+
+
+def test_the_same_board_on_the_real_612_kernel(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "boards/qemu-aquila.yaml", "--suite", "trixie", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    observed = event_lines(report(out), "observed")
+    # 6.12 adds errorno to cma_alloc_finish; the placement and first fit are the 6.1 ones.
+    assert "cma_alloc_finish: name=linux,cma pfn=0x64d00 page=(ptrval) count=1013 align=8 errorno=0" in observed
+    log = json.loads((out / "observed.json").read_text())["boot_lines"]
+    # 6.12 sets up static (reg) pools after the default area: the dynamic default's line comes first.
+    first = next(i for i, ln in enumerate(log) if "created CMA memory pool at 0x64000000" in ln)
+    assert all(first < i for i, ln in enumerate(log) if "created CMA memory pool at 0x43000000" in ln)
