@@ -29,6 +29,7 @@ from typing import Any
 from cma_tool.model.area import AllocResult, AreaSource, CmaArea, CmaState
 from cma_tool.model.cmdline import CmaCmdline, parse_cma_cmdline
 from cma_tool.model.events import Event
+from cma_tool.model.ksort import kernel_sort
 from cma_tool.model.memblock import ALLOC_ANYWHERE, Memblock
 from cma_tool.model.profiles import KernelProfile
 
@@ -262,9 +263,20 @@ class _Booter:
                 self.problem(node.name, "no-reg-or-size", "node has neither reg nor size; the kernel skips it")
             if node.reusable and node.no_map:
                 self.problem(node.name, "reusable-no-map", "reusable and no-map exclude each other; not a CMA area")
-        # __rmem_cmp: by base, then size (dynamic ones are 0/0, so they come
-        # first), then position in the blob.
-        saved.sort(key=lambda r: (r.base, r.size, r.order))
+        # __rmem_check_for_overlap() sorts with __rmem_cmp: by base, then size, so the
+        # dynamic nodes (0/0 when sorted) come first -- in the order lib/sort.c's
+        # unstable heapsort leaves equal elements, which is not the blob's order
+        # (measured on 6.1: tests/data/kernel-traces/f-two-dynamic-nodes). For 6.12,
+        # whose array holds other nodes when it is sorted, only single dynamic
+        # nodes were measured; it keeps the blob's order among equals.
+        def rmem_cmp(x: _Rmem, y: _Rmem) -> int:
+            kx, ky = (x.base, x.size), (y.base, y.size)
+            return (kx > ky) - (kx < ky)
+
+        if self.p.family == "6.1":
+            saved[:] = kernel_sort(saved, rmem_cmp)
+        else:
+            saved.sort(key=lambda r: (r.base, r.size, r.order))
         self._check_overlaps([r for r in saved if not r.dynamic])
         return saved
 

@@ -20,7 +20,7 @@ from cma_tool.run import Stream, _stream_devices, capture_streams, predict, step
 HERE = Path(__file__).parent
 TRACES = HERE.parent / "data" / "kernel-traces"
 SCENARIOS = ["a-reference-dt-cma", "b-kconfig-default-16m", "c-cmdline-overrides-dt",
-             "d-aquila-two-streams", "e-dt-12m-refused"]
+             "d-aquila-two-streams", "e-dt-12m-refused", "f-two-dynamic-nodes", "g-three-dynamic-nodes"]
 
 
 def _cross_check(name: str, pins: tuple[tuple[str, int], ...] = ()) -> list:  # type: ignore[type-arg]

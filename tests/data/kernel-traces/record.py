@@ -105,6 +105,33 @@ AQUILA_64M_DTS = """\
 AQUILA_12M_DTS = AQUILA_64M_DTS.replace("0x04000000", "0x00c00000")
 
 
+def _pool(name: str, body: str) -> str:
+    return f"\t\t{name} {{\n\t\t\tcompatible = \"shared-dma-pool\";\n\t\t\treusable;\n{body}\t\t}};\n"
+
+
+def _reserved(*pools: str) -> str:
+    head = "\treserved-memory {\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n\t\tranges;\n\n"
+    return head + "\n".join(pools) + "\t};\n"
+
+
+# Several dynamic nodes: the kernel's unstable heapsort decides their order.
+TWO_DYNAMIC_DTS = _reserved(
+    _pool("linux,cma", "\t\t\tsize = <0x0 0x04000000>;\n\t\t\talloc-ranges = <0x0 0x50000000 0x0 0x18000000>;\n"
+                       "\t\t\tlinux,cma-default;\n"),
+    _pool("region@43000000", "\t\t\treg = <0x0 0x43000000 0x0 0x01000000>;\n"),
+    _pool("region@54000000", "\t\t\treg = <0x0 0x54000000 0x0 0x01000000>;\n"),
+    _pool("vidpool", "\t\t\tsize = <0x0 0x01000000>;\n\t\t\talloc-ranges = <0x0 0x50000000 0x0 0x08000000>;\n"),
+)
+THREE_DYNAMIC_DTS = _reserved(
+    _pool("linux,cma", "\t\t\tsize = <0x0 0x02000000>;\n\t\t\talloc-ranges = <0x0 0x50000000 0x0 0x18000000>;\n"
+                       "\t\t\tlinux,cma-default;\n"),
+    _pool("region@43000000", "\t\t\treg = <0x0 0x43000000 0x0 0x01000000>;\n"),
+    _pool("poolb", "\t\t\tsize = <0x0 0x01000000>;\n\t\t\talloc-ranges = <0x0 0x50000000 0x0 0x18000000>;\n"),
+    _pool("poolc", "\t\t\tsize = <0x0 0x00800000>;\n\t\t\talloc-ranges = <0x0 0x50000000 0x0 0x18000000>;\n"),
+    _pool("region@54000000", "\t\t\treg = <0x0 0x54000000 0x0 0x01000000>;\n"),
+)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -156,6 +183,22 @@ SCENARIOS = [
         EMULATED_AQUILA_BANKS,
         AQUILA_12M_DTS,
         TWO_1080P,
+    ),
+    Scenario(
+        "f-two-dynamic-nodes",
+        "emulated Aquila banks; dynamic linux,cma 64M default, static region@43000000 and region@54000000, then a "
+        "dynamic 16M vidpool in the first 128M of bank 1: the kernel's heapsort puts vidpool first; 4 x 1080p YUYV",
+        EMULATED_AQUILA_BANKS,
+        TWO_DYNAMIC_DTS,
+        FOUR_1080P,
+    ),
+    Scenario(
+        "g-three-dynamic-nodes",
+        "emulated Aquila banks; dynamic linux,cma 32M default, static region@43000000, dynamic poolb 16M and poolc 8M, "
+        "static region@54000000: the order the heapsort leaves three equal keys in; 4 x 1080p YUYV",
+        EMULATED_AQUILA_BANKS,
+        THREE_DYNAMIC_DTS,
+        FOUR_1080P,
     ),
 ]
 
