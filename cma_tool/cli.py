@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "generate, boot, capture, observe and cross-check against the model", _cmd_run)
     p.add_argument("board")
-    p.add_argument("--target", default="emulated", help="emulated (QEMU) or serial (a real board)")
+    p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh"),
+                   help="emulated (QEMU), serial (a board on its console, booted by U-Boot) or ssh (a board "
+                        "running Linux, reached with the board file's ssh: section)")
     p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default="direct",
                    help="emulated only: QEMU loads the kernel (direct), real U-Boot loads it over TFTP (uboot), "
                         "or the capture is deployed and run over SSH (ssh)")

@@ -171,8 +171,13 @@ def steps_from_plan(streams: list[Stream], *, hold: bool) -> Steps:
 
 
 def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: Steps,
-            devices: dict[str, cma_model.Device]) -> tuple[Prediction, cma_model.ModelRun]:
-    """The model's account of the run: areas, CmaTotal, every event, buffers granted, vmstat."""
+            devices: dict[str, cma_model.Device], *, boot_events: bool = True) -> tuple[Prediction, cma_model.ModelRun]:
+    """The model's account of the run: areas, CmaTotal, every event, buffers granted, vmstat.
+
+    ``boot_events`` false leaves out the boot-time events (the atomic pool): a kernel
+    started without ``trace_event=cma:*`` only traces what happens after the agent
+    enables the events.
+    """
     from cma_tool.plan import boot_input
 
     run = cma_model.simulate(plan.profile, boot_input(plan.board, cmdline, pins), steps, devices)
@@ -189,7 +194,7 @@ def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: 
     pred = Prediction(
         areas=[PredictedArea(a.name, a.base, a.size) for a in run.boot.areas],
         cma_total_kb=run.boot.cma_total_kb,
-        events=list(run.events),
+        events=list(run.events) if boot_events else [e for rec in run.steps for e in rec.events],
         granted=granted,
         free_drops=drops,
         log_lines=list(run.boot.log) + [m for rec in run.steps for m in rec.messages],
@@ -263,9 +268,12 @@ def execute(opts: RunOptions, say: Any = None) -> tuple[int, dict[str, Any], lis
 
 
 def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
-    if opts.target not in ("emulated", "serial"):
-        raise ConfigError(f"target '{opts.target}' is not emulated or serial",
-                          hint="--target emulated (QEMU) or --target serial (a board on a serial console)")
+    if opts.target not in ("emulated", "serial", "ssh"):
+        raise ConfigError(f"target '{opts.target}' is not emulated, serial or ssh",
+                          hint="--target emulated (QEMU), serial (a board on a serial console) or ssh (a board "
+                               "running Linux, reached over SSH)")
+    if opts.target == "ssh":
+        return _execute_ssh(opts, record, say)
     if opts.target == "serial" and opts.kernel is None:
         raise ConfigError("--target serial needs the board's kernel: --kernel FILE (a zImage)")
     say(f"[1/6] plan {opts.board}")
@@ -359,7 +367,11 @@ def _observe_and_check(opts: RunOptions, record: RunRecord, say: Any, plan: Plan
 
     say("[6/6] cross-check with the model")
     steps, sizes = steps_from_capture(obs)
-    pred, _ = predict(plan, bootargs, pins, steps, devices)
+    if opts.target == "ssh" and obs.cmdline:
+        bootargs = obs.cmdline  # a board we did not boot: predict the command line it did boot with
+    traced_at_boot = obs.cmdline is None or any(
+        w.startswith("trace_event=") and "cma" in w for w in obs.cmdline.split())
+    pred, _ = predict(plan, bootargs, pins, steps, devices, boot_events=traced_at_boot)
     checks = [Check("capture", f"sizeimage {label}", got == model, str(model), str(got),
                     "" if got == model else "the driver's sizeimage differs from V4L2's formula for this format")
               for label, got, model in sizes]
@@ -370,6 +382,38 @@ def _observe_and_check(opts: RunOptions, record: RunRecord, say: Any, plan: Plan
                                "cma_total_kb": obs.meminfo_boot.get("CmaTotal")}
     record.stage("check", checks=len(checks), failed=sum(1 for c in checks if not c.passed))
     return checks
+
+
+def _execute_ssh(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
+    """--target ssh: a board already running Linux; deploy over SSH (and reboot into --kernel/--dtb if given)."""
+    from cma_tool.report.plan_text import plan_dict
+    from cma_tool.target import image as timage
+    from cma_tool.target.ssh_board import run_over_ssh
+
+    say(f"[1/6] plan {opts.board}")
+    plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
+    board = plan.board
+    write_atomic(opts.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
+    streams = capture_streams(board)
+    args = capture_args(streams, hold=opts.hold)
+    record.stage("plan", areas=[a.name for a in plan.areas], streams=[s.label for s in streams])
+    say("[2/6] capture program (cached)")
+    image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"), ssh=True)
+    assert image.capture_program is not None
+    say("[3/6] boot files")
+    dtb = None
+    if opts.dtb is not None:
+        from cma_tool.dtbcmd import patch_for_board, read_dtb
+        from cma_tool.generate.bootargs import kernel_cmdline
+
+        dtb = opts.out / "board.dtb"
+        dtb.write_bytes(patch_for_board(read_dtb(opts.dtb), board, kernel_cmdline(board, plan.profile).text,
+                                        source=str(opts.dtb)))
+    record.stage("generate")
+    say("[4/6] deploy over SSH and capture")
+    text = run_over_ssh(board, capture_program=image.capture_program, capture_args=args, workdir=opts.out,
+                        timeout=opts.timeout, kernel=opts.kernel, dtb=dtb, on_stage=record.stage)
+    return _observe_and_check(opts, record, say, plan, board.kernel.bootargs, _stream_devices(board, streams), text)
 
 
 def _execute_serial(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, image: Any, streams: list[Stream],

@@ -26,8 +26,9 @@ from pathlib import Path
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.target.console import Console
 from cma_tool.target.image import SshAccess, TargetImage
-from cma_tool.target.qemu import DONE_MARK, BootFiles, EmulatedBoard, compose_bootargs
-from cma_tool.target.ssh import BoardSsh, Deployment, SshSettings
+from cma_tool.target.qemu import BootFiles, EmulatedBoard, compose_bootargs
+from cma_tool.target.ssh import BoardSsh, SshSettings
+from cma_tool.target.ssh_board import capture_over_ssh
 
 #: firmware/init's line once dropbear listens, and its line when it cannot start it.
 SSH_READY = rb"cma-tool: ssh ready on \S+"
@@ -167,46 +168,23 @@ def run_via_ssh(
     if image.capture_program is None:
         raise ConfigError(f"image {image.key} is the {image.flavour} flavour: it has no capture program to deploy",
                           hint="build it with ensure_image(ssh=True)")
-    for arg in capture_args:
-        if "\n" in arg or not arg:
-            raise ConfigError(f"capture argument {arg!r} is empty or holds a newline")
     deadline = time.monotonic() + timeout
-    plan = workdir / "capture.args"
-    workdir.mkdir(parents=True, exist_ok=True)
-    plan.write_text("".join(a + "\n" for a in capture_args))
-    output_log = workdir / "ssh-output.log"
     with booted_over_ssh(boot, image=image, workdir=workdir, memory=memory, timeout=timeout,
                          on_stage=on_stage) as sb:
-        sb.ssh.deploy(Deployment(capture_program=image.capture_program, program_dir=REMOTE_PROGRAM_DIR))
-        sb.ssh.put(plan, REMOTE_PLAN)
-        on_stage("deployed")
-        # The output is kept on the board too, so a run cut off by the deadline still leaves what it printed.
-        command = f"cmatool-run >{REMOTE_OUTPUT} 2>&1; rc=$?; cat {REMOTE_OUTPUT}; exit $rc"
         try:
-            out, code = sb.ssh.run(command, timeout=_left(deadline), check=False)
+            out = capture_over_ssh(sb.ssh, capture_program=image.capture_program, capture_args=capture_args,
+                                   workdir=workdir, deadline=deadline, on_stage=on_stage)
         except InfraError:
             # A board that panics or resets mid-run drops the connection: then its console says so.
             sb.console.try_expect(_NEVER, 1.0)
             raise
         except TargetError as err:
-            try:
-                sb.ssh.get(REMOTE_OUTPUT, output_log)
-                got = f"; what it printed is in {output_log}"
-            except CmaToolError:
-                got = ""
-            raise TargetError(f"cmatool-run did not finish on the board: {err.message}{got}",
-                              hint=f"see {sb.console.log_path} for the kernel's side") from None
-        output_log.write_text(out)
+            raise TargetError(err.message, hint=f"see {sb.console.log_path} for the kernel's side") from None
         # An oops or panic during the capture shows on the console, not in the SSH output.
         sb.console.try_expect(_NEVER, 0)
-        on_stage("captured")
-        if DONE_MARK not in out:
-            tail = out[-600:] or "(no output)"
-            raise TargetError(f"cmatool-run stopped before its DONE line (exit code {code}); last output:\n{tail}",
-                              hint=f"full output: {output_log}; console: {sb.console.log_path}")
         console_path = sb.console.log_path
     console_text = console_path.read_bytes().decode(errors="replace").replace("\r\n", "\n")
-    return console_text.rstrip("\n") + "\n" + out.replace("\r\n", "\n")
+    return console_text.rstrip("\n") + "\n" + out
 
 
 def _power_off(ssh: BoardSsh) -> None:

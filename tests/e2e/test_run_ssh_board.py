@@ -1,0 +1,61 @@
+"""`cma-tool run --target ssh`: a board already running Linux, reached only through its ssh: section.
+
+The emulated board boots the SSH flavour of the image on its own (cma-tool's
+run does not boot it); the board file names 127.0.0.1 and the forwarded port,
+the key and a known_hosts learned from the image build. The run deploys the
+capture program, the agent and the plan over SSH and cross-checks as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cma_tool.generate.dts import reserved_memory_dts
+from cma_tool.plan import make_plan
+from cma_tool.run import vivid_params
+from cma_tool.target.emulated_ssh import booted_over_ssh, ssh_bootargs
+from cma_tool.target.image import default_cache_dir, ensure_image
+from cma_tool.target.qemu import MemoryBank, prepare_boot
+
+ROOT = Path(__file__).parents[2]
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+
+
+def test_run_target_ssh_on_a_board_we_did_not_boot(tmp_path: Path) -> None:
+    image = ensure_image(ssh=True)
+    assert image.ssh is not None
+    plan = make_plan(ROOT / "boards" / "qemu-aquila.yaml")
+    board = plan.board
+    boot = prepare_boot(image, tmp_path / "board", banks=[MemoryBank(b.base, b.size) for b in board.banks],
+                        reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
+                        bootargs=ssh_bootargs("", vivid=vivid_params(board)), capture_args=None,
+                        rng_seed=secrets.token_bytes(32))
+    with booted_over_ssh(boot, image=image, workdir=tmp_path / "board", memory="768M", timeout=120) as sb:
+        board_file = tmp_path / "lab-aquila.yaml"
+        board_file.write_text(f"include: {ROOT / 'boards' / 'qemu-aquila.yaml'}\n"
+                              f"ssh: {{host: 127.0.0.1, port: {sb.port}, user: root, key: '{image.ssh.client_key}'}}\n")
+        # The board's host key, as a lab would have it in its known_hosts.
+        home = tmp_path / "home"
+        (home / ".ssh").mkdir(parents=True)
+        (home / ".ssh" / "known_hosts").write_text(sb.known_hosts.read_text())
+        out = tmp_path / "run"
+        res = subprocess.run([sys.executable, "-m", "cma_tool", "run", str(board_file), "--target", "ssh",
+                              "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "HOME": str(home), "CMA_TOOL_CACHE": str(default_cache_dir())},
+                             check=False)
+    report = json.loads((out / "report.json").read_text())
+    assert res.returncode == 0, res.stdout + res.stderr + report.get("message", "")
+    assert report["verdict"] == "pass"
+    stages = [s["stage"] for s in report["stages"]]
+    assert stages.index("ssh") < stages.index("deployed") < stages.index("captured") < stages.index("check")
+    finishes = [e for e in report["observed"]["events"] if e.startswith("cma_alloc_finish") and "count=1013" in e]
+    assert [e.split()[2] for e in finishes] == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64900", "pfn=0x64d00"]
+    # Nothing of the plan came with the boot: it went over SSH.
+    assert (out / "capture.args").read_text().startswith("--device\n/dev/video0\n")
