@@ -20,6 +20,7 @@ import libfdt
 
 from cma_tool.model import Bank, BootInput, Device, Event, ReservedNode, parse_trace_line
 from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep, Step
+from cma_tool.model.simulate import ModelRun
 
 TRACES = Path(__file__).resolve().parent.parent / "data" / "kernel-traces"
 
@@ -174,3 +175,25 @@ def load(folder: Path) -> Recorded:
         reqbufs_free_kb=tuple(reqbufs),
         kernel_config={k: int(v) for k, v in scenario.get("kernel_config", {}).items()},
     )
+
+
+def assert_counters_match(run: ModelRun, rec: Recorded) -> None:
+    """/proc/meminfo and /proc/vmstat as the kernel printed them, against the model's run.
+
+    CmaFree is compared right after each REQBUFS only until the first release:
+    after it the kernel's CmaFree reads low (freed pages wait on per-CPU lists).
+    """
+    assert run.boot.cma_total_kb == rec.meminfo_boot["CmaTotal"]
+    assert run.boot.new_state().cma_free_kb == rec.meminfo_boot["CmaFree"]  # after the atomic pool
+    # /proc/vmstat counts every cma_alloc, the boot-time pool included.
+    assert run.counters["vmstat"]["cma_alloc_success"] == rec.vmstat["cma_alloc_success"]
+    assert run.counters["vmstat"]["cma_alloc_fail"] == rec.vmstat["cma_alloc_fail"]
+    released = False
+    captures = iter(rec.reqbufs_free_kb)
+    for record in run.steps:
+        if isinstance(record.step, ReleaseCaptureStep):
+            released = True
+        elif isinstance(record.step, CaptureStep):
+            _label, free_kb = next(captures)
+            if not released:
+                assert record.cma_free_kb == free_kb

@@ -22,9 +22,8 @@ import pytest
 
 from cma_tool.model import PROFILES, Bank, BootInput, KernelProfile, boot, simulate
 from cma_tool.model.profiles import profile_from_kconfig_max_order
-from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep
 
-from .recorded import TRACES, load, reserved_nodes
+from .recorded import TRACES, assert_counters_match, load, reserved_nodes
 
 TRACES_612 = TRACES.parent / "kernel-traces-6.12"
 RUNS = sorted(p for p in TRACES_612.glob("*/") if (p / "trace.txt").is_file())
@@ -77,22 +76,7 @@ def test_replay_matches_kernel_612(folder: Path) -> None:
     # __cma_alloc's failure lines: the message and the free-run dump.
     _in_order([m for step in run.steps for m in step.messages], rec.dmesg)
 
-    assert run.boot.cma_total_kb == rec.meminfo_boot["CmaTotal"]
-    assert run.boot.new_state().cma_free_kb == rec.meminfo_boot["CmaFree"]
-    assert run.counters["vmstat"]["cma_alloc_success"] == rec.vmstat["cma_alloc_success"]
-    assert run.counters["vmstat"]["cma_alloc_fail"] == rec.vmstat["cma_alloc_fail"]
-
-    # CmaFree right after each REQBUFS, until the first release (after it the
-    # kernel's CmaFree reads low: freed pages wait on per-CPU lists).
-    released = False
-    captures = iter(rec.reqbufs_free_kb)
-    for record in run.steps:
-        if isinstance(record.step, ReleaseCaptureStep):
-            released = True
-        elif isinstance(record.step, CaptureStep):
-            _label, free_kb = next(captures)
-            if not released:
-                assert record.cma_free_kb == free_kb
+    assert_counters_match(run, rec)
 
 
 def test_bundled_profile_is_debians_612_build() -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from cma_tool.model import KernelProfile, profile_with, simulate
-from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep
 
-from .recorded import load, recorded_runs
+from .recorded import assert_counters_match, load, recorded_runs
 
 RUNS = recorded_runs()
 pytestmark = pytest.mark.skipif(not RUNS, reason="no recorded kernel traces in tests/data/kernel-traces")
@@ -46,23 +45,4 @@ def test_replay_matches_kernel(folder: Path) -> None:
         assert line in rec.dmesg[position:], f"{line!r} not in dmesg after line {position}"
         position = rec.dmesg.index(line, position) + 1
 
-    # /proc/meminfo before the capture: CmaTotal, and CmaFree after the atomic pool.
-    assert run.boot.cma_total_kb == rec.meminfo_boot["CmaTotal"]
-    boot_state = run.boot.new_state()
-    assert boot_state.cma_free_kb == rec.meminfo_boot["CmaFree"]
-
-    # /proc/vmstat counts every cma_alloc, the boot-time pool included.
-    assert run.counters["vmstat"]["cma_alloc_success"] == rec.vmstat["cma_alloc_success"]
-    assert run.counters["vmstat"]["cma_alloc_fail"] == rec.vmstat["cma_alloc_fail"]
-
-    # CmaFree right after each REQBUFS, as long as nothing was released before it
-    # (after a release the kernel's CmaFree reads low: pages on per-CPU lists).
-    released = False
-    captures = iter(rec.reqbufs_free_kb)
-    for record in run.steps:
-        if isinstance(record.step, ReleaseCaptureStep):
-            released = True
-        elif isinstance(record.step, CaptureStep):
-            _label, free_kb = next(captures)
-            if not released:
-                assert record.cma_free_kb == free_kb
+    assert_counters_match(run, rec)
