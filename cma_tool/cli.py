@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", metavar="FILE", help="serial only: the board's kernel (a zImage)")
     p.add_argument("--dtb", metavar="FILE",
                    help="serial target: the board's own DTB to patch (default: a DTB generated from the board file)")
+    p.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="retry up to N times after an infrastructure failure (exit 3) only; each try in OUT/retry-K")
     p.add_argument("--suite", metavar="SUITE",
                    help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
     p.add_argument("--force", action="store_true",

@@ -9,6 +9,7 @@ every stage, so a run that is killed or hangs still leaves a usable record.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import secrets
 import signal
@@ -524,9 +525,19 @@ def run_cli(args: argparse.Namespace) -> int:
                       dtb=Path(args.dtb) if args.dtb else None, suite=args.suite)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = execute(opts, say=quiet)
+    # Only the lab's failures are worth another try: a wrong input or a board that
+    # misbehaves fails the same way again. Each attempt keeps its own folder.
+    for attempt in range(1, args.retries + 1):
+        if code != ExitCode.INFRA or report.get("verdict") == "interrupted":
+            break
+        if not args.json:
+            print(f"infrastructure failure ({report.get('message', '')}); retry {attempt} of {args.retries}",
+                  file=sys.stderr)
+        opts = dataclasses.replace(opts, out=out / f"retry-{attempt}")
+        code, report, checks = execute(opts, say=quiet)
     if args.json:
         print(report_json(report))
     else:
         print(summary_table(report, checks))
-        print(f"artefacts: {out}/ (console.log, report.json, plan.json, predicted.json, observed.json)")
+        print(f"artefacts: {opts.out}/ (console.log, report.json, plan.json, predicted.json, observed.json)")
     return code
