@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cma_tool.model.events import Event, parse_trace_line
+from cma_tool.target.sections import split_sections
 
-BEGIN_RE = re.compile(r"^==== CMA-TOOL BEGIN (?P<name>\S+) ====\s*$")
-END_RE = re.compile(r"^==== CMA-TOOL END (?P<name>\S+) rc=(?P<rc>-?\d+) ====\s*$")
-DONE_RE = re.compile(r"^==== CMA-TOOL DONE rc=(?P<rc>-?\d+) ====\s*$")
 _PRINTK_TIME = re.compile(r"^\s*(?:<\d+>)?\[\s*\d+\.\d+\]\s?")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -88,33 +86,6 @@ class Observation:
         }
 
 
-def split_sections(text: str) -> tuple[dict[str, str], dict[str, int], int | None, list[str]]:
-    """The agent's framed sections, their exit codes, the final rc, and the lines outside any section."""
-    sections: dict[str, list[str]] = {}
-    rcs: dict[str, int] = {}
-    outside: list[str] = []
-    current: str | None = None
-    done: int | None = None
-    for raw in text.splitlines():
-        line = _ANSI.sub("", raw.replace("\r", ""))
-        if m := BEGIN_RE.match(line):
-            current = m.group("name")
-            sections[current] = []
-            continue
-        if m := END_RE.match(line):
-            rcs[m.group("name")] = int(m.group("rc"))
-            current = None
-            continue
-        if m := DONE_RE.match(line):
-            done = int(m.group("rc"))
-            continue
-        if current is not None:
-            sections[current].append(line)
-        else:
-            outside.append(line)
-    return {k: "\n".join(v) for k, v in sections.items()}, rcs, done, outside
-
-
 def parse_keyvalues(text: str) -> dict[str, int]:
     """/proc/meminfo ("CmaTotal:  98304 kB") or /proc/vmstat ("cma_alloc_success 4")."""
     out: dict[str, int] = {}
@@ -152,8 +123,11 @@ def parse_boot_log(lines: list[str], obs: Observation) -> None:
 
 def observe(console_text: str) -> Observation:
     """Everything the run's console log says about CMA."""
-    sections, rcs, done, outside = split_sections(console_text)
-    obs = Observation(sections=sections, section_rc=rcs, done_rc=done)
+    agent = split_sections(console_text)
+    sections = {name: s.text for name, s in agent.sections.items()}
+    rcs = {name: s.rc for name, s in agent.sections.items() if s.rc is not None}
+    outside = agent.outside
+    obs = Observation(sections=sections, section_rc=rcs, done_rc=agent.done_rc)
     # The dmesg section holds the whole boot log even when the console dropped
     # lines; without it (a run that died early) use what the console showed.
     boot_source = sections["dmesg"].splitlines() if "dmesg" in sections else outside

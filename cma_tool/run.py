@@ -472,7 +472,8 @@ def _check_kernel_matches(board: Board, profile: KernelProfile, config: Any) -> 
 
 def _boot_and_capture(boot: Any, opts: RunOptions, board: Board, record: RunRecord) -> str:
     from cma_tool.target.console import Console
-    from cma_tool.target.qemu import DONE_MARK, EmulatedBoard
+    from cma_tool.target.qemu import EmulatedBoard
+    from cma_tool.target.sections import DONE_MARK
 
     deadline = time.monotonic() + opts.timeout
     memory = f"{board.emulation.memory >> 20}M" if board.emulation else "768M"

@@ -43,13 +43,13 @@ from cma_tool.sizes import format_size, hexaddr
 from cma_tool.target.console import Console
 from cma_tool.target.qemu import (
     DEFAULT_MEMORY,
-    DONE_MARK,
     KERNEL_ROOM,
     BootFiles,
     MemoryBank,
     VirtMachine,
     static_reserved_regions,
 )
+from cma_tool.target.sections import DONE_MARK
 from cma_tool.target.uboot import UBoot
 
 MiB = 1 << 20

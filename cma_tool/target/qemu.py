@@ -33,6 +33,7 @@ from typing import IO, Any, Self
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.sizes import format_size, hexaddr
 from cma_tool.target.image import TargetImage, compose_initrd
+from cma_tool.target.sections import DONE_MARK, Section, split_sections
 
 MiB = 1 << 20
 QEMU = "qemu-system-arm"
@@ -51,9 +52,6 @@ DEFAULT_INITRD_ADDR = 0x4400_0000
 #: Kernel + decompressor room at the bottom of bank 0 that the initrd must not enter.
 KERNEL_ROOM = 32 * MiB
 
-BEGIN_MARK = "==== CMA-TOOL BEGIN "
-END_MARK = "==== CMA-TOOL END "
-DONE_MARK = "==== CMA-TOOL DONE rc="
 
 
 @dataclass(frozen=True)
@@ -85,15 +83,6 @@ class BootFiles:
     dtb: Path
     dts: Path  # the source dtc compiled (error lines refer to it)
     bootargs: str
-
-
-@dataclass(frozen=True)
-class Section:
-    """One ``==== CMA-TOOL BEGIN name ====`` ... ``END name rc=N`` block of the firmware's output."""
-
-    name: str
-    text: str
-    rc: int
 
 
 def compose_bootargs(
@@ -560,16 +549,8 @@ def run_to_poweroff(boot: BootFiles, *, log_path: Path, timeout: float = 120.0, 
 
 
 def parse_sections(console: str) -> dict[str, Section]:
-    """Every ``==== CMA-TOOL BEGIN x ====`` ... ``==== CMA-TOOL END x rc=N ====`` block, by name."""
-    sections: dict[str, Section] = {}
-    pattern = re.compile(
-        rf"^{re.escape(BEGIN_MARK)}(\S+) ====\r?\n(.*?)^{re.escape(END_MARK)}\1 rc=(\d+) ====",
-        re.MULTILINE | re.DOTALL,
-    )
-    for m in pattern.finditer(console):
-        text = m.group(2).replace("\r\n", "\n")
-        sections[m.group(1)] = Section(m.group(1), text, int(m.group(3)))
-    return sections
+    """Every complete ``==== CMA-TOOL BEGIN x ====`` ... ``==== CMA-TOOL END x rc=N ====`` block, by name."""
+    return {name: s for name, s in split_sections(console).sections.items() if s.rc is not None}
 
 
 # ---- helpers ----------------------------------------------------------------

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from cma_tool.board.types import Board
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
+from cma_tool.target.sections import DONE_MARK
 from cma_tool.target.ssh import BoardSsh, Deployment, SshSettings
 
 #: Where the plan, the programs and the agent's output go on the board.
 REMOTE_PLAN = "/cmatool/capture.args"
 REMOTE_PROGRAM_DIR = "/usr/local/bin"
 REMOTE_OUTPUT = "/tmp/cmatool-run.log"
-DONE_MARK = "==== CMA-TOOL DONE rc="
 AGENT = Path(__file__).resolve().parents[2] / "firmware" / "cmatool-run"
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from image_cache import private_cache
 
 from cma_tool.errors import ConfigError, InfraError
 from cma_tool.target.image import (
@@ -104,13 +105,7 @@ def test_kernel_facts_are_debians_armmp_config(image: TargetImage) -> None:
 
 def test_rebuild_only_when_an_input_changes(image: TargetImage, tmp_path: Path) -> None:
     # A private cache sharing the downloads, so this test builds for real every time.
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shared = default_cache_dir()
-    for sub in ("debs", "extract"):
-        (cache / sub).symlink_to(shared / sub)
-    if (shared / "apt-resolved.json").is_file():
-        shutil.copy(shared / "apt-resolved.json", cache / "apt-resolved.json")
+    cache = private_cache(tmp_path)
     firmware = tmp_path / "firmware"
     shutil.copytree(FIRMWARE_DIR, firmware)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import shutil
 import statistics
 import subprocess
 import time
@@ -23,6 +22,7 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from image_cache import private_cache
 
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.target.emulated_ssh import SshBoard, booted_over_ssh, run_via_ssh, ssh_bootargs
@@ -121,13 +121,7 @@ def test_flavours_differ_and_the_plain_image_is_untouched(ssh_image: TargetImage
 
 def test_new_host_key_means_a_new_image(ssh_image: TargetImage, tmp_path: Path) -> None:
     # A private cache sharing the downloads, whose keys are made afresh.
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shared = default_cache_dir()
-    for sub in ("debs", "extract"):
-        (cache / sub).symlink_to(shared / sub)
-    if (shared / "apt-resolved.json").is_file():
-        shutil.copy(shared / "apt-resolved.json", cache / "apt-resolved.json")
+    cache = private_cache(tmp_path)
     fresh = ensure_image(cache, ssh=True)
     assert fresh.ssh is not None and ssh_image.ssh is not None
     assert fresh.ssh.host_public_key != ssh_image.ssh.host_public_key

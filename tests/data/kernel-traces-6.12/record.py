@@ -39,8 +39,6 @@ from cma_tool.target.image import TargetImage, ensure_image  # noqa: E402
 from cma_tool.target.qemu import (  # noqa: E402
     EMULATED_AQUILA_BANKS,
     REFERENCE_BANKS,
-    compose_bootargs,
-    prepare_boot,
     run_to_poweroff,
 )
 
@@ -164,16 +162,7 @@ def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path) 
     """Boot again with an early console and keep what it printed before the kernel stopped."""
     out = HERE / scenario.name
     out.mkdir(exist_ok=True)
-    bootargs = compose_bootargs(f"{scenario.cmdline} {EARLYCON}".strip(), vivid=scenario.vivid)
-    boot = prepare_boot(
-        image,
-        work / scenario.name,
-        banks=scenario.banks,
-        reserved_memory_dts=scenario.reserved_memory_dts,
-        bootargs=bootargs,
-        capture_args=scenario.capture,
-        rng_seed=rec.RNG_SEED,
-    )
+    boot = rec.prepare_scenario(scenario, image, work, extra_cmdline=EARLYCON)
     try:
         run_to_poweroff(boot, log_path=out / "console.log", timeout=HANG_SECONDS)
     except (CmaToolError, subprocess.TimeoutExpired):
@@ -212,7 +201,7 @@ def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path) 
     (out / "reserved-memory.dts").write_text(
         scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n"
     )
-    (out / "bootargs.txt").write_text(bootargs + "\n")
+    (out / "bootargs.txt").write_text(boot.bootargs + "\n")
     (out / "capture-plan.txt").write_text("".join(a + "\n" for a in scenario.capture))
     return f"{scenario.name}: the kernel hung; last console line: {lines[-1] if lines else '(none)'}"
 

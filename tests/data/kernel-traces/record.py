@@ -43,6 +43,7 @@ from cma_tool.target.image import TargetImage, ensure_image  # noqa: E402
 from cma_tool.target.qemu import (  # noqa: E402
     EMULATED_AQUILA_BANKS,
     REFERENCE_BANKS,
+    BootFiles,
     MemoryBank,
     compose_bootargs,
     prepare_boot,
@@ -203,6 +204,20 @@ SCENARIOS = [
 ]
 
 
+def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *, extra_cmdline: str = "") -> BootFiles:
+    """The boot files of ``scenario`` on ``image``, in ``work_root/<name>/``."""
+    cmdline = f"{scenario.cmdline} {extra_cmdline}".strip()
+    return prepare_boot(
+        image,
+        work_root / scenario.name,
+        banks=scenario.banks,
+        reserved_memory_dts=scenario.reserved_memory_dts,
+        bootargs=compose_bootargs(cmdline, vivid=scenario.vivid),
+        capture_args=scenario.capture,
+        rng_seed=RNG_SEED,
+    )
+
+
 def record(
     scenario: Scenario, cache: Path | None, work_root: Path, *, image: TargetImage | None = None, out_root: Path = HERE
 ) -> str:
@@ -210,16 +225,7 @@ def record(
     image = image or ensure_image(cache)
     out = out_root / scenario.name
     out.mkdir(exist_ok=True)
-    bootargs = compose_bootargs(scenario.cmdline, vivid=scenario.vivid)
-    boot = prepare_boot(
-        image,
-        work_root / scenario.name,
-        banks=scenario.banks,
-        reserved_memory_dts=scenario.reserved_memory_dts,
-        bootargs=bootargs,
-        capture_args=scenario.capture,
-        rng_seed=RNG_SEED,
-    )
+    boot = prepare_scenario(scenario, image, work_root)
     run = run_to_poweroff(boot, log_path=out / "console.log")
     sections = run.sections
     missing = [n for n in ("capture", "meminfo-boot", "meminfo", "vmstat", "trace", "dmesg") if n not in sections]
@@ -251,7 +257,7 @@ def record(
         + "\n"
     )
     (out / "reserved-memory.dts").write_text(scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n")
-    (out / "bootargs.txt").write_text(bootargs + "\n")
+    (out / "bootargs.txt").write_text(boot.bootargs + "\n")
     (out / "capture-plan.txt").write_text("".join(a + "\n" for a in scenario.capture))
     files = {
         "trace.txt": "trace",
