@@ -278,6 +278,15 @@ static int request_buffers(struct stream *s, unsigned count)
 	return 0;
 }
 
+/* A v4l2_buffer naming capture buffer "index" of an MMAP queue. */
+static void mmap_buffer(struct v4l2_buffer *buf, unsigned index)
+{
+	memset(buf, 0, sizeof(*buf));
+	buf->type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	buf->memory = V4L2_MEMORY_MMAP;
+	buf->index = index;
+}
+
 static int map_and_queue(struct stream *s)
 {
 	unsigned i;
@@ -285,10 +294,7 @@ static int map_and_queue(struct stream *s)
 	for (i = 0; i < s->granted; i++) {
 		struct v4l2_buffer buf;
 
-		memset(&buf, 0, sizeof(buf));
-		buf.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-		buf.memory = V4L2_MEMORY_MMAP;
-		buf.index = i;
+		mmap_buffer(&buf, i);
 		if (xioctl(s->fd, VIDIOC_QUERYBUF, &buf))
 			return fatal_errno(s, "querybuf", errno);
 		s->map[i] = mmap(NULL, buf.length, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, buf.m.offset);
@@ -306,10 +312,7 @@ static int map_and_queue(struct stream *s)
 	for (i = 0; i < s->granted; i++) {
 		struct v4l2_buffer buf;
 
-		memset(&buf, 0, sizeof(buf));
-		buf.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-		buf.memory = V4L2_MEMORY_MMAP;
-		buf.index = i;
+		mmap_buffer(&buf, i);
 		if (xioctl(s->fd, VIDIOC_QBUF, &buf))
 			return fatal_errno(s, "qbuf", errno);
 	}
@@ -344,9 +347,7 @@ static int one_frame(struct stream *s)
 		return fatal_errno(s, "dqbuf", ETIMEDOUT);
 	if (r < 0)
 		return fatal_errno(s, "dqbuf", errno);
-	memset(&buf, 0, sizeof(buf));
-	buf.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-	buf.memory = V4L2_MEMORY_MMAP;
+	mmap_buffer(&buf, 0); /* DQBUF fills in the index */
 	if (xioctl(s->fd, VIDIOC_DQBUF, &buf))
 		return fatal_errno(s, "dqbuf", errno);
 	begin("frame", s);

@@ -65,47 +65,6 @@ TWO_STREAMS_TOGETHER = shlex.split(
 )
 TWO_1080P = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 2 --frames 3 --label s0")
 
-REFERENCE_DTS = """\
-	reserved-memory {
-		#address-cells = <2>;
-		#size-cells = <2>;
-		ranges;
-
-		linux,cma {
-			compatible = "shared-dma-pool";
-			reusable;
-			size = <0x0 0x04000000>;
-			alloc-ranges = <0x0 0x60000000 0x0 0x10000000>;
-			linux,cma-default;
-		};
-
-		vidpool@4c000000 {
-			compatible = "shared-dma-pool";
-			reusable;
-			reg = <0x0 0x4c000000 0x0 0x02000000>;
-		};
-	};
-"""
-
-AQUILA_64M_DTS = """\
-	reserved-memory {
-		#address-cells = <2>;
-		#size-cells = <2>;
-		ranges;
-
-		linux,cma {
-			compatible = "shared-dma-pool";
-			reusable;
-			size = <0x0 0x04000000>;
-			alloc-ranges = <0x0 0x50000000 0x0 0x18000000>;
-			linux,cma-default;
-		};
-	};
-"""
-
-AQUILA_12M_DTS = AQUILA_64M_DTS.replace("0x04000000", "0x00c00000")
-
-
 def _pool(name: str, body: str) -> str:
     return f"\t\t{name} {{\n\t\t\tcompatible = \"shared-dma-pool\";\n\t\t\treusable;\n{body}\t\t}};\n"
 
@@ -113,6 +72,18 @@ def _pool(name: str, body: str) -> str:
 def _reserved(*pools: str) -> str:
     head = "\treserved-memory {\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n\t\tranges;\n\n"
     return head + "\n".join(pools) + "\t};\n"
+
+
+REFERENCE_DTS = _reserved(
+    _pool("linux,cma", "\t\t\tsize = <0x0 0x04000000>;\n\t\t\talloc-ranges = <0x0 0x60000000 0x0 0x10000000>;\n"
+                       "\t\t\tlinux,cma-default;\n"),
+    _pool("vidpool@4c000000", "\t\t\treg = <0x0 0x4c000000 0x0 0x02000000>;\n"),
+)
+AQUILA_64M_DTS = _reserved(
+    _pool("linux,cma", "\t\t\tsize = <0x0 0x04000000>;\n\t\t\talloc-ranges = <0x0 0x50000000 0x0 0x18000000>;\n"
+                       "\t\t\tlinux,cma-default;\n"),
+)
+AQUILA_12M_DTS = AQUILA_64M_DTS.replace("0x04000000", "0x00c00000")
 
 
 # Several dynamic nodes: the kernel's unstable heapsort decides their order.
