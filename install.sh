@@ -14,7 +14,8 @@ DEB_PACKAGES=(
   device-tree-compiler    # dtc, fdtdump
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross   # the on-target capture program
   cpio kmod               # initramfs, depmod
-  u-boot-qemu u-boot-tools  # real U-Boot for the emulated board; mkimage, fw_printenv
+  u-boot-qemu u-boot-tools  # real U-Boot for the emulated board; mkimage
+  libubootenv-tool        # fw_printenv, fw_setenv (the U-Boot environment tests)
   openssh-server          # a real sshd on 127.0.0.1 for the SSH deploy tests
   lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
   python3-pip python3-venv
@@ -57,7 +58,7 @@ fi
 
 # Fetch the target's Debian packages and build the emulated board's image once;
 # later runs reuse the cache and rebuild only when an input changed.
-"$PY" -m cma_tool.target.image --quiet
-"$PY" -m cma_tool.target.image --quiet --ssh   # the SSH flavour (dropbear) for --boot ssh
-"$PY" -m cma_tool.target.image --quiet --suite trixie   # Debian trixie's 6.12 kernel for --suite trixie
+"$PY" -m cma_tool.deploy.image --quiet
+"$PY" -m cma_tool.deploy.image --quiet --ssh   # the SSH flavour (dropbear) for --boot ssh
+"$PY" -m cma_tool.deploy.image --quiet --suite trixie   # Debian trixie's 6.12 kernel for --suite trixie
 echo "install.sh: done"

@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cma_tool.target.console import Console  # noqa: E402
-from cma_tool.target.emulated_uboot import UBOOT_LINE_LIMIT, UBootBoard, plain_zimage  # noqa: E402
-from cma_tool.target.uboot import UBoot  # noqa: E402
+from cma_tool.deploy.console import Console  # noqa: E402
+from cma_tool.deploy.emulated_uboot import UBOOT_LINE_LIMIT, UBootBoard, plain_zimage  # noqa: E402
+from cma_tool.deploy.uboot import UBoot  # noqa: E402
 
 LOAD_ADDR = 0x41000000
 KERNEL_ADDR = 0x40400000
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
 
-    from cma_tool.target.image import default_cache_dir, ensure_image
+    from cma_tool.deploy.image import default_cache_dir, ensure_image
 
     image = ensure_image(args.cache or default_cache_dir())
     sizes = (args.size_kib * 1024, args.size_kib * 2048)

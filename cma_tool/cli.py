@@ -107,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
-    from cma_tool.target.discovery import suggest_cli
+    from cma_tool.deploy.discovery import suggest_cli
 
     return suggest_cli()
 

@@ -299,7 +299,7 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     record.stage("plan", areas=[a.name for a in plan.areas], streams=[s.label for s in streams])
 
     say("[2/6] target image (cached)")
-    from cma_tool.target import image as timage
+    from cma_tool.deploy import image as timage
 
     over_ssh = opts.boot == "ssh"
     image = timage.ensure_image(opts.cache, progress=lambda m: say(f"      {m}"), ssh=over_ssh, suite=opts.suite)
@@ -309,14 +309,14 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
 
     say("[3/6] generate DTB and boot arguments")
     from cma_tool.generate.dts import reserved_memory_dts
-    from cma_tool.target import qemu
+    from cma_tool.deploy import qemu
 
     extra = " ".join(a for a in (board.kernel.bootargs, opts.bootargs) if a)
     if opts.target == "serial":
         return _execute_serial(opts, record, say, plan, image, streams, args, extra)
     assert board.emulation is not None
     if over_ssh:
-        from cma_tool.target.emulated_ssh import ssh_bootargs
+        from cma_tool.deploy.emulated_ssh import ssh_bootargs
 
         bootargs = ssh_bootargs(extra, vivid=vivid_params(board))
     else:
@@ -338,12 +338,12 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
 
     say("[4/6] boot the emulated board and capture")
     if over_ssh:
-        from cma_tool.target.emulated_ssh import run_via_ssh
+        from cma_tool.deploy.emulated_ssh import run_via_ssh
 
         console_text = run_via_ssh(boot, image=image, workdir=opts.out, memory=memory, capture_args=args,
                                    timeout=opts.timeout, on_stage=record.stage)
     elif opts.boot == "uboot":
-        from cma_tool.target.emulated_uboot import run_via_uboot
+        from cma_tool.deploy.emulated_uboot import run_via_uboot
 
         console_text = run_via_uboot(boot, workdir=opts.out, memory=memory, banks=banks, bootargs=bootargs,
                                      timeout=opts.timeout, on_stage=record.stage)
@@ -388,8 +388,8 @@ def _observe_and_check(opts: RunOptions, record: RunRecord, say: Any, plan: Plan
 def _execute_ssh(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     """--target ssh: a board already running Linux; deploy over SSH (and reboot into --kernel/--dtb if given)."""
     from cma_tool.report.plan_text import plan_dict
-    from cma_tool.target import image as timage
-    from cma_tool.target.ssh_board import run_over_ssh
+    from cma_tool.deploy import image as timage
+    from cma_tool.deploy.ssh_board import run_over_ssh
 
     say(f"[1/6] plan {opts.board}")
     plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
@@ -421,9 +421,9 @@ def _execute_serial(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, i
                     args: list[str], extra: str) -> list[Check]:
     """--target serial: our initrd and the board's DTB, booted by U-Boot over the board's console."""
     from cma_tool.generate.dts import compile_dts, standalone_dts
-    from cma_tool.target import image as timage
-    from cma_tool.target import qemu
-    from cma_tool.target.serial_board import run_via_serial
+    from cma_tool.deploy import image as timage
+    from cma_tool.deploy import qemu
+    from cma_tool.deploy.serial_board import run_via_serial
 
     board = plan.board
     assert opts.kernel is not None
@@ -471,9 +471,9 @@ def _check_kernel_matches(board: Board, profile: KernelProfile, config: Any) -> 
 
 
 def _boot_and_capture(boot: Any, opts: RunOptions, board: Board, record: RunRecord) -> str:
-    from cma_tool.target.console import Console
-    from cma_tool.target.qemu import EmulatedBoard
-    from cma_tool.target.sections import DONE_MARK
+    from cma_tool.deploy.console import Console
+    from cma_tool.deploy.qemu import EmulatedBoard
+    from cma_tool.deploy.sections import DONE_MARK
 
     deadline = time.monotonic() + opts.timeout
     memory = f"{board.emulation.memory >> 20}M" if board.emulation else "768M"

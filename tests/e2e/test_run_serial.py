@@ -32,8 +32,8 @@ from cma_tool.run import (
     steps_from_plan,
     vivid_params,
 )
-from cma_tool.target.qemu import compose_bootargs
-from cma_tool.target.serial_board import run_via_serial
+from cma_tool.deploy.qemu import compose_bootargs
+from cma_tool.deploy.serial_board import run_via_serial
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 MiB = 1 << 20

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from cma_tool.target.console import Console
+from cma_tool.deploy.console import Console
 
 BOARD_SCRIPT = Path(__file__).with_name("board.py")
 POWER_SWITCH = Path(__file__).with_name("power_switch.py")

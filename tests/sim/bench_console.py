@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cma_tool.target.console import Console  # noqa: E402
+from cma_tool.deploy.console import Console  # noqa: E402
 
 LOG = b"".join(b"[    0.%06d] a line of kernel boot log, about as long as the real ones\r\n" % i for i in range(20000))
 

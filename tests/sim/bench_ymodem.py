@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-from cma_tool.target.uboot import UBoot  # noqa: E402
+from cma_tool.deploy.uboot import UBoot  # noqa: E402
 from tests.sim import powered_board  # noqa: E402
 
 

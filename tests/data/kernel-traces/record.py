@@ -39,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from cma_tool.errors import CmaToolError  # noqa: E402
-from cma_tool.target.image import TargetImage, ensure_image  # noqa: E402
-from cma_tool.target.qemu import (  # noqa: E402
+from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
+from cma_tool.deploy.qemu import (  # noqa: E402
     EMULATED_AQUILA_BANKS,
     REFERENCE_BANKS,
     BootFiles,

@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 
 from cma_tool.errors import ConfigError, InfraError, TargetError
-from cma_tool.target.console import Console
-from cma_tool.target.emulated_uboot import (
+from cma_tool.deploy.console import Console
+from cma_tool.deploy.emulated_uboot import (
     UBOOT_LINE_LIMIT,
     UBootBoard,
     plain_zimage,
     prepare_uboot_files,
     uboot_console,
 )
-from cma_tool.target.image import TargetImage, default_cache_dir, ensure_image
-from cma_tool.target.qemu import EMULATED_AQUILA_BANKS, BootFiles, MemoryBank, prepare_boot
-from cma_tool.target.uboot import UBoot
+from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
+from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS, BootFiles, MemoryBank, prepare_boot
+from cma_tool.deploy.uboot import UBoot
 
 LOAD_ADDR = 0x41000000  # in RAM, clear of U-Boot (relocated near the top) and its stack
 MiB = 1 << 20

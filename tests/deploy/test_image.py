@@ -17,7 +17,7 @@ import pytest
 from image_cache import private_cache
 
 from cma_tool.errors import ConfigError, InfraError
-from cma_tool.target.image import (
+from cma_tool.deploy.image import (
     FIRMWARE_DIR,
     TargetImage,
     compose_initrd,
@@ -191,7 +191,7 @@ def test_missing_tool_names_its_debian_package(tmp_path: Path, monkeypatch: pyte
 
 
 def test_system_archive_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
-    from cma_tool.target.image import system_archive
+    from cma_tool.deploy.image import system_archive
 
     etc = tmp_path / "apt"
     (etc / "sources.list.d").mkdir(parents=True)

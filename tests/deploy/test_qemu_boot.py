@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from cma_tool.errors import ConfigError, InfraError
-from cma_tool.target.image import TargetImage, default_cache_dir, ensure_image
-from cma_tool.target.qemu import (
+from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
+from cma_tool.deploy.qemu import (
     DEFAULT_INITRD_ADDR,
     EMULATED_AQUILA_BANKS,
     EmulatedBoard,

@@ -14,7 +14,7 @@ import pytest
 import tftpy
 
 from cma_tool.errors import ConfigError, InfraError
-from cma_tool.target.tftp import serve_tftp
+from cma_tool.deploy.tftp import serve_tftp
 
 FIVE_MB = 5 * 1000 * 1000
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from cma_tool.board.types import Board
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
-from cma_tool.target.sections import DONE_MARK
-from cma_tool.target.ssh import BoardSsh, Deployment, SshSettings
+from cma_tool.deploy.sections import DONE_MARK
+from cma_tool.deploy.ssh import BoardSsh, Deployment, SshSettings
 
 #: Where the plan, the programs and the agent's output go on the board.
 REMOTE_PLAN = "/cmatool/capture.args"

@@ -2,8 +2,8 @@
 
 QEMU virt runs Debian's ``u-boot-qemu`` as its firmware (``-bios``); the
 console is our socket, as for the direct boot. U-Boot is driven only through
-:class:`~cma_tool.target.console.Console` and
-:class:`~cma_tool.target.uboot.UBoot`: stop autoboot, load the plain zImage,
+:class:`~cma_tool.deploy.console.Console` and
+:class:`~cma_tool.deploy.uboot.UBoot`: stop autoboot, load the plain zImage,
 the board DTB and the initrd (over QEMU's built-in TFTP server, or with
 ``loady`` over the console itself), ``bootz``, then watch the kernel run the
 capture plan like the direct boot does.
@@ -40,8 +40,8 @@ from typing import Self
 
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.sizes import format_size, hexaddr
-from cma_tool.target.console import Console
-from cma_tool.target.qemu import (
+from cma_tool.deploy.console import Console
+from cma_tool.deploy.qemu import (
     DEFAULT_MEMORY,
     KERNEL_ROOM,
     BootFiles,
@@ -49,8 +49,8 @@ from cma_tool.target.qemu import (
     VirtMachine,
     static_reserved_regions,
 )
-from cma_tool.target.sections import DONE_MARK
-from cma_tool.target.uboot import UBoot
+from cma_tool.deploy.sections import DONE_MARK
+from cma_tool.deploy.uboot import UBoot
 
 MiB = 1 << 20
 #: Debian's u-boot-qemu (2023.01): U-Boot for QEMU's 32-bit ARM virt machine.

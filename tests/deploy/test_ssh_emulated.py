@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from image_cache import private_cache
 
 from cma_tool.errors import ConfigError, InfraError, TargetError
-from cma_tool.target.emulated_ssh import SshBoard, booted_over_ssh, run_via_ssh, ssh_bootargs
-from cma_tool.target.image import TargetImage, default_cache_dir, ensure_image
-from cma_tool.target.qemu import prepare_boot
-from cma_tool.target.ssh import BoardSsh, SshSettings
+from cma_tool.deploy.emulated_ssh import SshBoard, booted_over_ssh, run_via_ssh, ssh_bootargs
+from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
+from cma_tool.deploy.qemu import prepare_boot
+from cma_tool.deploy.ssh import BoardSsh, SshSettings
 
 VIVID_CLOSURE = {"vivid", "v4l2-tpg", "videobuf2-dma-contig", "v4l2-dv-timings", "videobuf2-vmalloc",
                  "videobuf2-memops", "videobuf2-v4l2", "videobuf2-common", "videodev", "mc", "cec", "rc-core"}
@@ -213,7 +213,7 @@ def test_put_and_get_one_mebibyte(board: SshBoard, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_board_without_a_network_card_is_a_target_error(ssh_image: TargetImage, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import cma_tool.target.emulated_ssh as emulated_ssh
+    import cma_tool.deploy.emulated_ssh as emulated_ssh
 
     monkeypatch.setattr(emulated_ssh, "network_args", lambda port: [])  # QEMU gets no virtio-net device
     boot = prepare_boot(ssh_image, tmp_path, bootargs=ssh_bootargs(), rng_seed=bytes(range(32)))
@@ -226,7 +226,7 @@ def test_board_without_a_network_card_is_a_target_error(ssh_image: TargetImage, 
 @pytest.mark.slow
 def test_ssh_never_answering_is_an_infra_error_naming_the_address(ssh_image: TargetImage, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import cma_tool.target.emulated_ssh as emulated_ssh
+    import cma_tool.deploy.emulated_ssh as emulated_ssh
 
     # The host port forwards to the board's port 23, where nothing listens: dropbear is up, SSH is not reachable.
     real = emulated_ssh.network_args

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cma_tool.errors import ConfigError, InfraError, TargetError
-from cma_tool.target.console import Console
-from cma_tool.target.uboot import UBoot
+from cma_tool.deploy.console import Console
+from cma_tool.deploy.uboot import UBoot
 from tests.sim import FAKE_ZIMAGE, SimBoard, powered_board
 
 KERNEL_ADDR = 0x40400000

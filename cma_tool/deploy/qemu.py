@@ -32,8 +32,8 @@ from typing import IO, Any, Self
 
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.sizes import format_size, hexaddr
-from cma_tool.target.image import TargetImage, compose_initrd
-from cma_tool.target.sections import DONE_MARK, Section, split_sections
+from cma_tool.deploy.image import TargetImage, compose_initrd
+from cma_tool.deploy.sections import DONE_MARK, Section, split_sections
 
 MiB = 1 << 20
 QEMU = "qemu-system-arm"
@@ -435,7 +435,7 @@ class VirtMachine:
 class EmulatedBoard(VirtMachine):
     """The emulated board booting our kernel directly: QEMU loads zImage+DTB and the initrd.
 
-    (Booting through U-Boot instead: :mod:`cma_tool.target.emulated_uboot`.)
+    (Booting through U-Boot instead: :mod:`cma_tool.deploy.emulated_uboot`.)
     """
 
     def __init__(

@@ -3,7 +3,7 @@
 What ``_boot_and_capture`` does for QEMU, :func:`run_via_serial` does for a
 board on a bench: open the console first (so U-Boot's first words and its
 autoboot countdown are seen), switch the board on inside
-:func:`~cma_tool.target.power.powered` (so it is switched off at the end,
+:func:`~cma_tool.deploy.power.powered` (so it is switched off at the end,
 whatever happens), stop U-Boot at its prompt, load the kernel, the device
 tree and the initrd to the board file's addresses, ``bootz``, and wait for
 the firmware's ``==== CMA-TOOL DONE rc=N ====`` line.
@@ -34,8 +34,8 @@ from pathlib import Path
 from cma_tool.board.types import Board
 from cma_tool.errors import CmaToolError, ConfigError, InfraError
 from cma_tool.sizes import format_size, hexaddr
-from cma_tool.target.console import Console
-from cma_tool.target.power import (
+from cma_tool.deploy.console import Console
+from cma_tool.deploy.power import (
     CommandPower,
     ManualPower,
     NetioPower,
@@ -43,7 +43,7 @@ from cma_tool.target.power import (
     PowerControl,
     powered,
 )
-from cma_tool.target.uboot import UBoot
+from cma_tool.deploy.uboot import UBoot
 
 #: The firmware's last line (firmware/cmatool-run), with the capture program's exit code.
 DONE_LINE = rb"==== CMA-TOOL DONE rc=-?\d+ ====\r?\n"
@@ -155,7 +155,7 @@ def resolve_console(board: Board, console_url: str | None = None, *, wait: float
     if board.console.port:
         return board.console.port
     if board.console.udev_match:
-        from cma_tool.target.discovery import wait_for_console
+        from cma_tool.deploy.discovery import wait_for_console
 
         return wait_for_console(dict(board.console.udev_match), wait)
     w = board.console.where
@@ -262,7 +262,7 @@ def bootz_command(loads: tuple[Load, Load, Load]) -> str:
 
 def _load_over_tftp(uboot: UBoot, board: Board, loads: Sequence[Load], workdir: Path,
                     left: Callable[[float | None], float]) -> None:
-    from cma_tool.target.tftp import serve_tftp
+    from cma_tool.deploy.tftp import serve_tftp
 
     net = board.network
     assert net.server_ip is not None

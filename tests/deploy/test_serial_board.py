@@ -24,8 +24,8 @@ from cma_tool.board.types import Board
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.generate.dts import compile_dts, standalone_dts
 from cma_tool.plan import make_plan
-from cma_tool.target.qemu import compose_bootargs
-from cma_tool.target.serial_board import plan_loads, resolve_console, run_via_serial
+from cma_tool.deploy.qemu import compose_bootargs
+from cma_tool.deploy.serial_board import plan_loads, resolve_console, run_via_serial
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 RECORDING = (RECORDED_RUN / "console.log").read_bytes()
@@ -241,8 +241,8 @@ def test_the_console_comes_from_the_url_then_the_port_then_udev() -> None:
 
 
 def test_the_simulators_tftpboot_is_a_real_tftp_client(tmp_path: Path) -> None:
-    from cma_tool.target.tftp import serve_tftp
-    from cma_tool.target.uboot import UBoot
+    from cma_tool.deploy.tftp import serve_tftp
+    from cma_tool.deploy.uboot import UBoot
     from tests.sim import powered_board
 
     served = tmp_path / "served"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from cma_tool.target.ssh import SshSettings
+from cma_tool.deploy.ssh import SshSettings
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from cma_tool.errors import TargetError
-from cma_tool.target.console import Console, new_marker, show_bytes, split_marker
+from cma_tool.deploy.console import Console, new_marker, show_bytes, split_marker
 
 _CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -38,7 +38,7 @@ Layout of the cache folder::
     ssh-keys/                           dropbear host key, client key (ssh flavour)
     apt/<suite>/sources.list, lists/, cache/, resolved.json   private apt state of another suite
 
-Run as ``python3 -m cma_tool.target.image [--quiet] [--cache DIR]
+Run as ``python3 -m cma_tool.deploy.image [--quiet] [--cache DIR]
 [--kernel-package PKG] [--suite SUITE] [--ssh]`` to fetch and build ahead of
 time (install.sh does).
 """
@@ -937,7 +937,7 @@ def _image_from_json(folder: Path, data: dict[str, object]) -> TargetImage:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m cma_tool.target.image", description="Build the emulated board's image.")
+    parser = argparse.ArgumentParser(prog="python3 -m cma_tool.deploy.image", description="Build the emulated board's image.")
     parser.add_argument("--cache", type=Path, help="cache folder (default $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
     parser.add_argument("--kernel-package", help="pin the kernel, e.g. linux-image-6.1.0-50-armmp")
     parser.add_argument("--suite", help="take the kernel from this Debian suite (e.g. trixie) through a private apt state")
@@ -948,7 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = ensure_image(args.cache, kernel_package=args.kernel_package, suite=args.suite,
                              progress=None if args.quiet else print, ssh=args.ssh)
     except (ConfigError, InfraError) as exc:
-        print(f"cma_tool.target.image: {exc}", file=sys.stderr)
+        print(f"cma_tool.deploy.image: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     if not args.quiet:
         print(f"{image.kernel_package} {image.kernel_version}: {image.kernel}, {image.initrd} ({image.initrd.stat().st_size} bytes)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cma_tool.target.image import default_cache_dir
+from cma_tool.deploy.image import default_cache_dir
 
 
 def private_cache(tmp_path: Path) -> Path:

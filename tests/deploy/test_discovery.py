@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cma_tool.errors import ConfigError
-from cma_tool.target.discovery import (
+from cma_tool.deploy.discovery import (
     DeviceFacts,
     adapter_from_chain,
     check_rule,
