@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from cma_tool.model import Device
 from cma_tool.model.events import NO_PFN, Event
 from cma_tool.model.profiles import KernelProfile
 from cma_tool.observe import Observation
+from cma_tool.plan import Plan
+from cma_tool.prediction import GrantedFormat, Prediction
 from cma_tool.sizes import format_size
-
-
-@dataclass(frozen=True)
-class PredictedArea:
-    name: str
-    base: int
-    size: int
-
-
-@dataclass
-class Prediction:
-    """What the model says the run will show."""
-
-    areas: list[PredictedArea]
-    cma_total_kb: int
-    events: list[Event]
-    granted: list[tuple[str, int]] = field(default_factory=list)  # (stream label, buffers granted)
-    vmstat: dict[str, int] = field(default_factory=dict)  # cma_alloc_success / cma_alloc_fail deltas
-    #: (stream label, kB) CmaFree falls by at each REQBUFS N: the pages it took. Only these
-    #: drops compare exactly: the kernel's CmaFree also moves with page cache and per-CPU lists.
-    free_drops: list[tuple[str, int]] = field(default_factory=list)
-    #: Kernel log lines about CMA the model says will appear, in order (boot, then failures).
-    log_lines: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -213,3 +193,53 @@ def check_log(pred: Prediction, obs: Observation) -> list[Check]:
 def check_all(pred: Prediction, obs: Observation, profile: KernelProfile) -> list[Check]:
     return check_areas(pred, obs) + check_log(pred, obs) + check_counters(pred, obs) + \
         check_free_drops(pred, obs) + check_capture(pred, obs) + check_events(pred, obs, profile)
+
+
+def check_formats(formats: list[GrantedFormat]) -> list[Check]:
+    """The driver's sizeimage for each S_FMT against V4L2's formula for the format it granted."""
+    from cma_tool.model.scenario import sizeimage
+
+    out: list[Check] = []
+    for fmt in formats:
+        try:
+            model = sizeimage(fmt.width, fmt.height, fmt.pixel_format)
+        except ValueError as exc:
+            out.append(Check("capture", f"sizeimage {fmt.label}", False, "a format the model knows",
+                             f"{fmt.pixel_format} {fmt.width}x{fmt.height}", str(exc)))
+            continue
+        ok = model == fmt.sizeimage
+        out.append(Check("capture", f"sizeimage {fmt.label}", ok, str(model), str(fmt.sizeimage),
+                         "" if ok else f"the driver's sizeimage for {fmt.pixel_format} {fmt.width}x{fmt.height} "
+                                       "differs from V4L2's formula (padding or alignment the model lacks)"))
+    return out
+
+
+def check_cmdline(intended: str, obs: Observation) -> list[Check]:
+    """The kernel booted with the command line we gave it (U-Boot or a DTB did not change it on the way)."""
+    if obs.cmdline is None:
+        return [Check("boot", "command line", False, intended, "not shown",
+                      "the target printed neither /proc/cmdline nor the kernel's 'Kernel command line:'")]
+    ok = obs.cmdline.split() == intended.split()
+    return [Check("boot", "command line", ok, intended, obs.cmdline,
+                  "" if ok else "the kernel booted another command line than the one given: the bootloader's "
+                                "environment or the DTB's /chosen/bootargs replaced it")]
+
+
+def cross_check(plan: Plan, cmdline: str, obs: Observation, devices: dict[str, Device],
+                pins: tuple[tuple[str, int], ...] = (), *,
+                intended_cmdline: str | None = None) -> tuple[list[Check], Prediction]:
+    """Everything the target printed against the model fed with what the target actually did.
+
+    ``cmdline`` is the command line the kernel booted with (the model
+    predicts with it); ``intended_cmdline``, when the run chose the command
+    line, is checked against what the kernel shows. ``devices`` maps each
+    stream label to its model device (its CMA area); ``pins`` force an area's
+    base in the model (a negative control). This is the run's check stage,
+    whatever carried the output: a console, SSH, or a log read later.
+    """
+    from cma_tool.prediction import predict, steps_from_capture
+
+    steps, formats = steps_from_capture(obs)
+    pred, _ = predict(plan, cmdline, pins, steps, devices)
+    checks = check_cmdline(intended_cmdline, obs) if intended_cmdline is not None else []
+    return checks + check_formats(formats) + check_all(pred, obs, plan.profile), pred

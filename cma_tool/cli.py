@@ -169,10 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh"),
                    help="emulated (QEMU), serial (a board on its console, booted by U-Boot) or ssh (a board "
                         "running Linux, reached with the board file's ssh: section)")
-    p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default="direct",
-                   help="emulated only: QEMU loads the kernel (direct), real U-Boot loads it over TFTP (uboot), "
-                        "or the capture is deployed and run over SSH (ssh)")
-    p.add_argument("--scenario", metavar="FILE", help="capture plan / requests YAML (default: the board's needs)")
+    p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None,
+                   help="how the target is booted: emulated: direct (default: QEMU loads the kernel), uboot (real "
+                        "U-Boot loads it over TFTP) or ssh (the agent runs over SSH); serial: uboot; ssh: ssh")
+    p.add_argument("--scenario", metavar="FILE",
+                   help="the capture steps to run (configs/requests/*.yaml; default: the board's needs, held together)")
     p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-<time>)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -184,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--console", metavar="URL",
                    help="serial only: the console (/dev/ttyUSB0, /dev/pts/N, socket://, rfc2217://); "
                    "default: the board file's console port or udev rule")
-    p.add_argument("--kernel", metavar="FILE", help="serial only: the board's kernel (a zImage)")
+    p.add_argument("--kernel", metavar="FILE",
+                   help="serial: the board's kernel (a zImage, required); ssh: a kernel to install and reboot into")
     p.add_argument("--dtb", metavar="FILE",
-                   help="serial target: the board's own DTB to patch (default: a DTB generated from the board file)")
+                   help="serial, ssh: the board's own DTB, patched with the plan (serial default: a generated one)")
     p.add_argument("--retries", type=int, default=0, metavar="N",
                    help="retry up to N times after an infrastructure failure (exit 3) only; each try in OUT/retry-K")
     p.add_argument("--suite", metavar="SUITE",

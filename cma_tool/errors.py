@@ -78,6 +78,13 @@ class ConfigError(CmaToolError):
         super().__init__(message, hint=hint)
 
 
+class UsageError(CmaToolError):
+    """The command line asks for something that cannot apply (a flag of another target, an impossible pair)."""
+
+    exit_code = ExitCode.USAGE
+    kind = "usage"
+
+
 class InfraError(CmaToolError):
     """The lab failed: serial port, network, power, QEMU, a download. Retrying may help."""
 

@@ -1,12 +1,12 @@
-"""The SSH path on the emulated board: dropbear on the target, fabric (BoardSsh) on the host.
+"""The emulated board booted for SSH: dropbear on the target, fabric (BoardSsh) on the host.
 
 The board boots the ssh flavour of the image (``ensure_image(ssh=True)``)
 directly, with ``cmatool.mode=ssh`` and a virtio network card on QEMU's user
 network whose port 22 is forwarded to a free port on 127.0.0.1. The serial
 console is read and logged (console.log) all along, as on the direct path;
 once the console says dropbear listens, one SSH connection does the rest the
-way it would on a real board: deploy the capture program and the capture
-plan, run ``cmatool-run``, power off.
+way it would on a real board (:func:`~cma_tool.deploy.ssh_board.capture_over_ssh`),
+then powers the board off.
 
 Host keys are checked strictly: the known-hosts file of a run holds the one
 key the image was built with (learned from the build, not from the network),
@@ -15,30 +15,22 @@ so a board presenting any other key is refused.
 
 from __future__ import annotations
 
-import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.image import SshAccess, TargetImage
-from cma_tool.deploy.qemu import BootFiles, EmulatedBoard, compose_bootargs
+from cma_tool.deploy.qemu import BootFiles, EmulatedBoard
 from cma_tool.deploy.ssh import BoardSsh, SshSettings
-from cma_tool.deploy.ssh_board import capture_over_ssh
+from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 
 #: firmware/init's line once dropbear listens, and its line when it cannot start it.
 SSH_READY = rb"cma-tool: ssh ready on \S+"
 SSH_FAILED = rb"cma-tool: ssh failed: ([^\r\n]*)"
-#: Where the plan and the program go on the board (cmatool-run reads the plan there by default).
-REMOTE_PLAN = "/cmatool/capture.args"
-REMOTE_PROGRAM_DIR = "/usr/local/bin"
-#: The board-side copy of cmatool-run's output: fetched if the run does not finish.
-REMOTE_OUTPUT = "/tmp/cmatool-run.log"
-_NEVER = re.compile(rb"(?!)")
 
 
 @dataclass(frozen=True)
@@ -52,14 +44,6 @@ class SshBoard:
     known_hosts: Path
     started: float  # time.monotonic() when QEMU was started
     seconds_to_ssh: float  # QEMU start to the first SSH command answered
-
-
-def ssh_bootargs(extra: str = "", *, vivid: Mapping[str, str] | None = None, trace_boot: bool = True) -> str:
-    """The kernel command line for the ssh flavour: :func:`compose_bootargs` with ``cmatool.mode=ssh``."""
-    # compose_bootargs does not know the ssh mode (qemu.py is not ours to edit): ask for a shell and
-    # add cmatool.mode=ssh after it; firmware/init takes the last cmatool.mode= on the command line.
-    line = compose_bootargs(extra, mode="shell", vivid=vivid, trace_boot=trace_boot)
-    return line.replace("cmatool.mode=shell", "cmatool.mode=ssh", 1)
 
 
 def free_tcp_port() -> int:
@@ -143,48 +127,6 @@ def booted_over_ssh(
                 qb.wait(15)
             except TargetError:
                 pass  # EmulatedBoard kills it on the way out
-
-
-def run_via_ssh(
-    boot: BootFiles,
-    *,
-    image: TargetImage,
-    workdir: Path,
-    memory: str,
-    capture_args: Sequence[str],
-    timeout: float,
-    on_stage: Callable[[str], None] = lambda s: None,
-) -> str:
-    """Boot, deploy the capture program and plan over SSH, run cmatool-run, power off; the text to observe.
-
-    Returns the console log (boot lines) followed by cmatool-run's output
-    (the ``==== CMA-TOOL ...`` sections and the DONE line), which is also
-    written to ``workdir/ssh-output.log``. The plan goes to
-    ``workdir/capture.args`` and the board. cmatool-run stopping before its
-    DONE line (killed, timed out, not found) is a TargetError; a DONE line
-    with a non-zero rc is returned like the direct path's console, for the
-    caller to classify after observing it.
-    """
-    if image.capture_program is None:
-        raise ConfigError(f"image {image.key} is the {image.flavour} flavour: it has no capture program to deploy",
-                          hint="build it with ensure_image(ssh=True)")
-    deadline = time.monotonic() + timeout
-    with booted_over_ssh(boot, image=image, workdir=workdir, memory=memory, timeout=timeout,
-                         on_stage=on_stage) as sb:
-        try:
-            out = capture_over_ssh(sb.ssh, capture_program=image.capture_program, capture_args=capture_args,
-                                   workdir=workdir, deadline=deadline, on_stage=on_stage)
-        except InfraError:
-            # A board that panics or resets mid-run drops the connection: then its console says so.
-            sb.console.try_expect(_NEVER, 1.0)
-            raise
-        except TargetError as err:
-            raise TargetError(err.message, hint=f"see {sb.console.log_path} for the kernel's side") from None
-        # An oops or panic during the capture shows on the console, not in the SSH output.
-        sb.console.try_expect(_NEVER, 0)
-        console_path = sb.console.log_path
-    console_text = console_path.read_bytes().decode(errors="replace").replace("\r\n", "\n")
-    return console_text.rstrip("\n") + "\n" + out
 
 
 def _power_off(ssh: BoardSsh) -> None:

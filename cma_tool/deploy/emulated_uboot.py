@@ -1,12 +1,10 @@
-"""The emulated board booted the way a real one is: by U-Boot, driven over its serial console.
+"""The emulated board with U-Boot as its firmware: the machine, and where each file U-Boot loads goes.
 
 QEMU virt runs Debian's ``u-boot-qemu`` as its firmware (``-bios``); the
-console is our socket, as for the direct boot. U-Boot is driven only through
-:class:`~cma_tool.deploy.console.Console` and
-:class:`~cma_tool.deploy.uboot.UBoot`: stop autoboot, load the plain zImage,
-the board DTB and the initrd (over QEMU's built-in TFTP server, or with
-``loady`` over the console itself), ``bootz``, then watch the kernel run the
-capture plan like the direct boot does.
+console is our socket, as for the direct boot. The boot itself is the one a
+bench board gets (:mod:`cma_tool.deploy.uboot_boot`): stop autoboot, load
+the plain zImage, the board DTB and the initrd (over QEMU's built-in TFTP
+server), check each with ``crc32``, ``bootz``.
 
 How the board's banks survive U-Boot: U-Boot rewrites the first /memory node
 with its own DRAM, one bank covering all of ``-m``. Of the two ways that keep
@@ -30,16 +28,11 @@ static ones could collide, which is checked).
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
-from cma_tool.sizes import format_size, hexaddr
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.qemu import (
     DEFAULT_MEMORY,
@@ -49,8 +42,9 @@ from cma_tool.deploy.qemu import (
     VirtMachine,
     static_reserved_regions,
 )
-from cma_tool.deploy.sections import DONE_MARK
-from cma_tool.deploy.uboot import UBoot
+from cma_tool.deploy.uboot_boot import Loads, make_loads
+from cma_tool.errors import ConfigError, InfraError
+from cma_tool.sizes import format_size, hexaddr
 
 MiB = 1 << 20
 #: Debian's u-boot-qemu (2023.01): U-Boot for QEMU's 32-bit ARM virt machine.
@@ -66,40 +60,8 @@ MAX_USABLE_RANGES = 2
 KERNEL_LOAD_OFFSET = 4 * MiB
 #: U-Boot opens the DTB in place with CONFIG_SYS_FDT_PAD (12 KiB) more room; keep a margin.
 FDT_GROWTH = 64 * 1024
-TRANSFERS = ("tftp", "ymodem")
-
 # YMODEM at ~130 KB/s needs ~45 s for the kernel; U-Boot commands answer in well under a second.
 _COMMAND_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class UBootLoad:
-    """One file U-Boot loads: what, where, and the name it has in the TFTP folder."""
-
-    path: Path
-    addr: int
-    env: str  # the U-Boot variable that holds the address (kernel_addr_r ...)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-@dataclass(frozen=True)
-class UBootLayout:
-    """The files of one U-Boot boot, in load order (the initrd last: bootz reads its ${filesize})."""
-
-    kernel: UBootLoad
-    dtb: UBootLoad
-    initrd: UBootLoad
-
-    @property
-    def loads(self) -> tuple[UBootLoad, UBootLoad, UBootLoad]:
-        return (self.kernel, self.dtb, self.initrd)
-
-    @property
-    def bootz(self) -> str:
-        return f"bootz ${{{self.kernel.env}}} ${{{self.initrd.env}}}:${{filesize}} ${{{self.dtb.env}}}"
 
 
 class UBootBoard(VirtMachine):
@@ -144,74 +106,7 @@ class UBootBoard(VirtMachine):
         return self
 
 
-def run_via_uboot(
-    boot: BootFiles,
-    *,
-    workdir: Path,
-    memory: str,
-    banks: Sequence[MemoryBank],
-    bootargs: str,
-    timeout: float,
-    on_stage: Callable[[str], None] = lambda s: None,
-    transfer: str = "tftp",
-) -> str:
-    """Boot ``boot`` through real U-Boot, let the firmware run its plan; return the console text.
-
-    Stages reported through ``on_stage``: boot (QEMU started), uboot (at the
-    prompt), loaded (files in RAM, verified), kernel (its banner), init,
-    captured. The console goes to ``workdir/console.log`` as it arrives.
-    ``transfer`` is "tftp" (QEMU's TFTP server serves ``workdir``) or
-    "ymodem" (``loady`` over the console, no network). Every file loaded is
-    checked with U-Boot's crc32 against the host's.
-    """
-    if transfer not in TRANSFERS:
-        raise ConfigError(f"transfer {transfer!r} is not one of {', '.join(TRANSFERS)}")
-    layout = prepare_uboot_files(boot, workdir, banks=banks)
-    deadline = time.monotonic() + timeout
-
-    def left() -> float:
-        return max(1.0, deadline - time.monotonic())
-
-    tftp_dir = workdir if transfer == "tftp" else None
-    with UBootBoard(workdir, memory=memory, tftp_dir=tftp_dir) as board:
-        on_stage("boot")
-        with uboot_console(board, workdir) as console, _blame_qemu(board):
-            uboot = UBoot(console, max_line=UBOOT_LINE_LIMIT, default_timeout=_COMMAND_TIMEOUT)
-            uboot.attach(timeout=min(_COMMAND_TIMEOUT, left()))
-            on_stage("uboot")
-            if transfer == "tftp":
-                uboot.setenv("autoload", "no")  # dhcp only configures the interface
-                uboot.run_check("dhcp", timeout=min(_COMMAND_TIMEOUT, left()))
-                uboot.setenv("serverip", TFTP_SERVER)
-            for load in layout.loads:
-                load_verified(uboot, load, transfer=transfer, timeout=left())
-                uboot.setenv(load.env, hexaddr(load.addr))
-            uboot.setenv("bootargs", bootargs)
-            # bootz takes the initrd's size from ${filesize}: make sure it is the initrd's.
-            filesize = uboot.getenv("filesize")
-            initrd_size = layout.initrd.path.stat().st_size
-            if filesize is None or int(filesize, 16) != initrd_size:
-                raise TargetError(
-                    f"U-Boot's filesize is {filesize!r} after loading the initrd, not {initrd_size:x}"
-                )
-            on_stage("loaded")
-            uboot.boot(layout.bootz, timeout=min(60.0, left()))
-            on_stage("kernel")
-            console.expect([rb"Run /init"], left(), waiting_for="the kernel to start /init")
-            on_stage("init")
-            console.expect(
-                [DONE_MARK.encode() + rb"-?\d+ ====\r?\n"], left(), waiting_for="the capture plan to finish"
-            )
-            on_stage("captured")
-            # The firmware powers off (poweroff -f); QEMU exits once the guest is down.
-            try:
-                board.wait(15)
-            except TargetError:
-                pass
-        return console.log_path.read_bytes().decode(errors="replace").replace("\r\n", "\n")
-
-
-def prepare_uboot_files(boot: BootFiles, workdir: Path, *, banks: Sequence[MemoryBank]) -> UBootLayout:
+def prepare_uboot_files(boot: BootFiles, workdir: Path, *, banks: Sequence[MemoryBank]) -> Loads:
     """Write what U-Boot loads into ``workdir`` (the TFTP folder) and choose where each file goes.
 
     ``zImage``: the plain kernel (U-Boot passes the DTB; the one appended to
@@ -267,11 +162,7 @@ def prepare_uboot_files(boot: BootFiles, workdir: Path, *, banks: Sequence[Memor
             "no room in bank 0 for what U-Boot loads: " + "; ".join(problems),
             hint="leave room above the initrd in bank 0, or use --boot direct",
         )
-    return UBootLayout(
-        kernel=UBootLoad(kernel, kernel_addr, "kernel_addr_r"),
-        dtb=UBootLoad(dtb, fdt_addr, "fdt_addr_r"),
-        initrd=UBootLoad(initrd, boot.initrd_addr, "ramdisk_addr_r"),
-    )
+    return make_loads((kernel, kernel_addr), (dtb, fdt_addr), (initrd, boot.initrd_addr))
 
 
 def plain_zimage(data: bytes, *, source: str = "zImage") -> bytes:
@@ -295,42 +186,12 @@ def plain_zimage(data: bytes, *, source: str = "zImage") -> bytes:
     return data[:size]
 
 
-def load_verified(uboot: UBoot, load: UBootLoad, *, transfer: str, timeout: float) -> int:
-    """Load one file to its address over ``transfer``; U-Boot's crc32 must equal the host's."""
-    data = load.path.read_bytes()
-    if transfer == "tftp":
-        got = uboot.tftpboot(load.addr, load.name, timeout=min(120.0, timeout))
-    elif transfer == "ymodem":
-        got = uboot.loady(load.addr, data, filename=load.name, timeout=timeout)
-    else:
-        raise ConfigError(f"transfer {transfer!r} is not one of {', '.join(TRANSFERS)}")
-    uboot.check_loaded(load.addr, data, got=got, what=load.name, how=transfer)
-    return got
-
-
 @contextmanager
 def uboot_console(board: VirtMachine, log_dir: Path, *, name: str = "console") -> Iterator[Console]:
     """Our console engine on the board's serial socket, logging to ``log_dir/<name>.log``."""
     # Once QEMU has gone the port never comes back: give up reconnecting quickly.
     with Console(board.serial_url, log_dir, name=name, default_timeout=_COMMAND_TIMEOUT, reconnect_timeout=2.0) as c:
         yield c
-
-
-@contextmanager
-def _blame_qemu(board: VirtMachine) -> Iterator[None]:
-    """A failure while QEMU itself has died is QEMU's (InfraError), not the board's."""
-    try:
-        yield
-    except CmaToolError as err:
-        code = board.process.poll()
-        if code is None:
-            try:
-                code = board.process.wait(0.5)
-            except subprocess.TimeoutExpired:  # still running: the error stands as it is
-                raise err from None
-        if code != 0:
-            raise InfraError(f"QEMU stopped with exit code {code}; {board.qemu_stderr()}") from err
-        raise
 
 
 def _align_up(value: int, step: int) -> int:

@@ -24,16 +24,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from cma_tool.errors import ConfigError, InfraError, TargetError
-from cma_tool.sizes import format_size, hexaddr
 from cma_tool.deploy.image import TargetImage, compose_initrd
 from cma_tool.deploy.sections import DONE_MARK, Section, split_sections
+from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
+from cma_tool.sizes import format_size, hexaddr
 
 MiB = 1 << 20
 QEMU = "qemu-system-arm"
@@ -405,6 +406,13 @@ class VirtMachine:
             text = ""
         return f"QEMU said: {text}" if text else "QEMU said nothing"
 
+    def wait_for_power_off(self, timeout: float) -> None:
+        """Give the guest's ``poweroff -f`` time to end QEMU (-no-reboot); the context manager kills it after."""
+        try:
+            self.wait(timeout)
+        except TargetError:
+            pass
+
     def wait(self, timeout: float) -> int:
         """Wait for QEMU to exit (the guest powered off or rebooted); its exit code."""
         try:
@@ -456,6 +464,26 @@ class EmulatedBoard(VirtMachine):
             "-device",
             f"loader,file={self.boot.initrd},addr={self.boot.initrd_addr:#x},force-raw=on",
         ]
+
+
+@contextmanager
+def blame_qemu(machine: VirtMachine) -> Iterator[None]:
+    """A failure while QEMU itself has died of an error is QEMU's (InfraError), not the board's.
+
+    A guest that panics reboots, and QEMU (-no-reboot) exits 0: that stays the board's fault.
+    """
+    try:
+        yield
+    except CmaToolError as err:
+        code = machine.process.poll()
+        if code is None:
+            try:
+                code = machine.process.wait(0.5)
+            except subprocess.TimeoutExpired:  # still running: the error stands as it is
+                raise err from None
+        if code != 0:
+            raise InfraError(f"QEMU stopped with exit code {code}; {machine.qemu_stderr()}") from err
+        raise
 
 
 def read_console_until(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 BEGIN_MARK = "==== CMA-TOOL BEGIN "
 END_MARK = "==== CMA-TOOL END "
 DONE_MARK = "==== CMA-TOOL DONE rc="
+#: The agent's last line as a console pattern: the whole line, so a match means it arrived complete.
+DONE_LINE = rb"==== CMA-TOOL DONE rc=-?\d+ ====\r?\n"
 
 _BEGIN = re.compile(r"^==== CMA-TOOL BEGIN (?P<name>\S+) ====\s*$")
 _END = re.compile(r"^==== CMA-TOOL END (?P<name>\S+) rc=(?P<rc>-?\d+) ====\s*$")

@@ -1,76 +1,94 @@
-"""A real board on its serial console: power it, drive U-Boot, load, boot, watch the firmware run.
+"""A board on a bench, on its serial console: the ``--target serial`` way, and its session.
 
-What ``_boot_and_capture`` does for QEMU, :func:`run_via_serial` does for a
-board on a bench: open the console first (so U-Boot's first words and its
-autoboot countdown are seen), switch the board on inside
+What QEMU is for the emulated board, a serial port and a power switch are
+here: the console is opened first (so U-Boot's first words and its autoboot
+countdown are seen), the board is switched on inside
 :func:`~cma_tool.deploy.power.powered` (so it is switched off at the end,
-whatever happens), stop U-Boot at its prompt, load the kernel, the device
-tree and the initrd to the board file's addresses, ``bootz``, and wait for
-the firmware's ``==== CMA-TOOL DONE rc=N ====`` line.
+whatever happens), and then the boot is the one every U-Boot board gets
+(:mod:`cma_tool.deploy.uboot_boot`): the board's own kernel, our initrd with
+the agent's plan, and the board's own DTB patched with the plan (or one we
+generate), each checked with ``crc32``; then the agent runs the schedule
+(:func:`~cma_tool.deploy.watch.watch_agent`).
 
 Loading: with ``network: server-ip`` the host serves the files with our own
 TFTP server and U-Boot fetches them with ``tftpboot``; without, each file
-goes over the console with ``loady`` (YMODEM). Either way U-Boot's ``crc32``
-of every file must equal the host's before anything boots: a kernel
-damaged on the way would fail in ways that look like CMA bugs. A YMODEM
-load that cannot finish within the session's timeout at the console's baud
-rate is refused before the board is touched.
-
-Every failure names the console log. The console engine's bad patterns
-classify what the board says (a U-Boot sign-on where the kernel should be is
-a reset; a panic, an Oops; TFTP giving up); silence ends in a timeout that
-says what was awaited.
+goes over the console with ``loady`` (YMODEM). A YMODEM load that cannot
+finish within the session's timeout at the console's baud rate is refused
+before the board is touched.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from cma_tool.board.types import Board
-from cma_tool.errors import CmaToolError, ConfigError, InfraError
-from cma_tool.sizes import format_size, hexaddr
 from cma_tool.deploy.console import Console
-from cma_tool.deploy.power import (
-    CommandPower,
-    ManualPower,
-    NetioPower,
-    PowerCommands,
-    PowerControl,
-    powered,
+from cma_tool.deploy.power import CommandPower, ManualPower, NetioPower, PowerCommands, PowerControl, powered
+from cma_tool.deploy.targets import Job, Prepared, TargetOptions
+from cma_tool.deploy.uboot_boot import (
+    COMMAND_TIMEOUT,
+    Loader,
+    Loads,
+    TftpLoader,
+    YmodemLoader,
+    boot_with_uboot,
+    check_serial_time,
+    host_tftp,
+    layout_problems,
+    make_loads,
+    stage_in,
+    tftp_names,
 )
-from cma_tool.deploy.uboot import UBoot
+from cma_tool.deploy.watch import watch_agent
+from cma_tool.errors import CmaToolError, ConfigError
 
-#: The firmware's last line (firmware/cmatool-run), with the capture program's exit code.
-DONE_LINE = rb"==== CMA-TOOL DONE rc=-?\d+ ====\r?\n"
-#: What the kernel prints as the firmware's ``poweroff -f`` takes effect.
-POWER_DOWN = rb"reboot: (?:Power down|System halted|Restarting system)"
-#: CONFIG_SYS_FDT_PAD: the room U-Boot adds to a device tree it opens in place (chosen, bootargs, initrd).
-FDT_PAD = 0x3000
-#: A U-Boot command (setenv, crc32, dhcp) answers well within this.
-COMMAND_TIMEOUT = 30.0
 #: How long a USB serial adapter named by a udev rule may take to (re)appear.
 ADAPTER_WAIT = 5.0
-#: After the last line, how long the kernel may take to say it powered down.
-POWER_DOWN_WAIT = 5.0
 
 
-@dataclass(frozen=True)
-class Load:
-    """One file U-Boot puts in RAM."""
+class SerialTarget:
+    """``--target serial``: the board's kernel, our initrd, its DTB patched, booted by its U-Boot."""
 
-    what: str  # "kernel", "device tree", "initrd"
-    path: Path
-    addr: int
-    size: int
+    kernel_profile = None  # the board file's: the kernel is the board's own
 
-    @property
-    def end(self) -> int:
-        return self.addr + self.size
+    def __init__(self, options: TargetOptions) -> None:
+        self.options = options
+        self._initrd: Path | None = None
+        self._dtb: Path | None = None
+
+    def prepare(self, job: Job) -> Prepared:
+        from cma_tool.deploy import image as timage
+        from cma_tool.generate.bootargs import kernel_cmdline
+        from cma_tool.generate.dts import compile_dts, standalone_dts
+
+        board, profile = job.plan.board, job.plan.profile
+        cmdline = kernel_cmdline(board, profile, agent="run", extra=job.extra_bootargs)
+        dtb = job.out / "board.dtb"
+        if self.options.dtb is not None:
+            # A real board boots its own DTB: patch memory, reserved-memory and bootargs into it.
+            from cma_tool.dtbcmd import patch_for_board, read_dtb
+
+            dtb.write_bytes(patch_for_board(read_dtb(self.options.dtb), board, cmdline.text,
+                                            source=str(self.options.dtb)))
+        else:
+            (job.out / "board.dts").write_text(standalone_dts(board, profile))
+            compile_dts(job.out / "board.dts", dtb)
+        job.say("      agent initrd (cached image)")
+        image = timage.ensure_image(job.cache, progress=lambda m: job.say(f"      {m}"))
+        job.stage("image", kernel=str(self.options.kernel), initrd_from=image.kernel_package)
+        self._initrd = timage.compose_initrd(image, {"plan": job.agent_plan_text}, job.out / "initrd.gz")
+        self._dtb = dtb
+        return Prepared(cmdline.text, files={"dtb": str(dtb), "initrd": str(self._initrd),
+                                             "kernel": str(self.options.kernel)}, notes=cmdline.notes)
+
+    def run(self, job: Job, prepared: Prepared) -> str:
+        assert self._initrd is not None and self._dtb is not None and self.options.kernel is not None
+        return run_via_serial(job.plan.board, kernel=self.options.kernel, dtb=self._dtb, initrd=self._initrd,
+                              bootargs=prepared.cmdline, workdir=job.out, timeout=job.timeout,
+                              console_url=self.options.console, on_stage=job.stage)
 
 
 def run_via_serial(
@@ -89,7 +107,7 @@ def run_via_serial(
 
     ``console_url`` overrides the board file's console (a device path,
     ``socket://``, ``rfc2217://``). ``timeout`` bounds the whole session,
-    from power-on to the firmware's last line. Stages reported through
+    from power-on to the agent's last line. Stages reported through
     ``on_stage``: console (opened), power (switched on), uboot (at the
     prompt), loaded (files in RAM and verified, bootargs set), kernel (its
     banner), init, captured. Raises ConfigError before touching the board
@@ -100,7 +118,7 @@ def run_via_serial(
     if board.network.server_ip:
         tftp_names(loads)
     else:
-        _check_serial_time(loads, board.console.baud, timeout)
+        check_serial_time(loads, board.console.baud, timeout)
     url = resolve_console(board, console_url)
     power = power_control(board)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -118,26 +136,16 @@ def run_via_serial(
             on_stage("console")
             with powered(power):
                 on_stage("power")
-                uboot = UBoot(console, prompt=board.boot.uboot_prompt, default_timeout=left(COMMAND_TIMEOUT))
-                uboot.attach(timeout=left(COMMAND_TIMEOUT))
-                on_stage("uboot")
-                if board.network.server_ip:
-                    _load_over_tftp(uboot, board, loads, workdir, left)
-                else:
-                    for load in loads:
-                        got = uboot.loady(load.addr, load.path.read_bytes(), filename=load.path.name,
-                                          timeout=left())
-                        _verify(uboot, load, got, "YMODEM")
-                uboot.setenv("bootargs", bootargs)
-                on_stage("loaded")
-                uboot.boot(bootz_command(loads), timeout=left(60.0))
-                on_stage("kernel")
-                console.expect(rb"Run /init", left(), waiting_for="the kernel to start /init")
-                on_stage("init")
-                console.expect(DONE_LINE, left(),
-                               waiting_for="the capture plan to finish ('==== CMA-TOOL DONE rc=N ====')")
-                on_stage("captured")
-                _see_power_down(console)
+                with ExitStack() as stack:  # the TFTP server lives while U-Boot loads, no longer
+                    loader: Loader = YmodemLoader()
+                    net = board.network
+                    if net.server_ip:
+                        loads = stage_in(workdir, loads)
+                        port = stack.enter_context(host_tftp(workdir, host=net.server_ip, port=net.tftp_port))
+                        loader = TftpLoader(net.server_ip, workdir, board_ip=net.board_ip, port=port)
+                    boot_with_uboot(console, loads, loader, bootargs=bootargs, prompt=board.boot.uboot_prompt,
+                                    left=left, on_stage=on_stage)
+                watch_agent(console, left, on_stage)
     except CmaToolError as err:
         if not isinstance(err, ConfigError) and str(log_path) not in err.message:
             err.message += f"\n--- console log: {log_path}"
@@ -183,15 +191,8 @@ def power_control(board: Board) -> PowerControl:
     raise ConfigError(f"{where}: power kind {p.kind!r} is not manual, command or netio")
 
 
-def plan_loads(board: Board, *, kernel: Path, dtb: Path, initrd: Path) -> tuple[Load, Load, Load]:
-    """Where U-Boot puts each file (the board file's boot addresses), checked before the board is touched.
-
-    Each file must lie inside one memory bank, clear of the others (the
-    device tree with the room U-Boot adds to it) and of every static
-    reserved-memory region: the kernel reserves those regions and the
-    initrd and device tree too, and two reservations over the same bytes
-    are a broken boot, not a CMA result.
-    """
+def plan_loads(board: Board, *, kernel: Path, dtb: Path, initrd: Path) -> Loads:
+    """Where U-Boot puts each file (the board file's boot addresses), checked before the board is touched."""
     boot = board.boot
     w = boot.where
     if boot.bootloader != "u-boot":
@@ -209,17 +210,9 @@ def plan_loads(board: Board, *, kernel: Path, dtb: Path, initrd: Path) -> tuple[
             hint="e.g. boot: {kernel-addr: 0x30008000, fdt-addr: 0x32000000, initrd-addr: 0x32800000}, "
             "inside bank 0 and clear of the reserved-memory regions",
         )
-    files = {"kernel": kernel, "device tree": dtb, "initrd": initrd}
-    for what, path in files.items():
-        if not path.is_file():
-            raise ConfigError(f"the {what} file {path} does not exist")
     assert boot.kernel_addr is not None and boot.fdt_addr is not None and boot.initrd_addr is not None
-    loads = (
-        Load("kernel", kernel, boot.kernel_addr, kernel.stat().st_size),
-        Load("device tree", dtb, boot.fdt_addr, dtb.stat().st_size),
-        Load("initrd", initrd, boot.initrd_addr, initrd.stat().st_size),
-    )
-    problems = _layout_problems(board, loads)
+    loads = make_loads((kernel, boot.kernel_addr), (dtb, boot.fdt_addr), (initrd, boot.initrd_addr))
+    problems = layout_problems(board, loads)
     if problems:
         raise ConfigError(
             f"{w.file}:{w.line}: the boot addresses do not fit these files:\n  " + "\n  ".join(problems),
@@ -227,116 +220,3 @@ def plan_loads(board: Board, *, kernel: Path, dtb: Path, initrd: Path) -> tuple[
             "and from the reserved-memory regions",
         )
     return loads
-
-
-def _layout_problems(board: Board, loads: Sequence[Load]) -> list[str]:
-    def span(load: Load) -> tuple[int, int]:
-        return load.addr, load.end + (FDT_PAD if load.what == "device tree" else 0)
-
-    def show(load: Load) -> str:
-        lo, hi = span(load)
-        return f"the {load.what} ({load.path.name}, {format_size(load.size)}) at {hexaddr(lo)}..{hexaddr(hi)}"
-
-    problems = []
-    for load in loads:
-        lo, hi = span(load)
-        if not any(bank.base <= lo and hi <= bank.end for bank in board.banks):
-            problems.append(f"{show(load)} is not inside one memory bank")
-        for region in board.regions:
-            if region.reg is not None and lo < region.reg[0] + region.reg[1] and region.reg[0] < hi:
-                problems.append(f"{show(load)} overlaps reserved-memory region {region.display} "
-                                f"({hexaddr(region.reg[0])}, {format_size(region.reg[1])})")
-    for i, first in enumerate(loads):
-        for second in loads[i + 1 :]:
-            a, b = span(first), span(second)
-            if a[0] < b[1] and b[0] < a[1]:
-                problems.append(f"{show(first)} overlaps {show(second)}")
-    return problems
-
-
-def bootz_command(loads: tuple[Load, Load, Load]) -> str:
-    """``bootz kernel initrd:size fdt``: the initrd's size given, not taken from ``${filesize}``."""
-    kernel, fdt, initrd = loads
-    return f"bootz {kernel.addr:#x} {initrd.addr:#x}:{initrd.size:#x} {fdt.addr:#x}"
-
-
-def _load_over_tftp(uboot: UBoot, board: Board, loads: Sequence[Load], workdir: Path,
-                    left: Callable[[float | None], float]) -> None:
-    from cma_tool.deploy.tftp import serve_tftp
-
-    net = board.network
-    assert net.server_ip is not None
-    names = tftp_names(loads)
-    _stage_in(workdir, loads)
-    with ExitStack() as stack:
-        try:
-            tftp = stack.enter_context(serve_tftp(workdir, host=net.server_ip, port=net.tftp_port))
-        except InfraError as err:
-            err.hint = err.hint or (f"network: server-ip ({net.server_ip}) must be an address of this host, "
-                                    "the one the board reaches it by")
-            raise
-        if net.board_ip:
-            uboot.setenv("ipaddr", net.board_ip)
-        else:
-            uboot.setenv("autoload", "no")  # dhcp only configures the interface, loads nothing
-            uboot.run_check("dhcp", timeout=left(60.0))
-        # After dhcp: a DHCP server's next-server would otherwise replace ours.
-        uboot.setenv("serverip", net.server_ip)
-        if tftp.port != 69:
-            uboot.setenv("tftpdstp", str(tftp.port))  # U-Boot's CONFIG_TFTP_PORT variable
-        for load, name in zip(loads, names, strict=True):
-            got = uboot.tftpboot(load.addr, name, timeout=left(120.0))
-            _verify(uboot, load, got, "TFTP")
-
-
-def tftp_names(loads: Sequence[Load]) -> list[str]:
-    """The names U-Boot asks the TFTP server for: the files' own, which must differ."""
-    names = [load.path.name for load in loads]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"two of the files to load are both called {name!r}: over TFTP each needs its own "
-                              "name", hint="give the kernel, the device tree and the initrd different file names")
-    return names
-
-
-def _stage_in(folder: Path, loads: Sequence[Load]) -> None:
-    """Put a copy of each file in the served ``folder`` unless it is there already."""
-    root = folder.resolve()
-    for load in loads:
-        source = load.path.resolve()
-        target = root / load.path.name
-        if target.resolve() == source and not target.is_symlink():
-            continue
-        target.unlink(missing_ok=True)  # a stale copy, or a link the server would refuse to follow
-        shutil.copyfile(source, target)
-
-
-def ymodem_seconds(size: int, baud: int) -> float:
-    """The least time ``size`` bytes take over YMODEM at ``baud``: 10 bits a byte (8N1), 1029 bytes a 1 KiB block."""
-    blocks = -(-size // 1024)
-    return blocks * 1029 * 10 / baud
-
-
-def _check_serial_time(loads: Sequence[Load], baud: int, timeout: float) -> None:
-    # A UART cannot beat its baud rate: say so now rather than after minutes of transfer.
-    needed = sum(ymodem_seconds(load.size, baud) for load in loads)
-    if needed > timeout:
-        total = sum(load.size for load in loads)
-        raise ConfigError(
-            f"sending {format_size(total)} over the console with YMODEM at {baud} baud takes at least "
-            f"{needed:.0f} s, more than the {timeout:.0f} s this session may take",
-            hint="raise the timeout (--timeout), or give the board a network (network: server-ip) so U-Boot "
-            "fetches the files over TFTP",
-        )
-
-
-def _verify(uboot: UBoot, load: Load, got: int, how: str) -> None:
-    uboot.check_loaded(load.addr, load.path.read_bytes(), got=got, what=f"the {load.what} ({load.path.name})", how=how)
-
-
-def _see_power_down(console: Console) -> None:
-    """Keep the kernel's last words in the log; the run is complete whatever they are."""
-    everything = [bad.name for bad in console.bad_patterns]
-    with console.disable_check(*everything):
-        console.try_expect(POWER_DOWN, POWER_DOWN_WAIT)
-

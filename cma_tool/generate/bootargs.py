@@ -78,11 +78,20 @@ class Cmdline:
     notes: tuple[str, ...] = ()
 
 
-def kernel_cmdline(board: Board, profile: KernelProfile, *, mem_banks: bool | None = None,
-                   prefer_cmdline: bool = False) -> Cmdline:
-    """The whole kernel command line for ``board`` on ``profile``.
+#: What our agent needs on the command line when the board boots our initrd: panic=-1 reboots
+#: (and so ends QEMU, -no-reboot) instead of hanging; trace_event=cma:* traces the boot-time
+#: allocations (the atomic pool) too; cmatool.mode tells firmware/init what to do.
+AGENT_MODES = ("run", "ssh", "shell")
 
-    ``mem_banks`` None follows the board (``banks-via: mem=``).
+
+def kernel_cmdline(board: Board, profile: KernelProfile, *, mem_banks: bool | None = None,
+                   prefer_cmdline: bool = False, agent: str | None = None, extra: str = "") -> Cmdline:
+    """The whole kernel command line for ``board`` on ``profile``: the one owner of every command line.
+
+    ``mem_banks`` None follows the board (``banks-via: mem=``). ``agent``
+    ("run", "ssh", "shell") adds what our firmware needs when the board boots
+    our initrd; ``extra`` (a run's ``--bootargs`` and its scenario's) comes
+    last, after the board's own bootargs, so that it wins.
     """
     words: list[str] = [f"console={board.console.device},{board.console.baud}"]
     notes: list[str] = []
@@ -96,11 +105,16 @@ def kernel_cmdline(board: Board, profile: KernelProfile, *, mem_banks: bool | No
                          "only the first is used")
     if dt_kernel(profile) and profile.atomic_pool_bytes != _KERNEL_DEFAULT_POOL:
         words.append(f"coherent_pool={memparse_text(profile.atomic_pool_bytes)}")
-    extra = board.kernel.bootargs.strip()
-    if extra:
-        if any(w.startswith("cma=") for w in words) and parse_cma_cmdline(extra).given:
-            notes.append("the board's own bootargs carry cma= too; the kernel keeps the last one (the board's)")
-        words.append(extra)
+    if agent is not None:
+        if agent not in AGENT_MODES:
+            raise ConfigError(f"agent mode {agent!r} is not one of {', '.join(AGENT_MODES)}")
+        words += ["panic=-1", "trace_event=cma:*", f"cmatool.mode={agent}"]
+    for given in (board.kernel.bootargs.strip(), extra.strip()):
+        if not given:
+            continue
+        if any(w.startswith("cma=") for w in words) and parse_cma_cmdline(given).given:
+            notes.append("the board's own bootargs or --bootargs carry cma= too; the kernel keeps the last one")
+        words.append(given)
     return Cmdline(" ".join(words), tuple(notes))
 
 

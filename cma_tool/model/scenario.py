@@ -4,20 +4,26 @@
 kernel: linux-6.1            # optional override
 bootargs: "cma=16M"          # optional, appended
 steps:
-  - capture: {device: vivid, width: 1920, height: 1080, format: YUYV, buffers: 4}
+  - capture: {device: vivid, width: 1920, height: 1080, format: YUYV, buffers: 4, frames: 5, label: a}
   - alloc: {area: linux,cma, pages: 1013, align: 8, label: a}
   - dma_alloc: {device: fimc0, size: 4M, label: b}
   - pin: {area: reserved, pfn: 0x6f100, pages: 16}
   - unpin: {area: reserved, pfn: 0x6f100, pages: 16}
   - free: {label: a}
-  - release_capture: {device: vivid}
+  - release_capture: {label: a}        # or {device: vivid}
 ```
+
+A capture step holds its buffers until its release_capture (REQBUFS 0); a
+device has one queue, so it holds one stream at a time. On a target
+(`cma-tool run --scenario`) only capture and release_capture can run; the
+other kinds drive the model alone (`cma-tool model --requests`).
 
 Every problem in a file is reported at once, each with its line and column.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +60,11 @@ _FORMATS: dict[str, tuple[tuple[int, ...], int, int]] = {
     "YVU420": ((1, 1, 1), 2, 2),
     "YUV422P": ((1, 1, 1), 2, 1),
 }
+#: VIDEO_MAX_FRAME: vb2 never allocates more buffers for one queue.
+MAX_BUFFERS = 32
+#: Larger than any V4L2 driver's frame (vivid's MAX_WIDTH/MAX_HEIGHT are 4096 and 2160).
+MAX_DIMENSION = 16384
+_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 _ALIASES = {"YU12": "YUV420", "YV12": "YVU420", "Y8": "GREY", "GRAY": "GREY", "422P": "YUV422P"}
 
 
@@ -95,6 +106,8 @@ class CaptureStep:
     buffers: int
     min_buffers: int = 2  # vb2 min_buffers_needed; vivid's is 2
     line: int = 0
+    frames: int = 5  # frames the target captures before the stream stops (its buffers stay held)
+    label: str | None = None  # the stream's name in reports; None: named after the device
 
     @property
     def buffer_size(self) -> int:
@@ -148,6 +161,7 @@ class ReleaseCaptureStep:
 
     device: str
     line: int = 0
+    label: str | None = None  # the stream released, as its capture step named it
 
 
 Step = CaptureStep | AllocStep | DmaAllocStep | PinStep | UnpinStep | FreeStep | ReleaseCaptureStep
@@ -290,7 +304,8 @@ class _Reader:
         return result
 
     def step_capture(self, body: yaml.Node, line: int) -> Step | None:
-        f = self.fields("capture", body, ("device", "width", "height", "format", "buffers"), ("min_buffers",))
+        f = self.fields("capture", body, ("device", "width", "height", "format", "buffers"),
+                        ("min_buffers", "frames", "label"))
         if f is None:
             return None
         device = self.scalar(f["device"], "device")
@@ -299,14 +314,29 @@ class _Reader:
         fourcc = self.scalar(f["format"], "format")
         buffers = self.integer(f["buffers"], "buffers", 1)
         min_buffers = self.integer(f["min_buffers"], "min_buffers", 0) if "min_buffers" in f else 2
+        frames = self.integer(f["frames"], "frames", 0) if "frames" in f else 5
+        label = self.label(f["label"]) if "label" in f else None
+        if buffers is not None and buffers > MAX_BUFFERS:
+            self.error(f["buffers"], f"buffers must be at most {MAX_BUFFERS} (VIDEO_MAX_FRAME), not {buffers}")
+            buffers = None
+        if width is not None and height is not None and (width > MAX_DIMENSION or height > MAX_DIMENSION):
+            self.error(f["width"], f"a frame of {width}x{height} is larger than V4L2's {MAX_DIMENSION} pixels a side")
+            width = None
         if fourcc is not None and _ALIASES.get(fourcc.upper(), fourcc.upper()) not in _FORMATS:
             self.error(f["format"], f"unknown pixel format {fourcc!r}", hint="known: " + ", ".join(_FORMATS))
             fourcc = None
-        if None in (device, width, height, fourcc, buffers, min_buffers):
+        if None in (device, width, height, fourcc, buffers, min_buffers, frames) or ("label" in f and label is None):
             return None
         assert device is not None and width is not None and height is not None
-        assert fourcc is not None and buffers is not None and min_buffers is not None
-        return CaptureStep(device, width, height, fourcc.upper(), buffers, min_buffers, line)
+        assert fourcc is not None and buffers is not None and min_buffers is not None and frames is not None
+        return CaptureStep(device, width, height, fourcc.upper(), buffers, min_buffers, line, frames, label)
+
+    def label(self, node: yaml.Node) -> str | None:
+        text = self.scalar(node, "label")
+        if text is not None and not _LABEL.fullmatch(text):
+            self.error(node, f"label {text!r} is not a plain name", hint="letters, digits, '_', '.', '-'")
+            return None
+        return text
 
     def step_alloc(self, body: yaml.Node, line: int) -> Step | None:
         f = self.fields("alloc", body, ("area", "pages"), ("align", "label"))
@@ -358,9 +388,15 @@ class _Reader:
         return FreeStep(label, line) if label is not None else None
 
     def step_release_capture(self, body: yaml.Node, line: int) -> Step | None:
-        f = self.fields("release_capture", body, ("device",))
+        f = self.fields("release_capture", body, (), ("device", "label"))
         if f is None:
             return None
+        if ("device" in f) == ("label" in f):
+            self.error(body, "release_capture names the stream by 'label' or its 'device' (one of them)")
+            return None
+        if "label" in f:
+            label = self.label(f["label"])
+            return ReleaseCaptureStep("", line, label) if label is not None else None
         device = self.scalar(f["device"], "device")
         return ReleaseCaptureStep(device, line) if device is not None else None
 
@@ -404,9 +440,58 @@ def parse_scenario(text: str, file: str = "<input>") -> Scenario:
     if "steps" not in top:
         reader.error(root, "the scenario has no 'steps' list")
     _check_labels(steps, reader)
+    steps = _pair_captures(steps, reader)
     if reader.diags:
         raise ConfigError(diagnostics=reader.diags)
     return Scenario(tuple(steps), kernel, bootargs, file)
+
+
+def _pair_captures(steps: list[Step], reader: _Reader) -> list[Step]:
+    """Name every stream and tie each release to the capture it ends; a device holds one stream at a time.
+
+    A capture without a label is named after its device (``vivid``, then
+    ``vivid-2`` for the device's second stream); a release by device ends the
+    stream that device holds, a release by label finds its device.
+    """
+    held: dict[str, CaptureStep] = {}  # device -> the stream holding it
+    used: set[str] = set()
+    count: dict[str, int] = {}
+    out: list[Step] = []
+    for step in steps:
+        if isinstance(step, CaptureStep):
+            count[step.device] = count.get(step.device, 0) + 1
+            label = step.label or (step.device if count[step.device] == 1 else f"{step.device}-{count[step.device]}")
+            if step.device in held:
+                other = held[step.device]
+                reader.diags.append(Diagnostic(
+                    f"device {step.device!r} still holds stream {other.label!r} (line {other.line}): a device has "
+                    "one capture queue", reader.file, step.line,
+                    hint=f"add '- release_capture: {{label: {other.label}}}' before this step, or use another device"))
+            elif label in used and any(s.label == label for s in held.values()):
+                reader.diags.append(Diagnostic(f"stream label {label!r} is already holding buffers", reader.file,
+                                               step.line, hint="give this capture its own label"))
+            step = CaptureStep(step.device, step.width, step.height, step.fourcc, step.buffers, step.min_buffers,
+                               step.line, step.frames, label)
+            held[step.device] = step
+            used.add(label)
+        elif isinstance(step, ReleaseCaptureStep):
+            if step.label is not None:
+                device = next((d for d, s in held.items() if s.label == step.label), None)
+                if device is None:
+                    reader.diags.append(Diagnostic(f"release_capture of stream {step.label!r}, which holds no buffers "
+                                                   "here", reader.file, step.line,
+                                                   hint="release a stream an earlier capture step started"))
+                    continue
+            else:
+                device = step.device
+                if device not in held:
+                    reader.diags.append(Diagnostic(f"release_capture of device {device!r}, which holds no stream "
+                                                   "here", reader.file, step.line,
+                                                   hint="release a device an earlier capture step started"))
+                    continue
+            step = ReleaseCaptureStep(device, step.line, held.pop(device).label)
+        out.append(step)
+    return out
 
 
 def _check_labels(steps: list[Step], reader: _Reader) -> None:

@@ -87,14 +87,47 @@ def test_parse_the_documented_example() -> None:
     sc = parse_scenario(GOOD, "good.yaml")
     assert sc.kernel == "linux-6.1" and sc.bootargs == "cma=16M"
     assert sc.steps == (
-        CaptureStep("vivid", 1920, 1080, "YUYV", 4, 2, line=4),
+        # A capture without a label is named after its device; its release finds it.
+        CaptureStep("vivid", 1920, 1080, "YUYV", 4, 2, line=4, label="vivid"),
         # "linux,cma" in a flow mapping is split by YAML at the comma; it is glued back.
         AllocStep("linux,cma", 1013, 8, "a", line=5),
         DmaAllocStep("fimc0", 4 * MiB, "b", line=6),
         PinStep("reserved", 0x6F100, 16, line=7),
         FreeStep("a", line=8),
-        ReleaseCaptureStep("vivid", line=9),
+        ReleaseCaptureStep("vivid", line=9, label="vivid"),
     )
+
+
+def test_streams_are_paired_by_label_and_a_device_holds_one_at_a_time() -> None:
+    text = """\
+steps:
+  - capture: {device: vivid, width: 640, height: 480, format: YUYV, buffers: 2, label: a}
+  - capture: {device: vivid1, width: 640, height: 480, format: NV12, buffers: 2, frames: 0}
+  - release_capture: {label: a}
+  - capture: {device: vivid, width: 64, height: 48, format: GREY, buffers: 3}
+  - capture: {device: vivid, width: 64, height: 48, format: GREY, buffers: 3}
+  - release_capture: {label: nobody}
+  - release_capture: {device: vivid2}
+  - release_capture: {}
+  - capture: {device: vivid2, width: 64, height: 48, format: GREY, buffers: 33, label: "a b"}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(text, "s.yaml")
+    got = [(d.line, d.message.split(":")[0]) for d in err.value.diagnostics]
+    assert got == [
+        (9, "release_capture names the stream by 'label' or its 'device' (one of them)"),
+        (10, "label 'a b' is not a plain name"),
+        (10, "buffers must be at most 32 (VIDEO_MAX_FRAME), not 33"),
+        (6, "device 'vivid' still holds stream 'vivid-2' (line 5)"),
+        (7, "release_capture of stream 'nobody', which holds no buffers here"),
+        (8, "release_capture of device 'vivid2', which holds no stream here"),
+    ]
+    ok = parse_scenario(text.split("  - capture: {device: vivid, width: 64, height: 48, format: GREY, buffers: 3}\n")[0]
+                        + "  - capture: {device: vivid, width: 64, height: 48, format: GREY, buffers: 3}\n", "ok.yaml")
+    assert [(type(s).__name__, s.device, s.label) for s in ok.steps] == [
+        ("CaptureStep", "vivid", "a"), ("CaptureStep", "vivid1", "vivid1"), ("ReleaseCaptureStep", "vivid", "a"),
+        ("CaptureStep", "vivid", "vivid-2")]
+    assert ok.steps[1].frames == 0  # type: ignore[union-attr]
 
 
 def test_all_errors_at_once_with_positions() -> None:

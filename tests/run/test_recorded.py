@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.check import check_all
+from cma_tool import model as cma_model
+from cma_tool.captures import from_board
+from cma_tool.check import Check, cross_check
 from cma_tool.observe import observe
 from cma_tool.plan import make_plan
-from cma_tool.run import Stream, _stream_devices, capture_streams, predict, steps_from_capture
 
 HERE = Path(__file__).parent
 TRACES = HERE.parent / "data" / "kernel-traces"
@@ -23,17 +24,16 @@ SCENARIOS = ["a-reference-dt-cma", "b-kconfig-default-16m", "c-cmdline-overrides
              "d-aquila-two-streams", "e-dt-12m-refused", "f-two-dynamic-nodes", "g-three-dynamic-nodes"]
 
 
-def _cross_check(name: str, pins: tuple[tuple[str, int], ...] = ()) -> list:  # type: ignore[type-arg]
+def _cross_check(name: str, pins: tuple[tuple[str, int], ...] = ()) -> list[Check]:
     # (e) is invalid on purpose: the kernel refuses its 12 MiB node, and that is what it checks.
     plan = make_plan(HERE / "boards" / f"{name}.yaml", allow_misfit=True, allow_errors=name.startswith("e-"))
     obs = observe((TRACES / name / "console.log").read_text(errors="replace"))
-    streams = capture_streams(plan.board)
     # The recordings labelled their streams s0, s1, ... in board order.
-    streams = [Stream(f"s{i}", s.device, s.node, s.need) for i, s in enumerate(streams)]
-    steps, _ = steps_from_capture(obs)
+    devices = from_board(plan.board).model_devices(plan.board)
+    relabelled = {f"s{i}": cma_model.Device(f"s{i}", d.area) for i, d in enumerate(devices.values())}
     bootargs = (TRACES / name / "bootargs.txt").read_text().strip()
-    pred, _ = predict(plan, bootargs, pins, steps, _stream_devices(plan.board, streams))
-    return check_all(pred, obs, plan.profile)
+    checks, _ = cross_check(plan, bootargs, obs, relabelled, pins, intended_cmdline=bootargs)
+    return checks
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
