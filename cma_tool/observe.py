@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cma_tool.model.events import Event, parse_trace_line
 from cma_tool.deploy.sections import split_sections
+from cma_tool.model.events import Event, parse_trace_line
 
 _PRINTK_TIME = re.compile(r"^\s*(?:<\d+>)?\[\s*\d+\.\d+\]\s?")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

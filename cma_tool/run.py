@@ -308,8 +308,8 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     record.stage("image", kernel=image.kernel_package, version=image.kernel_version)
 
     say("[3/6] generate DTB and boot arguments")
-    from cma_tool.generate.dts import reserved_memory_dts
     from cma_tool.deploy import qemu
+    from cma_tool.generate.dts import reserved_memory_dts
 
     extra = " ".join(a for a in (board.kernel.bootargs, opts.bootargs) if a)
     if opts.target == "serial":
@@ -387,9 +387,9 @@ def _observe_and_check(opts: RunOptions, record: RunRecord, say: Any, plan: Plan
 
 def _execute_ssh(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     """--target ssh: a board already running Linux; deploy over SSH (and reboot into --kernel/--dtb if given)."""
-    from cma_tool.report.plan_text import plan_dict
     from cma_tool.deploy import image as timage
     from cma_tool.deploy.ssh_board import run_over_ssh
+    from cma_tool.report.plan_text import plan_dict
 
     say(f"[1/6] plan {opts.board}")
     plan = make_plan(opts.board, bootargs=opts.bootargs, allow_misfit=True, allow_errors=opts.force)
@@ -420,10 +420,10 @@ def _execute_ssh(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
 def _execute_serial(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, image: Any, streams: list[Stream],
                     args: list[str], extra: str) -> list[Check]:
     """--target serial: our initrd and the board's DTB, booted by U-Boot over the board's console."""
-    from cma_tool.generate.dts import compile_dts, standalone_dts
     from cma_tool.deploy import image as timage
     from cma_tool.deploy import qemu
     from cma_tool.deploy.serial_board import run_via_serial
+    from cma_tool.generate.dts import compile_dts, standalone_dts
 
     board = plan.board
     assert opts.kernel is not None

@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.image import SshAccess, TargetImage
 from cma_tool.deploy.qemu import BootFiles, EmulatedBoard, compose_bootargs
 from cma_tool.deploy.ssh import BoardSsh, SshSettings
 from cma_tool.deploy.ssh_board import capture_over_ssh
+from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 
 #: firmware/init's line once dropbear listens, and its line when it cannot start it.
 SSH_READY = rb"cma-tool: ssh ready on \S+"

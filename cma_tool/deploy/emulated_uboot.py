@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
-from cma_tool.sizes import format_size, hexaddr
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.qemu import (
     DEFAULT_MEMORY,
@@ -51,6 +49,8 @@ from cma_tool.deploy.qemu import (
 )
 from cma_tool.deploy.sections import DONE_MARK
 from cma_tool.deploy.uboot import UBoot
+from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
+from cma_tool.sizes import format_size, hexaddr
 
 MiB = 1 << 20
 #: Debian's u-boot-qemu (2023.01): U-Boot for QEMU's 32-bit ARM virt machine.

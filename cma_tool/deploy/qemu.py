@@ -30,10 +30,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from cma_tool.errors import ConfigError, InfraError, TargetError
-from cma_tool.sizes import format_size, hexaddr
 from cma_tool.deploy.image import TargetImage, compose_initrd
 from cma_tool.deploy.sections import DONE_MARK, Section, split_sections
+from cma_tool.errors import ConfigError, InfraError, TargetError
+from cma_tool.sizes import format_size, hexaddr
 
 MiB = 1 << 20
 QEMU = "qemu-system-arm"

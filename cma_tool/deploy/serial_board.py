@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cma_tool.board.types import Board
-from cma_tool.errors import CmaToolError, ConfigError, InfraError
-from cma_tool.sizes import format_size, hexaddr
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.power import (
     CommandPower,
@@ -44,6 +42,8 @@ from cma_tool.deploy.power import (
     powered,
 )
 from cma_tool.deploy.uboot import UBoot
+from cma_tool.errors import CmaToolError, ConfigError, InfraError
+from cma_tool.sizes import format_size, hexaddr
 
 #: The firmware's last line (firmware/cmatool-run), with the capture program's exit code.
 DONE_LINE = rb"==== CMA-TOOL DONE rc=-?\d+ ====\r?\n"

@@ -15,8 +15,8 @@ import shlex
 import time
 from collections.abc import Sequence
 
-from cma_tool.errors import TargetError
 from cma_tool.deploy.console import Console, new_marker, show_bytes, split_marker
+from cma_tool.errors import TargetError
 
 _CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cma_tool.board.types import Board
-from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.deploy.sections import DONE_MARK
 from cma_tool.deploy.ssh import BoardSsh, Deployment, SshSettings
+from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 
 #: Where the plan, the programs and the agent's output go on the board.
 REMOTE_PLAN = "/cmatool/capture.args"

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from xmodem import XMODEM
 
+from cma_tool.deploy.console import Console, Match, new_marker, show_bytes, split_marker
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.hush import hush_quote  # noqa: F401 - re-exported for callers of this driver
-from cma_tool.deploy.console import Console, Match, new_marker, show_bytes, split_marker
 
 #: A sign-on line, SPL or main U-Boot: "U-Boot 2023.01+dfsg-2+deb12u3 (Jun 22 2026 - ...)".
 SIGNON = rb"(?m)^U-Boot (?:SPL )?\d{4}\.\d{2}[^\r\n]*\("

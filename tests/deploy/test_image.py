@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from image_cache import private_cache
 
-from cma_tool.errors import ConfigError, InfraError
 from cma_tool.deploy.image import (
     FIRMWARE_DIR,
     TargetImage,
@@ -26,6 +25,7 @@ from cma_tool.deploy.image import (
     module_closure,
     read_kernel_config,
 )
+from cma_tool.errors import ConfigError, InfraError
 
 # vivid's dependency closure on Debian's 6.1 armmp kernel, as measured by hand
 # (modinfo -F depends, recursively): the reference notes list exactly these.

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.errors import ConfigError, InfraError
 from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import (
     DEFAULT_INITRD_ADDR,
@@ -33,6 +32,7 @@ from cma_tool.deploy.qemu import (
     run_to_poweroff,
     static_reserved_regions,
 )
+from cma_tool.errors import ConfigError, InfraError
 
 MiB = 1 << 20
 PAGE = 4096

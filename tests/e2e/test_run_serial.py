@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from cma_tool.check import Check, check_all
+from cma_tool.deploy.qemu import compose_bootargs
+from cma_tool.deploy.serial_board import run_via_serial
 from cma_tool.generate.dts import compile_dts, standalone_dts
 from cma_tool.observe import observe
 from cma_tool.plan import Plan, make_plan
@@ -32,8 +34,6 @@ from cma_tool.run import (
     steps_from_plan,
     vivid_params,
 )
-from cma_tool.deploy.qemu import compose_bootargs
-from cma_tool.deploy.serial_board import run_via_serial
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 MiB = 1 << 20

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.generate.dts import reserved_memory_dts
-from cma_tool.plan import make_plan
-from cma_tool.run import vivid_params
 from cma_tool.deploy.emulated_ssh import booted_over_ssh, ssh_bootargs
 from cma_tool.deploy.image import default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import MemoryBank, prepare_boot
+from cma_tool.generate.dts import reserved_memory_dts
+from cma_tool.plan import make_plan
+from cma_tool.run import vivid_params
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
