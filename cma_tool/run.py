@@ -113,6 +113,14 @@ def capture_args(streams: list[Stream], *, hold: bool) -> list[str]:
     return args
 
 
+def capture_plan_files(args: list[str]) -> dict[str, str]:
+    """The agent's files for a capture plan: capture.args, one argument per line (firmware/cmatool-run reads it)."""
+    for arg in args:
+        if "\n" in arg or not arg:
+            raise ConfigError(f"capture argument {arg!r} is empty or holds a newline")
+    return {"capture.args": "".join(a + "\n" for a in args)}
+
+
 def vivid_params(board: Board) -> dict[str, str]:
     n = max(1, len([d for d in board.devices if d.captures and (d.driver or "") == "vivid"]))
     return {"n_devs": str(n), "node_types": ",".join(["0x1"] * n), "allocators": ",".join(["1"] * n)}
@@ -326,7 +334,7 @@ def _execute(opts: RunOptions, record: RunRecord, say: Any) -> list[Check]:
     boot = qemu.prepare_boot(
         image, opts.out, banks=banks,
         reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
-        bootargs=bootargs, capture_args=None if over_ssh else args, memory=memory,
+        bootargs=bootargs, agent_files=None if over_ssh else capture_plan_files(args), memory=memory,
         # /chosen/rng-seed: the guest's RNG is ready at once (dropbear's keys need it); fresh every run.
         rng_seed=secrets.token_bytes(32),
     )
@@ -437,7 +445,7 @@ def _execute_serial(opts: RunOptions, record: RunRecord, say: Any, plan: Plan, i
     else:
         (opts.out / "board.dts").write_text(standalone_dts(board, plan.profile))
         compile_dts(opts.out / "board.dts", dtb)
-    initrd = timage.compose_initrd(image, args, opts.out / "initrd.gz")
+    initrd = timage.compose_initrd(image, capture_plan_files(args), opts.out / "initrd.gz")
     devices = _stream_devices(board, streams)
     _, pre_run = predict(plan, bootargs, opts.pins, steps_from_plan(streams, hold=opts.hold), devices)
     write_atomic(opts.out / "predicted.json", json.dumps(pre_run.to_json(), indent=2))

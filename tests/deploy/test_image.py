@@ -140,16 +140,30 @@ def test_rebuild_only_when_an_input_changes(image: TargetImage, tmp_path: Path) 
     )
 
 
-def test_run_initrd_appends_the_plan_as_a_second_archive(image: TargetImage, tmp_path: Path) -> None:
-    plan = ["--device", "/dev/video0", "--label", "with space"]
-    run = compose_initrd(image, plan, tmp_path / "run.gz")
+def cpio_entries(data: bytes) -> list[str]:
+    """The names in a gzip'd newc cpio, as ``cpio -t`` lists them."""
+    listing = subprocess.run(["cpio", "-t", "--quiet"], input=gzip.decompress(data), capture_output=True, check=True)
+    return listing.stdout.decode().split()
+
+
+def test_run_initrd_appends_the_files_as_a_second_archive(image: TargetImage, tmp_path: Path) -> None:
+    files = {"capture.args": "--device\n/dev/video0\n--label\nwith space\n", "plan": b"\x00binary\xff"}
+    run = compose_initrd(image, files, tmp_path / "run.gz")
     base = image.initrd.read_bytes()
     data = run.read_bytes()
-    assert data.startswith(base)  # the cached image is untouched, the plan follows it
-    assert cpio_members(data[len(base) :])["cmatool/capture.args"] == b"--device\n/dev/video0\n--label\nwith space\n"
+    assert data.startswith(base)  # the cached image is untouched, the files follow it
+    appended = data[len(base) :]
+    assert sorted(cpio_entries(appended)) == ["cmatool", "cmatool/capture.args", "cmatool/plan"]
+    members = cpio_members(appended)
+    assert members == {"cmatool/capture.args": b"--device\n/dev/video0\n--label\nwith space\n", "cmatool/plan": b"\x00binary\xff"}
     assert compose_initrd(image, None, tmp_path / "plain.gz").read_bytes() == base
-    with pytest.raises(ConfigError):
-        compose_initrd(image, ["two\nlines"], tmp_path / "bad.gz")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../init", "a/b", "/etc/passwd", "x..y", "nul\0"])
+def test_run_initrd_refuses_a_name_that_is_not_a_plain_file_name(image: TargetImage, tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="not a plain file name"):
+        compose_initrd(image, {"capture.args": "ok\n", name: "x"}, tmp_path / "bad.gz")
+    assert not (tmp_path / "bad.gz").exists()
 
 
 def test_module_closure_follows_dependencies(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 An image's folder, ``images/<key>/``, is named by a hash of every input:
 package versions, the firmware sources, this package's own source (the
 recipe), the cross compiler, and for the ssh flavour its packages and keys;
-``image.json`` records the image's facts. A run's capture plan does not go
-into the cached image: :func:`compose_initrd` appends it as a second, tiny
-cpio archive (the kernel unpacks concatenated archives one after the other).
+``image.json`` records the image's facts. A run's files (the capture plan)
+do not go into the cached image: :func:`compose_initrd` appends them as a
+second, tiny cpio archive (the kernel unpacks concatenated archives one after
+the other).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -194,21 +195,24 @@ def ensure_image(
     return image
 
 
-def compose_initrd(image: TargetImage, capture_args: Sequence[str] | None, dest: Path) -> Path:
-    """Write the initrd for one run: the cached image plus, if given, a plan archive.
+def compose_initrd(image: TargetImage, files: Mapping[str, bytes | str] | None, dest: Path) -> Path:
+    """Write the initrd for one run: the cached image's, plus, if given, an archive of ``files``.
 
-    The plan archive holds /cmatool/capture.args (one argument per line),
-    which firmware/cmatool-run reads. Nothing is appended for ``None``.
+    Each file goes in as /cmatool/<name> (a str as UTF-8), in a second gzip'd
+    cpio archive appended to the image's own. A name must be a plain file
+    name. Nothing is appended for ``None``.
     """
     data = image.initrd.read_bytes()
-    if capture_args is not None:
-        for arg in capture_args:
-            if "\n" in arg or not arg:
-                raise ConfigError(f"capture argument {arg!r} is empty or holds a newline")
+    if files is not None:
+        for name in files:
+            if not name or name == "." or "/" in name or ".." in name or "\0" in name:
+                raise ConfigError(f"agent file name {name!r} is not a plain file name",
+                                  hint="it goes in as /cmatool/<name>: no '/', no '..', not empty")
         with tempfile.TemporaryDirectory(prefix="cma-tool-plan-") as tmp:
-            plan = Path(tmp) / "cmatool"
-            plan.mkdir()
-            (plan / "capture.args").write_text("".join(a + "\n" for a in capture_args))
+            folder = Path(tmp) / "cmatool"
+            folder.mkdir()
+            for name, content in files.items():
+                (folder / name).write_bytes(content.encode() if isinstance(content, str) else content)
             data += pack_cpio(Path(tmp))
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)

@@ -184,7 +184,7 @@ def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *,
         banks=scenario.banks,
         reserved_memory_dts=scenario.reserved_memory_dts,
         bootargs=compose_bootargs(cmdline, vivid=scenario.vivid),
-        capture_args=scenario.capture,
+        agent_files={"capture.args": "".join(a + "\n" for a in scenario.capture)},
         rng_seed=RNG_SEED,
     )
 
