@@ -2,11 +2,14 @@
 
 Builds through the real cache (``$CMA_TOOL_CACHE`` or ``~/.cache/cma-tool``):
 the first run downloads Debian's armhf kernel and busybox (~45 MB, ~8 s).
+Tests that damage or change an image build in a private cache that shares
+the downloads (``image_cache.private_cache``).
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import subprocess
 import tempfile
@@ -164,6 +167,73 @@ def test_run_initrd_refuses_a_name_that_is_not_a_plain_file_name(image: TargetIm
     with pytest.raises(ConfigError, match="not a plain file name"):
         compose_initrd(image, {"capture.args": "ok\n", name: "x"}, tmp_path / "bad.gz")
     assert not (tmp_path / "bad.gz").exists()
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-4096])
+
+
+def drop_hashes(path: Path) -> None:
+    meta = json.loads(path.read_text())
+    del meta["files"]
+    path.write_text(json.dumps(meta))
+
+
+DAMAGE = {
+    "flip a byte of the initrd": ("initrd.gz", flip_a_byte, "initrd.gz is damaged"),
+    "truncate the kernel": ("vmlinuz", truncate, "vmlinuz is damaged"),
+    "delete the kernel": ("vmlinuz", Path.unlink, "vmlinuz is missing"),
+    "delete the initrd": ("initrd.gz", Path.unlink, "initrd.gz is missing"),
+    "corrupt image.json": ("image.json", lambda p: p.write_text('{"kernel_release": '), "image.json is unreadable"),
+    "image.json without hashes": ("image.json", drop_hashes, "image.json records no sha256"),
+    "delete image.json": ("image.json", Path.unlink, "image.json is missing"),
+}
+
+
+@pytest.fixture(scope="module")
+def damage_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return private_cache(tmp_path_factory.mktemp("damage"))
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_cached_image_is_rebuilt_saying_why(damage_cache: Path, case: str) -> None:
+    name, damage, reason = DAMAGE[case]
+    healthy = ensure_image(damage_cache)
+    damage(healthy.directory / name)
+    said: list[str] = []
+    rebuilt = ensure_image(damage_cache, progress=said.append)
+    assert said[0].startswith(f"image {healthy.key}: {reason}")
+    assert said[0].endswith("; rebuilding it")
+    assert any(m.startswith(f"building image {healthy.key}") for m in said)
+    assert rebuilt == healthy  # same inputs, same image, same folder
+    assert rebuilt.kernel.read_bytes()[0x24:0x28] == bytes.fromhex("18286f01")
+    assert "init" in cpio_members(rebuilt.initrd.read_bytes())
+    assert not [p for p in (damage_cache / "images").iterdir() if p.name.startswith(".")]  # nothing left aside
+    # Healthy again: a hit, nothing said, nothing rewritten.
+    said.clear()
+    stamp = rebuilt.initrd.stat().st_mtime_ns
+    assert ensure_image(damage_cache, progress=said.append) == rebuilt
+    assert said == []
+    assert rebuilt.initrd.stat().st_mtime_ns == stamp
+
+
+def test_the_ssh_flavours_capture_program_is_checked_too(tmp_path: Path) -> None:
+    cache = private_cache(tmp_path)
+    healthy = ensure_image(cache, ssh=True)
+    assert healthy.capture_program is not None
+    flip_a_byte(healthy.capture_program)
+    said: list[str] = []
+    assert ensure_image(cache, ssh=True, progress=said.append) == healthy
+    assert said[0] == f"image {healthy.key}: capture is damaged (its sha256 is not the one recorded when it was built); rebuilding it"
+    said.clear()
+    assert ensure_image(cache, ssh=True, progress=said.append) == healthy
+    assert said == []
 
 
 def test_module_closure_follows_dependencies(tmp_path: Path) -> None:

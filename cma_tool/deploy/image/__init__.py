@@ -4,9 +4,10 @@ The image holds busybox, the vivid capture driver with the modules it needs,
 the static ``capture`` program (firmware/capture/capture.c) and firmware/init.
 Packages are fetched once into a cache folder; an image is rebuilt only when
 one of its inputs changes (package versions, the firmware sources, this
-recipe, the cross compiler). A run's files (the capture plan) do not go into
-the cached image: :func:`compose_initrd` appends them as a second, tiny cpio
-archive, each as /cmatool/<name>.
+recipe, the cross compiler) or its cached files are damaged (image.json
+records their sha256; every cache hit checks them). A run's files (the capture
+plan) do not go into the cached image: :func:`compose_initrd` appends them as
+a second, tiny cpio archive, each as /cmatool/<name>.
 
 Two flavours share the recipe. The plain image boots straight into the
 capture plan. The ``ssh`` flavour (``ensure_image(ssh=True)``) is a board

@@ -1,12 +1,14 @@
-"""The image cache: the image the current inputs name, built only when it is missing.
+"""The image cache: the image the current inputs name, built only when it is missing or damaged.
 
 An image's folder, ``images/<key>/``, is named by a hash of every input:
 package versions, the firmware sources, this package's own source (the
-recipe), the cross compiler, and for the ssh flavour its packages and keys;
-``image.json`` records the image's facts. A run's files (the capture plan)
-do not go into the cached image: :func:`compose_initrd` appends them as a
-second, tiny cpio archive (the kernel unpacks concatenated archives one after
-the other).
+recipe), the cross compiler, and for the ssh flavour its packages and keys.
+``image.json`` records the image's facts and the sha256 of each of its files;
+every cache hit checks them, so a truncated, bit-flipped or deleted file, or
+an unreadable image.json, is rebuilt (saying why) instead of being booted.
+A run's files do not go into the cached image: :func:`compose_initrd` appends
+them as a second, tiny cpio archive (the kernel unpacks concatenated archives
+one after the other).
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class TargetImage:
     suite: str | None = None  # the Debian suite the kernel came from; None: the system's own sources
 
 
+class _DamagedImage(Exception):
+    """A cached image that cannot be used as it is; the message says what is wrong with it."""
+
+
 def default_cache_dir() -> Path:
     """``$CMA_TOOL_CACHE``, else ``~/.cache/cma-tool``."""
     env = os.environ.get("CMA_TOOL_CACHE")
@@ -100,7 +106,8 @@ def ensure_image(
     the kernel from another Debian suite instead, through a private apt state
     in the cache (``suite="trixie"``: the newest armmp kernel there, or the
     pinned ``linux-image-6.12.117+deb13-armmp``). ``ssh`` selects the ssh
-    flavour (see the package's notes).
+    flavour (see the package's notes). A cached image whose files do not match
+    the hashes recorded at build time is rebuilt.
     """
     say = progress or (lambda _msg: None)
     cache = (cache or default_cache_dir()).resolve()
@@ -131,12 +138,11 @@ def ensure_image(
         inputs["authorized-key"] = _sha256(public_line(access.client_key).encode())
     key = _sha256(json.dumps(inputs, sort_keys=True).encode())[:20]
     folder = cache / "images" / key
-    meta = folder / "image.json"
-    if meta.is_file():
+    if folder.exists():
         try:
-            return _image_from_json(folder, json.loads(meta.read_text()))
-        except (KeyError, TypeError, ValueError):
-            say(f"image {key}: metadata unreadable, rebuilding")
+            return _cached_image(folder)
+        except _DamagedImage as exc:
+            say(f"image {key}: {exc}; rebuilding it")
 
     kroot = extracted_package(cache, kpkg, kver, say, depmod_release=release, apt=apt)
     broot = extracted_package(cache, BUSYBOX_PACKAGE, bver, say)
@@ -179,15 +185,9 @@ def ensure_image(
             capture_program=folder / "capture" if access else None,
             suite=suite,
         )
-        (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs), indent=2) + "\n")
-        if folder.exists() and not meta.is_file():  # a half-built or unreadable earlier attempt
-            shutil.rmtree(folder)
-        try:
-            work.rename(folder)
-        except OSError:
-            # Another process finished the same image first: theirs is as good.
-            if not meta.is_file():
-                raise
+        files = {path.name: _file_sha256(work / path.name) for path in _image_files(image)}
+        (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs, files), indent=2) + "\n")
+        image = _install(work, image)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -243,6 +243,76 @@ def read_kernel_config(path: Path) -> KernelConfig:
     )
 
 
+def _cached_image(folder: Path) -> TargetImage:
+    """The image built in ``folder``, its files checked against image.json; _DamagedImage says what is wrong."""
+    try:
+        data = json.loads((folder / "image.json").read_text())
+    except FileNotFoundError:
+        raise _DamagedImage("image.json is missing") from None
+    except (OSError, ValueError) as exc:
+        raise _DamagedImage(f"image.json is unreadable ({exc})") from None
+    try:
+        image = _image_from_json(folder, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _DamagedImage(f"image.json is malformed ({type(exc).__name__}: {exc})") from None
+    recorded = data.get("files")
+    if not isinstance(recorded, dict):
+        raise _DamagedImage("image.json records no sha256 of the image's files")
+    for path in _image_files(image):
+        want = recorded.get(path.name)
+        if not isinstance(want, str):
+            raise _DamagedImage(f"image.json records no sha256 of {path.name}")
+        try:
+            got = _file_sha256(path)
+        except FileNotFoundError:
+            raise _DamagedImage(f"{path.name} is missing") from None
+        except OSError as exc:
+            raise _DamagedImage(f"{path.name} is unreadable ({exc.strerror})") from None
+        if got != want:
+            raise _DamagedImage(f"{path.name} is damaged (its sha256 is not the one recorded when it was built)")
+    if image.ssh is not None and not image.ssh.client_key.is_file():
+        raise _DamagedImage(f"its client key {image.ssh.client_key} is missing")
+    return image
+
+
+def _image_files(image: TargetImage) -> list[Path]:
+    """The files of a built image whose sha256 image.json records: kernel, initrd, and the ssh flavour's capture program."""
+    return [image.kernel, image.initrd, *([image.capture_program] if image.capture_program is not None else [])]
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _install(work: Path, image: TargetImage) -> TargetImage:
+    """Move the image built in ``work`` into its folder, replacing a damaged one there.
+
+    If another process finished the same image first, theirs is as good: it
+    is kept and returned.
+    """
+    folder = image.directory
+    for _ in range(3):
+        try:
+            work.rename(folder)
+            return image
+        except OSError:
+            if not folder.exists():
+                raise
+        try:
+            return _cached_image(folder)
+        except _DamagedImage:
+            pass
+        aside = Path(tempfile.mkdtemp(prefix=f".damaged-{folder.name}-", dir=folder.parent))
+        try:
+            folder.replace(aside)  # onto the empty folder just made: atomic
+        except OSError:
+            pass  # another process moved it first
+        shutil.rmtree(aside, ignore_errors=True)
+    raise InfraError(f"cannot replace the damaged image in {folder}", hint=f"remove {folder}")
+
+
 def _recipe_sha256() -> str:
     """sha256 over the name and bytes of every module of this package."""
     digest = hashlib.sha256()
@@ -257,7 +327,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _image_to_json(image: TargetImage, inputs: Mapping[str, object]) -> dict[str, object]:
+def _image_to_json(image: TargetImage, inputs: Mapping[str, object], files: Mapping[str, str]) -> dict[str, object]:
     return {
         "kernel_release": image.kernel_release,
         "kernel_package": image.kernel_package,
@@ -271,6 +341,7 @@ def _image_to_json(image: TargetImage, inputs: Mapping[str, object]) -> dict[str
                                                 "client_key": str(image.ssh.client_key)},
         "inputs": inputs,
         "suite": image.suite,
+        "files": dict(files),  # sha256 of each file, checked on every cache hit
     }
 
 
@@ -298,10 +369,6 @@ def _image_from_json(folder: Path, data: dict[str, object]) -> TargetImage:
             raise TypeError("malformed image.json: no ssh keys")
         access = SshAccess(host_public_key=str(ssh["host_public_key"]), client_key=Path(str(ssh["client_key"])))
         image = replace(image, flavour="ssh", ssh=access, capture_program=folder / "capture")
-        if not (access.client_key.is_file() and (folder / "capture").is_file()):
-            raise ValueError("image files missing")
-    if not (image.kernel.is_file() and image.initrd.is_file()):
-        raise ValueError("image files missing")
     return image
 
 
