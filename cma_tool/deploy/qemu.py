@@ -228,15 +228,18 @@ def prepare_boot(
     banks: Sequence[MemoryBank] = EMULATED_AQUILA_BANKS,
     reserved_memory_dts: str = "",
     bootargs: str | None = None,
-    capture_args: Sequence[str] | None = None,
+    agent_files: Mapping[str, bytes | str] | None = None,
     initrd_addr: int = DEFAULT_INITRD_ADDR,
     rng_seed: bytes | None = None,
     memory: str = DEFAULT_MEMORY,
 ) -> BootFiles:
-    """Write everything one boot needs into ``workdir``: run initrd, board DTB, zImage+DTB."""
+    """Write everything one boot needs into ``workdir``: run initrd, board DTB, zImage+DTB.
+
+    ``agent_files`` go into the run initrd as /cmatool/<name> (see :func:`compose_initrd`).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     bootargs = bootargs if bootargs is not None else compose_bootargs()
-    initrd = compose_initrd(image, capture_args, workdir / "initrd.gz")
+    initrd = compose_initrd(image, agent_files, workdir / "initrd.gz")
     initrd_end = initrd_addr + initrd.stat().st_size
     _check_layout(banks, initrd_addr, initrd_end, memory)
     dtb = build_board_dtb(

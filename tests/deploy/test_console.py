@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.errors import InfraError, TargetError
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.uboot import UBoot
+from cma_tool.errors import InfraError, TargetError
 from tests.sim import SimBoard
 
 

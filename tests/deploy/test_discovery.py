@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cma_tool.errors import ConfigError
 from cma_tool.deploy.discovery import (
     DeviceFacts,
     adapter_from_chain,
@@ -31,6 +30,7 @@ from cma_tool.deploy.discovery import (
     suggestion_yaml,
     wait_for_console,
 )
+from cma_tool.errors import ConfigError
 
 HUB = {"subsystem": "usb", "devtype": "usb_device", "sys_name": "1-2", "ATTR{idVendor}": "05e3"}
 

@@ -2,11 +2,14 @@
 
 Builds through the real cache (``$CMA_TOOL_CACHE`` or ``~/.cache/cma-tool``):
 the first run downloads Debian's armhf kernel and busybox (~45 MB, ~8 s).
+Tests that damage or change an image build in a private cache that shares
+the downloads (``image_cache.private_cache``).
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +19,6 @@ from pathlib import Path
 import pytest
 from image_cache import private_cache
 
-from cma_tool.errors import ConfigError, InfraError
 from cma_tool.deploy.image import (
     FIRMWARE_DIR,
     TargetImage,
@@ -26,6 +28,7 @@ from cma_tool.deploy.image import (
     module_closure,
     read_kernel_config,
 )
+from cma_tool.errors import ConfigError, InfraError
 
 # vivid's dependency closure on Debian's 6.1 armmp kernel, as measured by hand
 # (modinfo -F depends, recursively): the reference notes list exactly these.
@@ -140,16 +143,97 @@ def test_rebuild_only_when_an_input_changes(image: TargetImage, tmp_path: Path) 
     )
 
 
-def test_run_initrd_appends_the_plan_as_a_second_archive(image: TargetImage, tmp_path: Path) -> None:
-    plan = ["--device", "/dev/video0", "--label", "with space"]
-    run = compose_initrd(image, plan, tmp_path / "run.gz")
+def cpio_entries(data: bytes) -> list[str]:
+    """The names in a gzip'd newc cpio, as ``cpio -t`` lists them."""
+    listing = subprocess.run(["cpio", "-t", "--quiet"], input=gzip.decompress(data), capture_output=True, check=True)
+    return listing.stdout.decode().split()
+
+
+def test_run_initrd_appends_the_files_as_a_second_archive(image: TargetImage, tmp_path: Path) -> None:
+    files = {"capture.args": "--device\n/dev/video0\n--label\nwith space\n", "plan": b"\x00binary\xff"}
+    run = compose_initrd(image, files, tmp_path / "run.gz")
     base = image.initrd.read_bytes()
     data = run.read_bytes()
-    assert data.startswith(base)  # the cached image is untouched, the plan follows it
-    assert cpio_members(data[len(base) :])["cmatool/capture.args"] == b"--device\n/dev/video0\n--label\nwith space\n"
+    assert data.startswith(base)  # the cached image is untouched, the files follow it
+    appended = data[len(base) :]
+    assert sorted(cpio_entries(appended)) == ["cmatool", "cmatool/capture.args", "cmatool/plan"]
+    members = cpio_members(appended)
+    assert members == {"cmatool/capture.args": b"--device\n/dev/video0\n--label\nwith space\n", "cmatool/plan": b"\x00binary\xff"}
     assert compose_initrd(image, None, tmp_path / "plain.gz").read_bytes() == base
-    with pytest.raises(ConfigError):
-        compose_initrd(image, ["two\nlines"], tmp_path / "bad.gz")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../init", "a/b", "/etc/passwd", "x..y", "nul\0"])
+def test_run_initrd_refuses_a_name_that_is_not_a_plain_file_name(image: TargetImage, tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="not a plain file name"):
+        compose_initrd(image, {"capture.args": "ok\n", name: "x"}, tmp_path / "bad.gz")
+    assert not (tmp_path / "bad.gz").exists()
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-4096])
+
+
+def drop_hashes(path: Path) -> None:
+    meta = json.loads(path.read_text())
+    del meta["files"]
+    path.write_text(json.dumps(meta))
+
+
+DAMAGE = {
+    "flip a byte of the initrd": ("initrd.gz", flip_a_byte, "initrd.gz is damaged"),
+    "truncate the kernel": ("vmlinuz", truncate, "vmlinuz is damaged"),
+    "delete the kernel": ("vmlinuz", Path.unlink, "vmlinuz is missing"),
+    "delete the initrd": ("initrd.gz", Path.unlink, "initrd.gz is missing"),
+    "corrupt image.json": ("image.json", lambda p: p.write_text('{"kernel_release": '), "image.json is unreadable"),
+    "image.json without hashes": ("image.json", drop_hashes, "image.json records no sha256"),
+    "delete image.json": ("image.json", Path.unlink, "image.json is missing"),
+}
+
+
+@pytest.fixture(scope="module")
+def damage_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return private_cache(tmp_path_factory.mktemp("damage"))
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_cached_image_is_rebuilt_saying_why(damage_cache: Path, case: str) -> None:
+    name, damage, reason = DAMAGE[case]
+    healthy = ensure_image(damage_cache)
+    damage(healthy.directory / name)
+    said: list[str] = []
+    rebuilt = ensure_image(damage_cache, progress=said.append)
+    assert said[0].startswith(f"image {healthy.key}: {reason}")
+    assert said[0].endswith("; rebuilding it")
+    assert any(m.startswith(f"building image {healthy.key}") for m in said)
+    assert rebuilt == healthy  # same inputs, same image, same folder
+    assert rebuilt.kernel.read_bytes()[0x24:0x28] == bytes.fromhex("18286f01")
+    assert "init" in cpio_members(rebuilt.initrd.read_bytes())
+    assert not [p for p in (damage_cache / "images").iterdir() if p.name.startswith(".")]  # nothing left aside
+    # Healthy again: a hit, nothing said, nothing rewritten.
+    said.clear()
+    stamp = rebuilt.initrd.stat().st_mtime_ns
+    assert ensure_image(damage_cache, progress=said.append) == rebuilt
+    assert said == []
+    assert rebuilt.initrd.stat().st_mtime_ns == stamp
+
+
+def test_the_ssh_flavours_capture_program_is_checked_too(tmp_path: Path) -> None:
+    cache = private_cache(tmp_path)
+    healthy = ensure_image(cache, ssh=True)
+    assert healthy.capture_program is not None
+    flip_a_byte(healthy.capture_program)
+    said: list[str] = []
+    assert ensure_image(cache, ssh=True, progress=said.append) == healthy
+    assert said[0] == f"image {healthy.key}: capture is damaged (its sha256 is not the one recorded when it was built); rebuilding it"
+    said.clear()
+    assert ensure_image(cache, ssh=True, progress=said.append) == healthy
+    assert said == []
 
 
 def test_module_closure_follows_dependencies(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from netio_pdu_server import NetioPdu, Outlet, running_pdu
 
-from cma_tool.errors import ConfigError, InfraError
 from cma_tool.deploy.power import CommandPower, ManualPower, NetioPower, PowerCommands, PowerState, powered
+from cma_tool.errors import ConfigError, InfraError
 
 # A relay tool as a lab would have it: switches by writing the state file and logs every switch.
 RELAY = """#!/bin/sh

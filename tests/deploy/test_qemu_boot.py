@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.errors import ConfigError, InfraError
 from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import (
     DEFAULT_INITRD_ADDR,
@@ -33,6 +32,7 @@ from cma_tool.deploy.qemu import (
     run_to_poweroff,
     static_reserved_regions,
 )
+from cma_tool.errors import ConfigError, InfraError
 
 MiB = 1 << 20
 PAGE = 4096
@@ -158,7 +158,8 @@ def test_emulated_aquila_boots_and_captures(image: TargetImage, tmp_path: Path) 
     """Aquila's banks, no CMA node: the Kconfig default 16 MiB area at the top of bank 1."""
     plan = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 2 --frames 3 --label cam")
     start = time.monotonic()
-    boot = prepare_boot(image, tmp_path, banks=EMULATED_AQUILA_BANKS, capture_args=plan, rng_seed=SEED)
+    boot = prepare_boot(image, tmp_path, banks=EMULATED_AQUILA_BANKS,
+                        agent_files={"capture.args": "".join(a + "\n" for a in plan)}, rng_seed=SEED)
     prepared = time.monotonic() - start
     run = run_to_poweroff(boot, log_path=tmp_path / "console.log")
     print(

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from cma_tool.board.types import Board
+from cma_tool.deploy.qemu import compose_bootargs
+from cma_tool.deploy.serial_board import plan_loads, resolve_console, run_via_serial
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.generate.dts import compile_dts, standalone_dts
 from cma_tool.plan import make_plan
-from cma_tool.deploy.qemu import compose_bootargs
-from cma_tool.deploy.serial_board import plan_loads, resolve_console, run_via_serial
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 RECORDING = (RECORDED_RUN / "console.log").read_bytes()

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cma_tool.errors import TargetError
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.shell import LinuxShell
 from cma_tool.deploy.uboot import UBoot
+from cma_tool.errors import TargetError
 from tests.sim import FAKE_ZIMAGE, SimBoard, powered_board
 
 # What the simulated board's /proc/meminfo says about CMA: the 6.1 kernel's

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sshd_fixture import Sshd, free_tcp_port, keygen, sshd
 
-from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.deploy.ssh import BoardSsh, Deployment, SshSettings
+from cma_tool.errors import ConfigError, InfraError, TargetError
 
 __all__ = ["sshd"]  # the fixture, imported for pytest
 

@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from image_cache import private_cache
 
-from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.deploy.emulated_ssh import SshBoard, booted_over_ssh, run_via_ssh, ssh_bootargs
 from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import prepare_boot
 from cma_tool.deploy.ssh import BoardSsh, SshSettings
+from cma_tool.errors import ConfigError, InfraError, TargetError
 
 VIVID_CLOSURE = {"vivid", "v4l2-tpg", "videobuf2-dma-contig", "v4l2-dv-timings", "videobuf2-vmalloc",
                  "videobuf2-memops", "videobuf2-v4l2", "videobuf2-common", "videodev", "mc", "cec", "rc-core"}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import tftpy
 
-from cma_tool.errors import ConfigError, InfraError
 from cma_tool.deploy.tftp import serve_tftp
+from cma_tool.errors import ConfigError, InfraError
 
 FIVE_MB = 5 * 1000 * 1000
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.emulated_uboot import (
     UBOOT_LINE_LIMIT,
@@ -31,6 +30,7 @@ from cma_tool.deploy.emulated_uboot import (
 from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS, BootFiles, MemoryBank, prepare_boot
 from cma_tool.deploy.uboot import UBoot
+from cma_tool.errors import ConfigError, InfraError, TargetError
 
 LOAD_ADDR = 0x41000000  # in RAM, clear of U-Boot (relocated near the top) and its stack
 MiB = 1 << 20

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.uboot import UBoot
+from cma_tool.errors import ConfigError, InfraError, TargetError
 from tests.sim import FAKE_ZIMAGE, SimBoard, powered_board
 
 KERNEL_ADDR = 0x40400000

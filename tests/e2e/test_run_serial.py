@@ -20,20 +20,22 @@ from pathlib import Path
 import pytest
 
 from cma_tool.check import Check, check_all
+from cma_tool.deploy.qemu import compose_bootargs
+from cma_tool.deploy.serial_board import run_via_serial
+from cma_tool.errors import ConfigError
 from cma_tool.generate.dts import compile_dts, standalone_dts
 from cma_tool.observe import observe
 from cma_tool.plan import Plan, make_plan
 from cma_tool.run import (
     _stream_devices,
     capture_args,
+    capture_plan_files,
     capture_streams,
     predict,
     steps_from_capture,
     steps_from_plan,
     vivid_params,
 )
-from cma_tool.deploy.qemu import compose_bootargs
-from cma_tool.deploy.serial_board import run_via_serial
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 MiB = 1 << 20
@@ -87,6 +89,14 @@ def test_we_asked_for_what_was_recorded(serial_run: SerialRun) -> None:
     assert serial_run.bootargs == (RECORDED_RUN / "bootargs.txt").read_text().strip()
     (boot,) = serial_run.sim.boots()
     assert boot["bootargs"] == boot["recorded_cmdline"] == serial_run.bootargs
+
+
+def test_the_capture_plan_goes_to_the_agent_as_capture_args() -> None:
+    # firmware/cmatool-run reads /cmatool/capture.args: one argument per line.
+    assert capture_plan_files(["--label", "with space"]) == {"capture.args": "--label\nwith space\n"}
+    for bad in (["two\nlines"], [""]):
+        with pytest.raises(ConfigError, match="empty or holds a newline"):
+            capture_plan_files(bad)
 
 
 def test_every_check_passes_on_what_the_serial_board_said(serial_run: SerialRun) -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from cma_tool.generate.dts import reserved_memory_dts
-from cma_tool.plan import make_plan
-from cma_tool.run import vivid_params
 from cma_tool.deploy.emulated_ssh import booted_over_ssh, ssh_bootargs
 from cma_tool.deploy.image import default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import MemoryBank, prepare_boot
+from cma_tool.generate.dts import reserved_memory_dts
+from cma_tool.plan import make_plan
+from cma_tool.run import vivid_params
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
@@ -35,7 +35,7 @@ def test_run_target_ssh_on_a_board_we_did_not_boot(tmp_path: Path) -> None:
     board = plan.board
     boot = prepare_boot(image, tmp_path / "board", banks=[MemoryBank(b.base, b.size) for b in board.banks],
                         reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
-                        bootargs=ssh_bootargs("", vivid=vivid_params(board)), capture_args=None,
+                        bootargs=ssh_bootargs("", vivid=vivid_params(board)), agent_files=None,
                         rng_seed=secrets.token_bytes(32))
     with booted_over_ssh(boot, image=image, workdir=tmp_path / "board", memory="768M", timeout=120) as sb:
         board_file = tmp_path / "lab-aquila.yaml"

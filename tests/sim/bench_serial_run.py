@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
+from cma_tool.deploy.serial_board import run_via_serial  # noqa: E402
 from cma_tool.generate.dts import compile_dts, standalone_dts  # noqa: E402
 from cma_tool.plan import make_plan  # noqa: E402
-from cma_tool.deploy.serial_board import run_via_serial  # noqa: E402
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage  # noqa: E402
 
 

@@ -38,7 +38,6 @@ HERE = Path(__file__).resolve().parent
 # A script run from anywhere: make the source tree's package importable.
 sys.path.insert(0, str(HERE.parents[2]))
 
-from cma_tool.errors import CmaToolError  # noqa: E402
 from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
 from cma_tool.deploy.qemu import (  # noqa: E402
     EMULATED_AQUILA_BANKS,
@@ -49,6 +48,7 @@ from cma_tool.deploy.qemu import (  # noqa: E402
     prepare_boot,
     run_to_poweroff,
 )
+from cma_tool.errors import CmaToolError  # noqa: E402
 
 # Fixed so that a re-recording differs only where the kernel does.
 RNG_SEED = bytes(range(32))
@@ -184,7 +184,7 @@ def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *,
         banks=scenario.banks,
         reserved_memory_dts=scenario.reserved_memory_dts,
         bootargs=compose_bootargs(cmdline, vivid=scenario.vivid),
-        capture_args=scenario.capture,
+        agent_files={"capture.args": "".join(a + "\n" for a in scenario.capture)},
         rng_seed=RNG_SEED,
     )
 

@@ -1,0 +1,64 @@
+"""The emulated board's software: Debian's armhf kernel + a tiny initramfs.
+
+The image holds busybox, the vivid capture driver with the modules it needs,
+the static ``capture`` program (firmware/capture/capture.c) and firmware/init.
+Packages are fetched once into a cache folder; an image is rebuilt only when
+one of its inputs changes (package versions, the firmware sources, this
+recipe, the cross compiler) or its cached files are damaged (image.json
+records their sha256; every cache hit checks them). A run's files (the capture
+plan) do not go into the cached image: :func:`compose_initrd` appends them as
+a second, tiny cpio archive, each as /cmatool/<name>.
+
+Two flavours share the recipe. The plain image boots straight into the
+capture plan. The ``ssh`` flavour (``ensure_image(ssh=True)``) is a board
+reached over the network: it adds Debian's armhf dropbear and sftp-server
+with exactly the shared libraries they load, the virtio network drivers,
+/etc/passwd, root's authorized_keys and a dropbear host key, and leaves the
+capture program out (the host deploys it over SSH). /init starts the network
+and dropbear only with ``cmatool.mode=ssh``.
+
+A newer kernel from another Debian suite (``ensure_image(suite="trixie")``,
+e.g. trixie's 6.12 armmp) is fetched through a private apt state inside the
+cache, so the system's apt sources are never touched. Everything else
+(busybox, the ssh flavour's packages) still comes from the system's sources:
+busybox-static runs on any kernel. Newer Debian kernels compress their
+modules with xz; they are unpacked into the image.
+
+One job per module:
+
+- ``apt``: which package versions (the system's apt state or a suite's private one)
+- ``debs``: the .deb files, downloaded and unpacked once
+- ``rootfs``: the root file system: staging, module closure, ELF libraries, cpio
+- ``keys``: the ssh flavour's host and client keys
+- ``cache``: the cache key, building, checking and pruning images; a run's initrd
+- ``tools``: the host tools the build runs
+
+Layout of the cache folder::
+
+    debs/<package>/<version>/*.deb      apt-get download
+    extract/<package>_<version>/        dpkg-deb -x (kernel: plus depmod)
+    images/<key>/vmlinuz, initrd.gz, image.json (ssh flavour: plus capture)
+    ssh-keys/                           dropbear host key, client key (ssh flavour)
+    apt/<suite>/sources.list, lists/, cache/, resolved.json   private apt state of another suite
+
+Run as ``python3 -m cma_tool.deploy.image [--quiet] [--cache DIR]
+[--kernel-package PKG] [--suite SUITE] [--ssh]`` to fetch and build ahead of
+time (install.sh does).
+"""
+
+from cma_tool.deploy.image.apt import system_archive
+from cma_tool.deploy.image.cache import TargetImage, compose_initrd, default_cache_dir, ensure_image, read_kernel_config
+from cma_tool.deploy.image.keys import SshAccess
+from cma_tool.deploy.image.rootfs import FIRMWARE_DIR, module_closure
+
+__all__ = [
+    "FIRMWARE_DIR",
+    "SshAccess",
+    "TargetImage",
+    "compose_initrd",
+    "default_cache_dir",
+    "ensure_image",
+    "module_closure",
+    "read_kernel_config",
+    "system_archive",
+]

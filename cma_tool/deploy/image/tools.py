@@ -1,0 +1,39 @@
+"""The host tools the image build runs: which must be installed, and running one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from cma_tool.errors import InfraError
+
+#: Tools the build runs, with the Debian package that provides each.
+BUILD_TOOLS = {
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
+    "depmod": "kmod",
+    "cpio": "cpio",
+    "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)",
+    "arm-linux-gnueabihf-readelf": "binutils-arm-linux-gnueabihf",
+}
+
+
+def check_tools() -> None:
+    """Fail naming every missing tool and the Debian package that provides it."""
+    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        raise InfraError("tools needed to build the target image are missing: " + "; ".join(missing))
+
+
+def run_tool(cmd: list[str], *, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
+    """Run ``cmd`` and return its stdout; a failure (or a tool that cannot start) is an InfraError with its stderr."""
+    try:
+        out = subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, check=False)
+    except OSError as exc:
+        raise InfraError(f"cannot run {cmd[0]}: {exc}") from exc
+    if out.returncode != 0:
+        err = out.stderr.decode(errors="replace").strip()
+        raise InfraError(f"{' '.join(cmd)} failed (exit {out.returncode}): {err}")
+    return out.stdout
