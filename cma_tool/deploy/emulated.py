@@ -28,7 +28,8 @@ from cma_tool.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: `cma-tool run` pays only for the way it takes
     from cma_tool.board.types import Board
-    from cma_tool.deploy.image import KernelConfig, TargetImage
+    from cma_tool.deploy.image import TargetImage
+    from cma_tool.deploy.image.cache import KernelConfig
     from cma_tool.deploy.qemu import BootFiles
     from cma_tool.model.profiles import KernelProfile
 

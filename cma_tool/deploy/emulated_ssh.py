@@ -80,7 +80,7 @@ def booted_over_ssh(
     timeout: float,
     on_stage: Callable[[str], None] = lambda s: None,
 ) -> Iterator[SshBoard]:
-    """Boot ``boot`` (made from the ssh flavour with :func:`ssh_bootargs`) and connect with strict host keys.
+    """Boot ``boot`` (the ssh flavour, booted with ``cmatool.mode=ssh``) and connect with strict host keys.
 
     The console goes to ``workdir/console.log``, read all along. When the
     block ends normally the board is powered off over SSH (``poweroff -f``)

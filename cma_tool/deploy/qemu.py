@@ -86,32 +86,6 @@ class BootFiles:
     bootargs: str
 
 
-def compose_bootargs(
-    extra: str = "",
-    *,
-    mode: str = "run",
-    vivid: Mapping[str, str] | None = None,
-    trace_boot: bool = True,
-    console: str = "ttyAMA0",
-) -> str:
-    """The kernel command line for our image: console, panic handling, firmware mode, vivid, then ``extra``.
-
-    ``trace_boot`` adds ``trace_event=cma:*`` so the boot-time allocations
-    (the atomic pool) are in the trace buffer too.
-    """
-    if mode not in ("run", "shell", "run+shell"):
-        raise ConfigError(f"firmware mode {mode!r} is not one of run, shell, run+shell")
-    vivid = dict(vivid) if vivid is not None else {"n_devs": "1", "node_types": "0x1", "allocators": "1"}
-    parts = [f"console={console}", "panic=-1"]
-    if trace_boot:
-        parts.append("trace_event=cma:*")
-    parts.append(f"cmatool.mode={mode}")
-    parts += [f"vivid.{k}={v}" for k, v in vivid.items()]
-    if extra.strip():
-        parts.append(extra.strip())
-    return " ".join(parts)
-
-
 def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
     """QEMU's own device tree for the virt machine (``-machine dumpdtb=``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +201,7 @@ def prepare_boot(
     *,
     banks: Sequence[MemoryBank] = EMULATED_AQUILA_BANKS,
     reserved_memory_dts: str = "",
-    bootargs: str | None = None,
+    bootargs: str,
     agent_files: Mapping[str, bytes | str] | None = None,
     initrd_addr: int = DEFAULT_INITRD_ADDR,
     rng_seed: bytes | None = None,
@@ -238,7 +212,6 @@ def prepare_boot(
     ``agent_files`` go into the run initrd as /cmatool/<name> (see :func:`compose_initrd`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    bootargs = bootargs if bootargs is not None else compose_bootargs()
     initrd = compose_initrd(image, agent_files, workdir / "initrd.gz")
     initrd_end = initrd_addr + initrd.stat().st_size
     _check_layout(banks, initrd_addr, initrd_end, memory)

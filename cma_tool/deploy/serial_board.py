@@ -52,7 +52,7 @@ ADAPTER_WAIT = 5.0
 class SerialTarget:
     """``--target serial``: the board's kernel, our initrd, its DTB patched, booted by its U-Boot."""
 
-    kernel_profile = None  # the board file's: the kernel is the board's own
+    kernel_profile: str | None = None  # the board file's: the kernel is the board's own
 
     def __init__(self, options: TargetOptions) -> None:
         self.options = options

@@ -34,7 +34,7 @@ _NEVER = re.compile(rb"(?!)")
 class SshTarget:
     """``--target ssh``: a board already running Linux, its ``ssh:`` section the way in."""
 
-    kernel_profile = None  # the board file's: the kernel is the board's own
+    kernel_profile: str | None = None  # the board file's: the kernel is the board's own
 
     def __init__(self, options: TargetOptions) -> None:
         if options.bootargs.strip() and options.dtb is None:

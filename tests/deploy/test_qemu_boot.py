@@ -24,7 +24,6 @@ from cma_tool.deploy.qemu import (
     EmulatedBoard,
     MemoryBank,
     build_board_dtb,
-    compose_bootargs,
     dump_virt_dtb,
     parse_sections,
     prepare_boot,
@@ -107,7 +106,7 @@ def test_static_pool_over_the_kernel_is_refused(image: TargetImage, tmp_path: Pa
     pool = """reserved-memory { #address-cells = <2>; #size-cells = <2>; ranges;
 		low@41000000 { compatible = "shared-dma-pool"; reusable; reg = <0x0 0x41000000 0x0 0x800000>; }; };"""
     with pytest.raises(ConfigError, match="low@41000000 at 0x41000000 is inside the first 32 MiB"):
-        prepare_boot(image, tmp_path, reserved_memory_dts=pool)
+        prepare_boot(image, tmp_path, reserved_memory_dts=pool, bootargs="console=ttyAMA0")
 
 
 @pytest.mark.parametrize(
@@ -124,15 +123,7 @@ def test_layouts_that_cannot_boot_are_refused(
     image: TargetImage, tmp_path: Path, banks: tuple[MemoryBank, ...], initrd_addr: int, complaint: str
 ) -> None:
     with pytest.raises(ConfigError, match=complaint):
-        prepare_boot(image, tmp_path, banks=banks, initrd_addr=initrd_addr)
-
-
-def test_bootargs_are_composed_in_order() -> None:
-    assert compose_bootargs("cma=32M", vivid={"n_devs": "2"}) == (
-        "console=ttyAMA0 panic=-1 trace_event=cma:* cmatool.mode=run vivid.n_devs=2 cma=32M"
-    )
-    with pytest.raises(ConfigError):
-        compose_bootargs(mode="interactive")
+        prepare_boot(image, tmp_path, banks=banks, initrd_addr=initrd_addr, bootargs="console=ttyAMA0")
 
 
 def test_sections_are_split_by_name_and_rc() -> None:
@@ -206,7 +197,7 @@ def json_lines(text: str) -> list[dict[str, object]]:
 @pytest.mark.emulated
 def test_shell_mode_and_the_capture_programs_exit_paths(image: TargetImage, tmp_path: Path) -> None:
     """cmatool.mode=shell gives a prompt; capture's errors, shortfalls and --hold seen from the shell."""
-    boot = prepare_boot(image, tmp_path, bootargs=compose_bootargs(mode="shell"), rng_seed=SEED)
+    boot = prepare_boot(image, tmp_path, bootargs="console=ttyAMA0 panic=-1 cmatool.mode=shell", rng_seed=SEED)
     start = time.monotonic()
     outputs: dict[str, str] = {}
     with EmulatedBoard(boot) as board, (tmp_path / "console.log").open("wb") as log:
@@ -259,7 +250,7 @@ def test_shell_mode_and_the_capture_programs_exit_paths(image: TargetImage, tmp_
 
 @pytest.mark.emulated
 def test_qemu_failing_to_start_is_an_infra_error_with_its_words(image: TargetImage, tmp_path: Path) -> None:
-    boot = prepare_boot(image, tmp_path)
+    boot = prepare_boot(image, tmp_path, bootargs="console=ttyAMA0")
     with (
         pytest.raises(InfraError, match="no-such-device"),
         EmulatedBoard(boot, extra_args=["-device", "no-such-device"]) as board,

@@ -24,11 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from image_cache import private_cache
 
-from cma_tool.deploy.emulated_ssh import SshBoard, booted_over_ssh, run_via_ssh, ssh_bootargs
+from cma_tool.deploy.emulated_ssh import SshBoard, booted_over_ssh
 from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import prepare_boot
 from cma_tool.deploy.ssh import BoardSsh, SshSettings
-from cma_tool.errors import ConfigError, InfraError, TargetError
+from cma_tool.errors import InfraError, TargetError
+
+#: The ssh flavour's command line (firmware/init: cmatool.mode=ssh starts dropbear).
+SSH_BOOTARGS = "console=ttyAMA0,115200 panic=-1 trace_event=cma:* cmatool.mode=ssh"
 
 VIVID_CLOSURE = {"vivid", "v4l2-tpg", "videobuf2-dma-contig", "v4l2-dv-timings", "videobuf2-vmalloc",
                  "videobuf2-memops", "videobuf2-v4l2", "videobuf2-common", "videodev", "mc", "cec", "rc-core"}
@@ -129,20 +132,13 @@ def test_new_host_key_means_a_new_image(ssh_image: TargetImage, tmp_path: Path) 
     assert ensure_image(cache, ssh=True) == fresh  # made once per cache, then reused
 
 
-def test_run_via_ssh_refuses_the_plain_image(tmp_path: Path) -> None:
-    plain = ensure_image(default_cache_dir())
-    boot = prepare_boot(plain, tmp_path, bootargs=ssh_bootargs())
-    with pytest.raises(ConfigError, match="plain flavour"):
-        run_via_ssh(boot, image=plain, workdir=tmp_path, memory="768M", capture_args=[], timeout=10)
-
-
 # ---- on the emulated board (one boot for all) ----------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def board(ssh_image: TargetImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshBoard]:
     workdir = tmp_path_factory.mktemp("ssh-board")
-    boot = prepare_boot(ssh_image, workdir, bootargs=ssh_bootargs(), rng_seed=bytes(range(32)))
+    boot = prepare_boot(ssh_image, workdir, bootargs=SSH_BOOTARGS, rng_seed=bytes(range(32)))
     with booted_over_ssh(boot, image=ssh_image, workdir=workdir, memory="768M", timeout=90) as sb:
         print(f"\nQEMU start to the first SSH command answered: {sb.seconds_to_ssh:.2f} s")
         yield sb
@@ -216,7 +212,7 @@ def test_board_without_a_network_card_is_a_target_error(ssh_image: TargetImage, 
     import cma_tool.deploy.emulated_ssh as emulated_ssh
 
     monkeypatch.setattr(emulated_ssh, "network_args", lambda port: [])  # QEMU gets no virtio-net device
-    boot = prepare_boot(ssh_image, tmp_path, bootargs=ssh_bootargs(), rng_seed=bytes(range(32)))
+    boot = prepare_boot(ssh_image, tmp_path, bootargs=SSH_BOOTARGS, rng_seed=bytes(range(32)))
     with pytest.raises(TargetError, match="could not start its SSH server: no eth0"), \
             booted_over_ssh(boot, image=ssh_image, workdir=tmp_path, memory="768M", timeout=60):
         pytest.fail("the board came up without a network card")
@@ -231,9 +227,10 @@ def test_ssh_never_answering_is_an_infra_error_naming_the_address(ssh_image: Tar
     # The host port forwards to the board's port 23, where nothing listens: dropbear is up, SSH is not reachable.
     real = emulated_ssh.network_args
     monkeypatch.setattr(emulated_ssh, "network_args", lambda port: [a.replace("-:22", "-:23") for a in real(port)])
-    boot = prepare_boot(ssh_image, tmp_path, bootargs=ssh_bootargs(), rng_seed=bytes(range(32)))
-    with pytest.raises(InfraError) as err:
-        run_via_ssh(boot, image=ssh_image, workdir=tmp_path, memory="768M", capture_args=["--label", "x"], timeout=15)
+    boot = prepare_boot(ssh_image, tmp_path, bootargs=SSH_BOOTARGS, rng_seed=bytes(range(32)))
+    with pytest.raises(InfraError) as err, \
+            booted_over_ssh(boot, image=ssh_image, workdir=tmp_path, memory="768M", timeout=15):
+        pytest.fail("SSH answered on a port where nothing listens")
     port = (tmp_path / "known_hosts").read_text().split()[0]  # "[127.0.0.1]:PORT", written before the boot
     message = str(err.value)
     assert f"root@127.0.0.1:{port.rsplit(':', 1)[1]}" in message and "last error" in message

@@ -77,7 +77,7 @@ def test_attach_stops_autoboot_and_printenv_reads_the_defaults(session: Session)
     # u-boot-qemu's qemu_arm defaults (include/configs/qemu-arm.h): kernel 4 MiB, ramdisk 64 MiB into RAM.
     assert env["kernel_addr_r"] == "0x40400000"
     assert env["ramdisk_addr_r"] == "0x44000000"
-    assert "fdt_addr_r" not in env  # the reason run_via_uboot sets it
+    assert "fdt_addr_r" not in env  # the reason our bootz names every address itself
     assert env["bootcmd"] == "run distro_bootcmd"
     log = session.log()
     assert b"Hit any key to stop autoboot" in log
@@ -191,7 +191,7 @@ def test_what_is_not_a_zimage_is_refused() -> None:
 def test_uboot_dtb_carries_both_banks_in_chosen(tmp_path: Path, image: TargetImage) -> None:
     import libfdt
 
-    boot = prepare_boot(image, tmp_path, rng_seed=bytes(32))
+    boot = prepare_boot(image, tmp_path, rng_seed=bytes(32), bootargs="console=ttyAMA0 panic=-1 cmatool.mode=run")
     layout = prepare_uboot_files(boot, tmp_path, banks=EMULATED_AQUILA_BANKS)
     fdt = libfdt.Fdt(layout.dtb.path.read_bytes())
     chosen = fdt.path_offset("/chosen")
