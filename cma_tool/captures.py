@@ -25,8 +25,10 @@ from cma_tool.errors import ConfigError, Diagnostic
 from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep, Scenario, to_plain
 
 #: vivid's parameters per instance: a capture node only (node_types bit 0) whose buffers come
-#: from videobuf2-dma-contig (allocators=1), the dma_alloc_attrs -> CMA path FIMC takes.
-VIVID_INSTANCE = {"node_types": "0x1", "allocators": "1"}
+#: from videobuf2-dma-contig (allocators=1), the dma_alloc_attrs -> CMA path FIMC takes; one
+#: input, an HDMI one (input_types 3): a webcam input snaps every size to its few discrete
+#: frames (320x180 at the least), HDMI takes any size from 16x16 up, as a camera interface does.
+VIVID_INSTANCE = {"node_types": "0x1", "allocators": "1", "num_inputs": "1", "input_types": "0x3"}
 
 
 @dataclass(frozen=True)

@@ -145,16 +145,27 @@ def check_capture(pred: Prediction, obs: Observation) -> list[Check]:
 
 
 def observed_free_drops(obs: Observation) -> list[tuple[str, int]]:
-    """CmaFree before minus after each REQBUFS N>0, from the capture program's own readings."""
+    """How far CmaFree fell over each REQBUFS N>0, from the capture program's own readings.
+
+    Measured from the reading after the previous REQBUFS N>0 (the boot's
+    reading before the first): every allocation drains the per-CPU free
+    lists (alloc_contig_range calls drain_all_pages), so only readings taken
+    right after one count every free CMA page. Pages a release gave back may
+    wait on those lists, uncounted, until the next allocation drains them.
+    """
     drops: list[tuple[str, int]] = []
-    before: int | None = None
+    anchor: int | None = None  # CmaFree right after the last REQBUFS N>0
+    latest: int | None = None  # the latest reading of any step
     for step in obs.capture:
         free = step.data.get("cma_free_kb")
-        if step.event == "reqbufs" and int(step.data.get("asked", 0)) > 0 and before is not None \
-                and isinstance(free, int):
-            drops.append((str(step.data.get("label", "")), before - free))
-        if isinstance(free, int):
-            before = free
+        if not isinstance(free, int):
+            continue
+        if step.event == "reqbufs" and int(step.data.get("asked", 0)) > 0:
+            before = anchor if anchor is not None else latest
+            if before is not None:
+                drops.append((str(step.data.get("label", "")), before - free))
+            anchor = free
+        latest = free
     return drops
 
 

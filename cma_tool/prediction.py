@@ -37,8 +37,9 @@ class Prediction:
     events: list[Event]
     granted: list[tuple[str, int]] = field(default_factory=list)  # (stream label, buffers granted)
     vmstat: dict[str, int] = field(default_factory=dict)  # cma_alloc_success / cma_alloc_fail deltas
-    #: (stream label, kB) CmaFree falls by at each REQBUFS N: the pages it took. Only these
-    #: drops compare exactly: the kernel's CmaFree also moves with page cache and per-CPU lists.
+    #: (stream label, kB) CmaFree falls by from one REQBUFS N>0 to the next: the pages it took less
+    #: the pages released in between. Only these compare exactly: allocations drain the per-CPU
+    #: lists, and the kernel's CmaFree also moves with page cache.
     free_drops: list[tuple[str, int]] = field(default_factory=list)
     #: Kernel log lines about CMA the model says will appear, in order (boot, then failures).
     log_lines: list[str] = field(default_factory=list)
@@ -66,7 +67,7 @@ def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: 
         if isinstance(rec.step, CaptureStep):
             granted.append((rec.step.device, len(rec.buffers)))
             drops.append((rec.step.device, free - rec.cma_free_kb))
-        free = rec.cma_free_kb
+            free = rec.cma_free_kb  # releases in between count in the next drop (see check.observed_free_drops)
     vm = run.counters.get("vmstat", {}) if run.steps else {}
     pred = Prediction(
         areas=[PredictedArea(a.name, a.base, a.size) for a in run.boot.areas],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -147,10 +146,13 @@ def node_line(bank: MemoryBank) -> str:
 @pytest.mark.slow
 def test_emulated_aquila_boots_and_captures(image: TargetImage, tmp_path: Path) -> None:
     """Aquila's banks, no CMA node: the Kconfig default 16 MiB area at the top of bank 1."""
-    plan = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 2 --frames 3 --label cam")
+    plan = ("load vivid n_devs=1 node_types=0x1 allocators=1\n"
+            "stream cam driver:vivid:0 1920 1080 YUYV\n"
+            "start cam 2 3\n"
+            "release cam\n")
     start = time.monotonic()
-    boot = prepare_boot(image, tmp_path, banks=EMULATED_AQUILA_BANKS,
-                        agent_files={"capture.args": "".join(a + "\n" for a in plan)}, rng_seed=SEED)
+    boot = prepare_boot(image, tmp_path, banks=EMULATED_AQUILA_BANKS, agent_files={"plan": plan}, rng_seed=SEED,
+                        bootargs="console=ttyAMA0,115200 panic=-1 trace_event=cma:* cmatool.mode=run")
     prepared = time.monotonic() - start
     run = run_to_poweroff(boot, log_path=tmp_path / "console.log")
     print(
@@ -166,6 +168,7 @@ def test_emulated_aquila_boots_and_captures(image: TargetImage, tmp_path: Path) 
     assert f"cma: Reserved 16 MiB at 0x{area_base:08x}" in log
 
     events = [json.loads(line) for line in run.sections["capture"].text.splitlines()]
+    events = [e for e in events if e["event"] not in ("step", "resolve")]  # the plan's own bookkeeping
     steps = [e["event"] for e in events]
     assert steps[:4] == ["start", "open", "querycap", "s_fmt"]
     assert steps[-4:] == ["munmap", "reqbufs", "close", "done"]

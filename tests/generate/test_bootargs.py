@@ -192,3 +192,17 @@ def test_boot_scr_is_a_uboot_script_image_of_boot_cmd(aquila: Board, tmp_path: P
     assert (length, end) == (len(cmd.read_bytes()), 0)
     assert data[8:] == cmd.read_bytes()
     assert size == len(data)
+
+
+def test_a_run_adds_the_agents_words_after_the_boards_line_and_its_own_last(aquila: Board) -> None:
+    # What `generate` writes is the start of what `run` boots: one builder for both.
+    board = _with(aquila, bootargs="quiet")
+    generated = gb.kernel_cmdline(board, PROFILES["linux-6.1"]).text
+    run = gb.kernel_cmdline(board, PROFILES["linux-6.1"], agent="run", extra="cma=32M").text
+    assert generated == "console=ttySAC2,115200 quiet"
+    # panic=-1 reboots (QEMU -no-reboot then exits) instead of hanging; trace_event=cma:* traces the atomic
+    # pool at boot; --bootargs comes last so that early_param keeps its value. Nothing for vivid.
+    assert run == "console=ttySAC2,115200 panic=-1 trace_event=cma:* cmatool.mode=run quiet cma=32M"
+    assert parse_cma_cmdline(run).size == 32 * MiB
+    with pytest.raises(ConfigError, match="agent mode 'interactive'"):
+        gb.kernel_cmdline(board, PROFILES["linux-6.1"], agent="interactive")

@@ -108,7 +108,8 @@ def test_a_scenario_drives_the_schedule_step_by_step() -> None:
     assert {s.label: s.device for s in agent.streams} == {"a": "driver:vivid:0", "b": "driver:vivid:1",
                                                            "c": "driver:vivid:0"}
     assert [(m.module, dict(m.params)) for m in agent.modules] == [
-        ("vivid", {"n_devs": "2", "node_types": "0x1,0x1", "allocators": "1,1"})]
+        ("vivid", {"n_devs": "2", "node_types": "0x1,0x1", "allocators": "1,1", "num_inputs": "1,1",
+                   "input_types": "0x3,0x3"})]
 
 
 def test_streams_left_holding_are_released_in_reverse_at_the_end() -> None:
@@ -153,5 +154,5 @@ def test_the_emulated_board_loads_one_vivid_instance_per_device() -> None:
     plan = make_plan(ROOT / "boards" / "qemu-aquila.yaml", allow_misfit=True)
     agent = parse_plan(from_board(plan.board).agent_plan().render())
     assert [(m.module, dict(m.params)) for m in agent.modules] == [
-        ("vivid", {"n_devs": "1", "node_types": "0x1", "allocators": "1"})]
+        ("vivid", {"n_devs": "1", "node_types": "0x1", "allocators": "1", "num_inputs": "1", "input_types": "0x3"})]
     assert [s.device for s in agent.streams] == ["driver:vivid:0"]
