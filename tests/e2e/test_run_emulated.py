@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
+
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 
@@ -39,16 +41,13 @@ def test_default_board_every_event_matches(tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = cma_tool("run", "boards/qemu-aquila.yaml", "--out", str(out), "--junit", str(out / "junit.xml"))
     assert res.returncode == 0, res.stdout + res.stderr
-    rep = report(out)
-    assert rep["verdict"] == "pass"
-    observed = event_lines(rep, "observed")
-    # The 64 MiB default node lands top-down at 0x64000000 (bank 1 ends at 0x68000000);
-    # the atomic pool takes 64 pages at its base; 1013-page buffers align to 256 pages.
-    assert observed[:2] == ["cma_alloc_start: name=linux,cma count=64 align=6",
-                            "cma_alloc_finish: name=linux,cma pfn=0x64000 page=(ptrval) count=64 align=6"]
-    finishes = [e for e in observed if e.startswith("cma_alloc_finish") and "count=1013" in e]
-    assert [e.split()[2] for e in finishes] == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64900", "pfn=0x64d00"]
-    assert sum(1 for e in observed if e.startswith("cma_release")) == 4
+    rep = assert_same_artefacts(out)
+    assert rep["boot"] == "direct"
+    assert_aquila_1080p_events(rep)
+    # The emulated board's agent loads vivid; the kernel's command line carries nothing for it.
+    assert (out / "agent-plan.txt").read_text().startswith("load vivid n_devs=1 ")
+    assert json.loads((out / "observed.json").read_text())["cmdline"] == \
+        "console=ttyAMA0,115200 panic=-1 trace_event=cma:* cmatool.mode=run"
     junit = (out / "junit.xml").read_text()
     assert 'failures="0"' in junit and junit.count("<testcase") == len(rep["checks"])
     assert (out / "console.log").stat().st_size > 10_000
@@ -145,3 +144,55 @@ def test_the_same_board_on_the_real_612_kernel(tmp_path: Path) -> None:
     # 6.12 sets up static (reg) pools after the default area: the dynamic default's line comes first.
     first = next(i for i, ln in enumerate(log) if "created CMA memory pool at 0x64000000" in ln)
     assert all(first < i for i, ln in enumerate(log) if "created CMA memory pool at 0x43000000" in ln)
+
+
+# --- scenarios: the steps run on the target are the steps the model predicts --------------------
+
+
+def scenario_run(tmp_path: Path, board: str, scenario: str) -> dict[str, Any]:
+    out = tmp_path / "run"
+    res = cma_tool("run", board, "--scenario", f"configs/requests/{scenario}.yaml", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = assert_same_artefacts(out)
+    assert rep["prediction"]["events"] == rep["observed"]["events"]
+    return rep
+
+
+def finishes(rep: dict[str, Any]) -> list[str]:
+    """The pfn of every cma_alloc_finish after the atomic pool's, in order."""
+    return [e.split()[2] for e in event_lines(rep, "observed") if e.startswith("cma_alloc_finish")][1:]
+
+
+def test_two_streams_one_after_the_other(tmp_path: Path) -> None:
+    rep = scenario_run(tmp_path, "boards/qemu-aquila.yaml", "one-after-another")
+    # 1080p YUYV (1013 pages, 256-aligned) at 0x64100, 0x64500; both released before the second stream
+    # asks, so 720p NV12 (338 pages, 256-aligned) starts from the same place: 0x64100, 0x64300, 0x64500.
+    assert finishes(rep) == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64100", "pfn=0x64300", "pfn=0x64500"]
+
+
+def test_a_released_streams_holes_are_reused_first_fit(tmp_path: Path) -> None:
+    rep = scenario_run(tmp_path, "configs/two-streams.yaml", "hole-reuse")
+    # a: 0x64100, 0x64500; b: 0x64900, 0x64d00; a released; c (150 pages, 256-aligned) first fit in a's hole.
+    assert finishes(rep) == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64900", "pfn=0x64d00", "pfn=0x64100",
+                             "pfn=0x64200"]
+    releases = [e.split()[2] for e in event_lines(rep, "observed") if e.startswith("cma_release")]
+    assert releases == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64100", "pfn=0x64200", "pfn=0x64900", "pfn=0x64d00"]
+    # CmaFree is compared from one allocation's reading to the next: c took 2 x 150 pages after a gave 2 x 1013 back.
+    drop = next(c for c in rep["checks"] if c["name"] == "CmaFree drop at REQBUFS c")
+    assert drop["passed"] and drop["observed"] == f"{(2 * 150 - 2 * 1013) * 4} kB"
+
+
+def test_rgb565_and_nv12_streams(tmp_path: Path) -> None:
+    rep = scenario_run(tmp_path, "configs/two-streams.yaml", "rgb565-nv12")
+    # 720p RGB565: 1843200 bytes (450 pages); 1080p NV12: 3110400 bytes (760 pages); all 256-aligned.
+    assert finishes(rep) == ["pfn=0x64100", "pfn=0x64300", "pfn=0x64500", "pfn=0x64800"]
+    sizes = {c["name"]: c for c in rep["checks"] if c["name"].startswith("sizeimage")}
+    assert sizes["sizeimage rgb"]["observed"] == str(1280 * 720 * 2) and sizes["sizeimage rgb"]["passed"]
+    assert sizes["sizeimage nv12"]["observed"] == str(1920 * 1080 * 3 // 2) and sizes["sizeimage nv12"]["passed"]
+
+
+def test_tiny_buffers_next_to_1080p_ones(tmp_path: Path) -> None:
+    rep = scenario_run(tmp_path, "configs/two-streams.yaml", "tiny-and-1080p")
+    # 64x48 GREY is 3072 bytes: one page, no alignment: first fit fills the gap after the atomic pool.
+    assert finishes(rep) == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64040", "pfn=0x64041", "pfn=0x64042"]
+    assert "cma_alloc_start: name=linux,cma count=1 align=0" in event_lines(rep, "observed")

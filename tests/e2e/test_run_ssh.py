@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
+
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 
@@ -37,25 +39,18 @@ def test_ssh_run_every_event_matches(tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = cma_tool("run", "boards/qemu-aquila.yaml", "--boot", "ssh", "--out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["verdict"] == "pass", rep.get("message")
-
-    observed = list(rep["observed"]["events"])
-    # The 64 MiB default node lands top-down at 0x64000000 (bank 1 ends at 0x68000000);
-    # the atomic pool takes 64 pages at its base; 1013-page buffers align to 256 pages.
-    assert observed[:2] == ["cma_alloc_start: name=linux,cma count=64 align=6",
-                            "cma_alloc_finish: name=linux,cma pfn=0x64000 page=(ptrval) count=64 align=6"]
-    finishes = [e for e in observed if e.startswith("cma_alloc_finish") and "count=1013" in e]
-    assert [e.split()[2] for e in finishes] == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64900", "pfn=0x64d00"]
-    assert sum(1 for e in observed if e.startswith("cma_release")) == 4
+    rep = assert_same_artefacts(out)
+    assert rep["boot"] == "ssh"
+    assert_aquila_1080p_events(rep)
 
     # It really went over SSH: the boot carried neither the plan nor the program ...
     names = initrd_names(out / "initrd.gz")
     assert "usr/sbin/dropbear" in names
-    assert "cmatool/capture.args" not in names and "bin/capture" not in names
+    assert "cmatool/plan" not in names and "bin/capture" not in names
     # ... the plan that ran is the one uploaded, the sections came over SSH, not the console ...
-    plan = (out / "capture.args").read_text().splitlines()
-    assert plan[:2] == ["--device", "/dev/video0"] and "1920" in plan and "YUYV" in plan
+    plan = (out / "plan").read_text()
+    assert plan == (out / "agent-plan.txt").read_text()
+    assert "stream vivid driver:vivid:0 1920 1080 YUYV" in plan.splitlines()
     ssh_output = (out / "ssh-output.log").read_text()
     assert "cmatool.mode=ssh" in ssh_output.split("==== CMA-TOOL END cmdline")[0]
     assert "==== CMA-TOOL DONE rc=0 ====" in ssh_output

@@ -66,6 +66,7 @@ Faults (``--fault NAME[=ARG]``, repeatable):
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import logging
@@ -469,6 +470,34 @@ def words(segment: str, variables: dict[str, str], *, posix: bool) -> tuple[list
 
 
 # ---- memory ---------------------------------------------------------------
+
+
+def initrd_member(initrd: bytes, name: str) -> str | None:
+    """A file of a gzip'd newc cpio initrd (members may be concatenated, as the host appends its plan), or None.
+
+    So a test can see what plan reached the board, as a real kernel's
+    initramfs unpacker would find it; anything that is not such an
+    initrd has no members.
+    """
+    try:
+        data = gzip.decompress(initrd)
+    except (OSError, EOFError, zlib.error):
+        return None
+    found = None
+    at = 0
+    while at + 110 <= len(data) and data[at:at + 6] == b"070701":
+        filesize = int(data[at + 54:at + 62], 16)
+        namesize = int(data[at + 94:at + 102], 16)
+        name_end = at + 110 + namesize
+        member = data[at + 110:name_end - 1].decode(errors="replace")
+        body = (name_end + 3) & ~3
+        if member == name:
+            found = data[body:body + filesize].decode(errors="replace")  # a later member of the same name wins
+        at = (body + filesize + 3) & ~3
+        if member == "TRAILER!!!":  # the next archive, if any, starts at a 4-byte boundary after padding zeros
+            while at < len(data) and data[at:at + 6] != b"070701":
+                at += 1
+    return found
 
 
 class Memory:
@@ -883,7 +912,9 @@ class Board:
             where, _, size_text = args[1].partition(":")
             rd_addr = int(where, 16)
             rd_size = int(size_text, 16) if size_text else int(self.env.get("filesize", "0"), 16)
-            initrd = {"addr": rd_addr, "size": rd_size, "crc32": zlib.crc32(self.mem.read(rd_addr, rd_size))}
+            data = self.mem.read(rd_addr, rd_size)
+            initrd = {"addr": rd_addr, "size": rd_size, "crc32": zlib.crc32(data),
+                      "agent_plan": initrd_member(data, "cmatool/plan")}
         self.out(f"## Flattened Device Tree blob at {fdt_addr:08x}\r\n   Booting using the fdt blob at {fdt_addr:#x}\r\n"
                  f"Working FDT set to {fdt_addr:x}\r\n"
                  f"   Using Device Tree in place at {fdt_addr:08x}, end {fdt_addr + fdt_size + FDT_PAD - 1:08x}\r\n"
