@@ -53,22 +53,31 @@ def _print_diagnostics(err: ConfigError) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from cma_tool.plan import load_checked_board
 
-    result = load_checked_board(Path(args.board))
+    result = load_checked_board(Path(args.board), bootargs=args.bootargs or "")
     for d in result.diagnostics:
         print(str(d), file=sys.stderr)
     n_err = sum(1 for d in result.diagnostics if d.severity == "error")
     n_warn = len(result.diagnostics) - n_err
     print(f"{args.board}: {n_err} error(s), {n_warn} warning(s)", file=sys.stderr if n_err else sys.stdout)
+    if args.force and n_err:
+        # --force never makes a board valid; it says whether plan, model and run --force can go ahead.
+        if result.plan is not None:
+            print(f"--force: plan, model and run would override the {n_err} error(s) and go ahead", file=sys.stderr)
+        else:
+            print("--force: cannot override these: the board could not be planned at all", file=sys.stderr)
     return ExitCode.CONFIG if n_err else ExitCode.OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from cma_tool.plan import make_plan
+    from cma_tool.plan import forced_note, make_plan
     from cma_tool.report.plan_text import plan_json, plan_table
 
-    plan = make_plan(Path(args.board), kernel=args.kernel, bootargs=args.bootargs or "")
+    plan = make_plan(Path(args.board), kernel=args.kernel, bootargs=args.bootargs or "", allow_errors=args.force)
     for d in plan.diagnostics:
         print(str(d), file=sys.stderr)
+    note = forced_note(plan.diagnostics) if args.force else None
+    if note:
+        print(note, file=sys.stderr)
     if args.svg:
         from cma_tool.report.svg import memory_map_svg
 
@@ -81,7 +90,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
     from cma_tool.modelrun import run_model_cli
 
     return run_model_cli(Path(args.board), requests=Path(args.requests) if args.requests else None,
-                         kernel=args.kernel, bootargs=args.bootargs, as_json=args.json)
+                         kernel=args.kernel, bootargs=args.bootargs, as_json=args.json, force=args.force)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -129,22 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    bootargs_help = "extra kernel command line, added to the board's own as run adds it, e.g. 'cma=64M'"
+
     p = add("validate", "check a board file; print every error at once", _cmd_validate)
     p.add_argument("board", help="board YAML file")
+    p.add_argument("--bootargs", metavar="ARGS", help=bootargs_help)
+    p.add_argument("--force", action="store_true",
+                   help="also say whether plan, model and run --force could go ahead despite the errors "
+                        "(the exit code stays 1 when there are errors)")
 
     p = add("plan", "place every CMA region as the kernel would and show needs vs sizes", _cmd_plan)
     p.add_argument("board")
     p.add_argument("--kernel", metavar="PROFILE", help="kernel profile (default: the board's)")
-    p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line, e.g. 'cma=64M'")
+    p.add_argument("--bootargs", metavar="ARGS", help=bootargs_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--svg", metavar="FILE", help="also write a memory-map picture")
+    p.add_argument("--force", action="store_true",
+                   help="plan a board that fails validation (errors are still printed) and exit 0")
 
     p = add("model", "predict every CMA event the kernel will produce", _cmd_model)
     p.add_argument("board")
     p.add_argument("--requests", metavar="FILE", help="scenario YAML (default: the board's device needs)")
     p.add_argument("--kernel", metavar="PROFILE")
-    p.add_argument("--bootargs", metavar="ARGS")
+    p.add_argument("--bootargs", metavar="ARGS", help=bootargs_help)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="predict for a board that fails validation, e.g. to see the kernel's own fallback "
+                        "(errors are still printed) and exit 0")
 
     p = add("generate", "write bootargs, device tree, board-file C, Kconfig and patches", _cmd_generate)
     p.add_argument("board")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from cma_tool import model as cma_model
 from cma_tool.board.types import Board
 from cma_tool.errors import ExitCode
 from cma_tool.model.scenario import CaptureStep, DmaAllocStep
-from cma_tool.plan import boot_input, make_plan
+from cma_tool.plan import boot_input, forced_note, make_plan
 
 
 def board_devices(board: Board) -> dict[str, cma_model.Device]:
@@ -47,8 +48,18 @@ def board_steps(board: Board) -> list[CaptureStep | DmaAllocStep]:
 
 
 def run_model_cli(board_path: Path, *, requests: Path | None, kernel: str | None, bootargs: str | None,
-                  as_json: bool) -> int:
-    plan = make_plan(board_path, kernel=kernel, bootargs=bootargs or "", allow_misfit=True)
+                  as_json: bool, force: bool = False) -> int:
+    """`cma-tool model`: every diagnostic on stderr, the prediction on stdout.
+
+    A board that fails validation raises ConfigError unless ``force``: then the
+    model predicts what the kernel does with the board as written.
+    """
+    plan = make_plan(board_path, kernel=kernel, bootargs=bootargs or "", allow_misfit=True, allow_errors=force)
+    for d in plan.diagnostics:
+        print(str(d), file=sys.stderr)
+    note = forced_note(plan.diagnostics) if force else None
+    if note:
+        print(note, file=sys.stderr)
     board = plan.board
     inp = boot_input(board, bootargs or "")
     devices = board_devices(board)

@@ -193,7 +193,9 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     for dev in board.devices:
         for label in dev.memory_region if dev.honours_memory_region else ():
             region = board.region(label)
-            placed_area = next((a for a in areas if region and a.name == region.node), None)
+            if region is None or region.reg is not None:
+                continue  # a static region's end is known before placement: board/validate.py says it
+            placed_area = next((a for a in areas if a.name == region.node), None)
             if placed_area and placed_area.end > dev.dma_limit:
                 sink.error(f"device '{dev.name}': region '{label}' is placed at {placed_area.base:#x}..{placed_area.end:#x},"
                            f" beyond its {dev.dma_mask_bits}-bit DMA mask",
@@ -281,17 +283,26 @@ def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str =
     board, sink = read_board(path)
     if board is None:
         return CheckedBoard(None, sink.items)
-    check_board(board, sink)
+    check_board(board, sink, extra_bootargs=bootargs, profile=_resolve_profile(board, kernel))
     plan = None
     if board.banks:
         plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit)
-        flagged = {(d.file, d.line) for d in sink.items if d.severity == "error"}
+        # Every finding is shown, the model's beside the static ones on the same line
+        # (a refused node's boot hang is news next to its refusal); only repeats go.
+        said = set(sink.items)
         for d in plan.diagnostics:
-            # The model says some static findings again in the kernel's words (a refused
-            # node): one error per place is enough.
-            if (d.file, d.line) not in flagged:
+            if d not in said:
                 sink.items.append(d)
+                said.add(d)
     return CheckedBoard(board, sorted(sink.items, key=lambda d: (d.file, d.line, d.col)), plan)
+
+
+def forced_note(diagnostics: list[Diagnostic]) -> str | None:
+    """What to tell the user when --force planned past errors (None when there were none)."""
+    n_err = sum(1 for d in diagnostics if d.severity == "error")
+    if not n_err:
+        return None
+    return f"--force: {n_err} error(s) overridden; the result is what the model predicts for the board as written"
 
 
 def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "", allow_misfit: bool = False,

@@ -13,6 +13,8 @@ from typing import Protocol
 from cma_tool.board.types import Bank, Board, Region
 from cma_tool.board.yamlpos import Where
 from cma_tool.errors import DiagnosticSink
+from cma_tool.model.cmdline import parse_cma_cmdline
+from cma_tool.model.profiles import KernelProfile
 from cma_tool.sizes import format_size
 
 
@@ -54,8 +56,25 @@ def region_bank(board: Board, region: Region) -> Bank | None:
     return None
 
 
-def check_board(board: Board, sink: DiagnosticSink) -> None:
-    profile = board.kernel.profile
+def _bypassed_misaligned(sink: DiagnosticSink, region: Region, name: str, unit_text: str) -> None:
+    _at(sink, region, f"{name} is not aligned to {unit_text}, but cma= on the command line bypasses it, so the kernel "
+        "never checks it; without cma= it would be refused (\"Reserved memory: incorrect alignment of CMA region\")",
+        hint=f"use a base and size that are multiples of {unit_text}", warning=True)
+
+
+def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
+                profile: KernelProfile | None = None) -> None:
+    """Every static rule.
+
+    ``extra_bootargs`` is the command line added to the board's own (as run and
+    model add it); ``profile`` the kernel to check for when it is not the
+    board's own (``--kernel``).
+    """
+    profile = profile or board.kernel.profile
+    cmdline = " ".join(a for a in (board.kernel.bootargs, extra_bootargs) if a)
+    # rmem_cma_setup() bypasses a linux,cma-default node before any other check when cma= was given.
+    default_bypassed = profile.reads_device_tree and parse_cma_cmdline(
+        cmdline, with_placement=profile.has_cmdline_placement).given
     unit = profile.cma_min_bytes
     unit_text = format_size(unit)
     why_unit = (f"the {profile.name} profile (max-order {profile.max_order}) has {unit_text} pageblocks; "
@@ -93,19 +112,24 @@ def check_board(board: Board, sink: DiagnosticSink) -> None:
         if region.cma_default and not region.is_cma:
             _at(sink, region, f"{name} has linux,cma-default but is not a CMA pool",
                 hint="add compatible: shared-dma-pool and reusable: true")
+        bypassed = default_bypassed and region.cma_default
         if region.reg is not None:
             base, size = region.reg
             problem = _range_problem(board.banks, base, size)
             if problem:
                 _at(sink, region, f"{name} [{base:#010x}, +{format_size(size)}] {problem}",
                     hint="move it inside one bank: " + ", ".join(f"[{b.base:#010x}, +{format_size(b.size)}]" for b in board.banks))
-            if region.is_cma and (base % unit or size % unit):
+            if bypassed and region.is_cma and (base % unit or size % unit):
+                _bypassed_misaligned(sink, region, name, unit_text)
+            elif region.is_cma and (base % unit or size % unit):
                 fallback = (f"; as the default node it is replaced by the Kconfig default area "
                             f"({profile.cma_size_mbytes} MiB, named 'reserved')") if region.cma_default else ""
                 _at(sink, region,
                     f"{name} at {base:#010x} size {format_size(size)} is not aligned to {unit_text}: the kernel refuses it "
                     f"(\"Reserved memory: incorrect alignment of CMA region\"){fallback}",
                     hint=f"{why_unit}; use a base and size that are multiples of {unit_text}")
+        elif bypassed and region.size is not None and region.is_cma and region.size % unit:
+            _bypassed_misaligned(sink, region, name, unit_text)
         elif region.size is not None and region.is_cma and region.size % unit:
             if region.cma_default:
                 consequence = (f"and silently creates the Kconfig default area instead "

@@ -26,10 +26,11 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from cma_tool.board.types import Board, Device, Region
 from cma_tool.errors import ConfigError
-from cma_tool.model.profiles import KernelProfile
+from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile
 from cma_tool.plan import PlacedArea
 from cma_tool.sizes import format_size
 
@@ -51,7 +52,7 @@ _MFC_PORTS = {"left": "s5p_device_mfc_l", "right": "s5p_device_mfc_r"}
 class BoardCode:
     """The pieces a board file needs, each already in kernel style."""
 
-    api: str  # "2011" | "3.5"
+    api: str  # BoardFileApi's value: "2011" | "3.5"
     prefix: str  # "aquila": prefix of every symbol we add
     machine: str  # "AQUILA": the MACHINE_START id
     mach_dir: str  # "arch/arm/mach-s5pv210"
@@ -140,15 +141,20 @@ def _users(board: Board) -> dict[str, list[str]]:
 
 def board_code(board: Board, profile: KernelProfile, areas: list[PlacedArea] | None = None) -> BoardCode:
     """The board-file parts for ``profile`` (cma-2011 or linux-3.5); ``areas`` only adds comments."""
-    if profile.family not in ("2011", "3.5"):
+    api = profile.facts.reservation
+    if isinstance(api, DeviceTreeReservation):
         raise ConfigError(f"profile {profile.name} reads the device tree; board-file C is for cma-2011 and linux-3.5",
                           hint="generate kind 'dts' for this profile")
     mach_dir = _mach_dir(board)
     prefix = _prefix(board)
     placed = {a.name: a for a in areas or []}
-    if profile.family == "2011":
-        return _code_2011(board, prefix, mach_dir, placed)
-    return _code_35(board, profile, prefix, mach_dir, placed)
+    match api:
+        case BoardFileApi.CMA_2011:
+            return _code_2011(board, prefix, mach_dir, placed)
+        case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+            return _code_35(board, profile, prefix, mach_dir, placed)
+        case _ as unhandled:
+            assert_never(unhandled)
 
 
 def _code_2011(board: Board, prefix: str, mach_dir: str, placed: dict[str, PlacedArea]) -> BoardCode:
@@ -206,7 +212,7 @@ def _code_2011(board: Board, prefix: str, mach_dir: str, placed: dict[str, Place
             defs += ["\tif (cma) {", *(f"\t\tset_dev_cma_area({d}, cma);" for d in devs), "\t}"]
     defs.append("}")
     return BoardCode(
-        api="2011", prefix=prefix, machine=prefix.upper(), mach_dir=mach_dir,
+        api=BoardFileApi.CMA_2011.value, prefix=prefix, machine=prefix.upper(), mach_dir=mach_dir,
         includes=("linux/init.h", "linux/kernel.h", "linux/err.h", "linux/cma.h", "linux/dma-mapping.h",
                   "linux/platform_device.h", "plat/devs.h"),
         definitions="\n".join(defs) + "\n", reserve_hook=hook, init_call=f"{init}();", kconfig_select=("CMA",),
@@ -269,7 +275,8 @@ def _code_35(board: Board, profile: KernelProfile, prefix: str, mach_dir: str,
         body.append("\t/* nothing to reserve here: every user takes the default area */")
     body.append("}")
     return BoardCode(
-        api="3.5", prefix=prefix, machine=prefix.upper(), mach_dir=mach_dir, includes=tuple(includes),
+        api=BoardFileApi.DMA_DECLARE_CONTIGUOUS.value, prefix=prefix, machine=prefix.upper(), mach_dir=mach_dir,
+        includes=tuple(includes),
         definitions="\n".join(body) + "\n", reserve_hook=hook, init_call=None, notes=tuple(notes),
     )
 
@@ -292,8 +299,13 @@ def board_file_c(board: Board, profile: KernelProfile, code: BoardCode) -> str:
     Meant to be read next to (and merged into) the real board file; ``--patch``
     does that merge. It compiles on its own so that the parts are checked.
     """
-    api = "2011 CMA series (cma_reserve/cma_create)" if code.api == "2011" else \
-        "Linux 3.5-5.9 (dma_declare_contiguous)"
+    match BoardFileApi(code.api):
+        case BoardFileApi.CMA_2011:
+            api = "2011 CMA series (cma_reserve/cma_create)"
+        case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+            api = "Linux 3.5-5.9 (dma_declare_contiguous)"
+        case _ as unhandled:
+            assert_never(unhandled)
     lines = [
         "// SPDX-License-Identifier: GPL-2.0-only",
         "/*",

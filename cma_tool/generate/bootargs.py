@@ -22,12 +22,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import assert_never
 
 from cma_tool.board.types import Board, Region
 from cma_tool.errors import ConfigError, InfraError
 from cma_tool.hush import hush_quote
 from cma_tool.model.cmdline import parse_cma_cmdline
-from cma_tool.model.profiles import KernelProfile
+from cma_tool.model.profiles import CmdlineCma, KernelProfile
 
 _KERNEL_DEFAULT_POOL = 256 * 1024
 _SUFFIXES = ((60, "E"), (50, "P"), (40, "T"), (30, "G"), (20, "M"), (10, "K"))
@@ -42,24 +43,37 @@ def memparse_text(value: int) -> str:
 
 
 def dt_kernel(profile: KernelProfile) -> bool:
-    """Does this kernel read /reserved-memory? 6.x yes; 3.5 board files and the 2011 series no."""
-    return profile.family in ("6.1", "6.12")
+    """Does this kernel read /reserved-memory (else: board-file calls)?"""
+    return profile.reads_device_tree
 
 
 def cma_on_cmdline(board: Board, profile: KernelProfile, *, prefer_cmdline: bool = False) -> bool:
-    """Whether the default area is made by ``cma=`` (True) or by a DT node / board file (False)."""
-    if board.default_region is None:
+    """Whether the default area is made by ``cma=`` (True) or by a DT node / board file (False).
+
+    A board-file kernel that parses ``cma=`` makes its global area from the
+    command line (dma_contiguous_reserve()), not from the board file; a DT
+    kernel does so only when asked to.
+    """
+    if board.default_region is None or profile.facts.cmdline_cma is CmdlineCma.ABSENT:
         return False
-    if profile.family == "3.5":
+    if not dt_kernel(profile):
         return True
-    return prefer_cmdline and dt_kernel(profile)
+    return prefer_cmdline
 
 
 def cma_argument(region: Region, profile: KernelProfile) -> str:
     """``cma=`` for the default region, in the spelling this kernel parses."""
     size = memparse_text(region.requested_size)
-    if not profile.has_cmdline_placement:
-        return f"cma={size}"  # 3.5 reads only the size
+    match profile.facts.cmdline_cma:
+        case CmdlineCma.ABSENT:
+            raise ConfigError(f"kernel profile {profile.name} has no cma= parameter",
+                              hint="its board file reserves every area; leave cma= off its command line")
+        case CmdlineCma.SIZE_ONLY:
+            return f"cma={size}"
+        case CmdlineCma.PLACEMENT:
+            pass
+        case _ as unhandled:
+            assert_never(unhandled)
     if region.reg is not None:
         # SIZE@BASE without an end is fixed at BASE (limit = base + size).
         return f"cma={size}@{region.reg[0]:#x}"

@@ -128,20 +128,26 @@ def _region_lines(region: Region, acells: int, scells: int) -> list[str]:
 
 def reserved_memory_dts(board: Board, profile: KernelProfile, *, address_cells: int | None = None,
                         size_cells: int | None = None, omit_default: bool = False, level: int = 1) -> str:
-    """The whole ``reserved-memory { ... };`` node, indented for the root's body.
+    """The whole ``reserved-memory { ... };`` node, indented for the root's body; "" when it would be empty.
 
     ``address_cells``/``size_cells`` must be the root's (QEMU virt: 2/2);
     by default they follow the profile. ``omit_default`` leaves out the
     ``linux,cma-default`` node, for a command line that carries ``cma=``
     instead (the kernel would bypass the node anyway).
+
+    No regions, no node: an empty /reserved-memory is not the same tree to
+    the kernel as none (6.12 says "No reserved-memory node in the DT" only
+    for none), and the model predicts from the regions, so the tree must
+    have the node exactly when it has a child.
     """
+    regions = [r for r in board.regions if not (omit_default and r.cma_default)]
+    if not regions:
+        return ""
     default_a, default_s = cells_for(profile)
     acells = default_a if address_cells is None else address_cells
     scells = default_s if size_cells is None else size_cells
     lines = ["reserved-memory {", f"\t#address-cells = <{acells}>;", f"\t#size-cells = <{scells}>;", "\tranges;"]
-    for region in board.regions:
-        if omit_default and region.cma_default:
-            continue
+    for region in regions:
         lines.append("")
         lines.extend("\t" + line for line in _region_lines(region, acells, scells))
     lines.append("};")
@@ -199,7 +205,9 @@ def board_fragment(board: Board, profile: KernelProfile, *, omit_default: bool =
     acells, scells = cells_for(profile)
     parts = "\n".join(_header(board, profile, "CMA reservations")) + "\n\n/ {\n"
     parts += memory_dts(board.banks, address_cells=acells, size_cells=scells)
-    parts += "\n" + reserved_memory_dts(board, profile, omit_default=omit_default)
+    reserved = reserved_memory_dts(board, profile, omit_default=omit_default)
+    if reserved:
+        parts += "\n" + reserved
     if board.boot.banks_via == "usable-memory-range":
         parts += "\n" + usable_memory_dts(board, profile)
     parts += "};\n"
@@ -238,7 +246,9 @@ def standalone_dts(board: Board, profile: KernelProfile, *, omit_default: bool =
     lines += [f"\t#address-cells = <{acells}>;", f"\t#size-cells = <{scells}>;", ""]
     text = "\n".join(lines) + "\n"
     text += memory_dts(board.banks, address_cells=acells, size_cells=scells)
-    text += "\n" + reserved_memory_dts(board, profile, omit_default=omit_default)
+    reserved = reserved_memory_dts(board, profile, omit_default=omit_default)
+    if reserved:
+        text += "\n" + reserved
     if board.boot.banks_via == "usable-memory-range":
         text += "\n" + usable_memory_dts(board, profile)
     consumers = [d for d in board.devices if d.memory_region]

@@ -188,13 +188,15 @@ def patch_dts_text(text: str, board: Board, profile: KernelProfile, *, where: st
     if mem is not None:
         edits.append((mem.start, mem.end, _indent_block(memory, _label_of(mem.header))))
     if rsv is not None:
-        edits.append((rsv.start, rsv.end, _indent_block(reserved, _label_of(rsv.header))))
+        # A board without regions has no /reserved-memory node (generate/dts.py): drop the tree's.
+        edits.append((rsv.start, rsv.end, _indent_block(reserved, _label_of(rsv.header)) if reserved else ""))
     if mem is None and rsv is None:
         at = children[0].start if children else root.close
-        edits.append((at, at, memory + "\n" + reserved + "\n"))
+        edits.append((at, at, memory + "\n" + (reserved + "\n" if reserved else "")))
     elif rsv is None:
         assert mem is not None
-        edits.append((mem.end, mem.end, "\n" + reserved))
+        if reserved:
+            edits.append((mem.end, mem.end, "\n" + reserved))
     elif mem is None:
         edits.append((rsv.start, rsv.start, memory + "\n"))
     appended: list[str] = []

@@ -101,7 +101,7 @@ class AreaCounters:
 
     alloc_pages_success: int = 0
     alloc_pages_fail: int = 0
-    release_pages_success: int = 0  # 6.12 only; stays 0 on other profiles
+    release_pages_success: int = 0  # stays 0 on kernels without the counter (KernelFacts.counts_released_pages)
 
 
 @dataclass
@@ -215,13 +215,17 @@ class CmaState:
         self.areas = areas
         self._state = {a.name: AreaState(a) for a in areas}
         self.counters = Counters(areas={a.name: AreaCounters() for a in areas})
-        # Profile facts read on every call, looked up once.
-        family = profile.family
-        self._family = family
-        self._trace = profile.has_tracepoints
-        self._errorno = profile.finish_has_errorno
-        self._early_counts = family != "6.12"  # 6.12's early exits return before counting
-        self._warns = family in ("6.1", "6.12")
+        # Kernel facts read on every call, looked up once.
+        facts = profile.facts
+        self._trace = facts.has_tracepoints
+        self._errorno = facts.finish_has_errorno
+        self._early_counts = facts.early_exit_counts_failure
+        self._warns = facts.warns_on_alloc_failure
+        self._dump_free = facts.dumps_free_runs_on_failure
+        self._pfn_offset = facts.align_offset_follows_pfn
+        self._dry_enomem = facts.exhausted_search_returns_enomem
+        self._retries = facts.retries_busy_ranges
+        self._count_released = facts.counts_released_pages
 
     # --- lookups ------------------------------------------------------------
 
@@ -312,17 +316,13 @@ class CmaState:
             return AllocResult(name, count, align, None, EINVAL, (), ())
         area = st.area
         area_name = area.name
-        family = self._family
         trace = self._trace
         events: list[Event] = []
         if trace:
             events.append(Event("alloc_start", area_name, count, align))
         opb = area.order_per_bit
         mask = 0 if align <= opb else (1 << (align - opb)) - 1
-        if family == "3.5":
-            offset = 0  # 3.5 aligned relative to the area's first bit, not the pfn
-        else:
-            offset = (area.base_pfn & ((1 << align) - 1)) >> opb
+        offset = (area.base_pfn & ((1 << align) - 1)) >> opb if self._pfn_offset else 0
         nbits = ((count + (1 << opb) - 1) >> opb) if opb else count
         if nbits > st.nbits:
             if self._early_counts:
@@ -337,8 +337,8 @@ class CmaState:
         while True:
             bitmap_no = st.find_free_range(start, nbits, mask, offset)
             if bitmap_no < 0:
-                if family == "3.5":
-                    ret = ENOMEM  # 3.5 overwrote ret when the search ran dry
+                if self._dry_enomem:
+                    ret = ENOMEM
                 break
             pfn = area.base_pfn + (bitmap_no << opb)
             if not st.pinned_count or not st.is_busy(pfn, count):
@@ -347,8 +347,8 @@ class CmaState:
                 page = pfn
                 break
             ret = EBUSY
-            if family == "2011":
-                break  # cm_alloc gave up on the first busy range
+            if not self._retries:
+                break
             if trace:
                 events.append(Event("busy_retry", area_name, count, align, pfn))
             start = bitmap_no + mask + 1
@@ -363,8 +363,8 @@ class CmaState:
         counters.areas[area_name].alloc_pages_fail += count
         messages: tuple[str, ...] = ()
         if not no_warn and self._warns:
-            messages = (f"cma: {self.profile.alloc_function}: {area_name}: alloc failed, req-size: {count} pages, ret: {ret}",)
-            if family == "6.12":
+            messages = (f"cma: {self.profile.facts.alloc_function}: {area_name}: alloc failed, req-size: {count} pages, ret: {ret}",)
+            if self._dump_free:
                 messages += (self._available_pages_line(st),)
         return AllocResult(name, count, align, None, ret, tuple(events), messages)
 
@@ -392,7 +392,7 @@ class CmaState:
         end = min(first + nbits, st.nbits)
         if end > first:
             st.bitmap[first:end] = bytes(end - first)
-        if self._family == "6.12":
+        if self._count_released:
             self.counters.areas[area.name].release_pages_success += count
         events: tuple[Event, ...] = ()
         if self._trace:

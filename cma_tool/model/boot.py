@@ -24,14 +24,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from cma_tool.model.area import AllocResult, AreaSource, CmaArea, CmaState
 from cma_tool.model.cmdline import CmaCmdline, parse_cma_cmdline
 from cma_tool.model.events import Event
 from cma_tool.model.ksort import kernel_sort
 from cma_tool.model.memblock import ALLOC_ANYWHERE, Memblock
-from cma_tool.model.profiles import KernelProfile
+from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile, NodeOrder
 
 SZ_1M = 1 << 20
 SMP_CACHE_BYTES = 64
@@ -237,7 +237,7 @@ class _Booter:
 
     # --- device tree ----------------------------------------------------------
 
-    def scan_reserved_memory(self) -> list[_Rmem]:
+    def scan_reserved_memory(self, dt: DeviceTreeReservation) -> list[_Rmem]:
         """fdt_scan_reserved_mem(): static regions reserved now; every node saved."""
         saved: list[_Rmem] = []
         for order, node in enumerate(self.inp.nodes):
@@ -246,10 +246,8 @@ class _Booter:
                 if node.size is not None:
                     self.problem(node.name, "reg-and-size", "node has both reg and size; the kernel uses reg", "warning")
                 if not size or not self._reserve_static(node, base, size):
-                    # 6.1 scans in drivers/of/fdt.c ("OF: fdt: "), 6.12 in of_reserved_mem.c.
-                    prefix = "OF: reserved mem: " if self.p.family == "6.12" else "OF: fdt: "
                     self.log.append(
-                        f"{prefix}Reserved memory: failed to reserve memory for node '{node.name}': "
+                        f"{dt.failed_reserve_log_prefix}Reserved memory: failed to reserve memory for node '{node.name}': "
                         f"base {self.pa(base)}, size {size // SZ_1M} MiB"
                     )
                     self.problem(node.name, "reserve-failed", f"could not reserve {self.pa(base)} (size {size:#x})")
@@ -264,19 +262,19 @@ class _Booter:
             if node.reusable and node.no_map:
                 self.problem(node.name, "reusable-no-map", "reusable and no-map exclude each other; not a CMA area")
         # __rmem_check_for_overlap() sorts with __rmem_cmp: by base, then size, so the
-        # dynamic nodes (0/0 when sorted) come first -- in the order lib/sort.c's
-        # unstable heapsort leaves equal elements, which is not the blob's order
-        # (measured on 6.1: tests/data/kernel-traces/f-two-dynamic-nodes). For 6.12,
-        # whose array holds other nodes when it is sorted, only single dynamic
-        # nodes were measured; it keeps the blob's order among equals.
+        # dynamic nodes (0/0 when sorted) come first, in the order the kernel's sort
+        # leaves equal elements (see NodeOrder).
         def rmem_cmp(x: _Rmem, y: _Rmem) -> int:
             kx, ky = (x.base, x.size), (y.base, y.size)
             return (kx > ky) - (kx < ky)
 
-        if self.p.family == "6.1":
-            saved[:] = kernel_sort(saved, rmem_cmp)
-        else:
-            saved.sort(key=lambda r: (r.base, r.size, r.order))
+        match dt.dynamic_node_order:
+            case NodeOrder.HEAPSORT:
+                saved[:] = kernel_sort(saved, rmem_cmp)
+            case NodeOrder.DT_ORDER:
+                saved.sort(key=lambda r: (r.base, r.size, r.order))
+            case _ as unhandled:
+                assert_never(unhandled)
         self._check_overlaps([r for r in saved if not r.dynamic])
         return saved
 
@@ -335,7 +333,7 @@ class _Booter:
             self.mem.mark_nomap(base, size)
         return True
 
-    def init_node(self, rmem: _Rmem) -> None:
+    def init_node(self, rmem: _Rmem, dt: DeviceTreeReservation) -> None:
         """__reserved_mem_init_node() and what fdt_init_reserved_mem() does with its answer."""
         node = rmem.node
         if node.compatible != "shared-dma-pool":
@@ -346,7 +344,7 @@ class _Booter:
             ret = self._rmem_dma_setup(rmem)
         if ret == 0:
             self.log.append(f"OF: reserved mem: initialized node {node.name}, compatible id shared-dma-pool")
-            if self.p.family == "6.12":
+            if dt.logs_node_range:
                 self.log.append(
                     f"OF: reserved mem: {self.pa(rmem.base)}..{self.pa(rmem.base + rmem.size - 1)} "
                     f"({rmem.size // 1024} KiB) {'nomap' if node.no_map else 'map'} "
@@ -361,7 +359,7 @@ class _Booter:
         else:
             self.mem.free(rmem.base, rmem.size)
 
-    def warn_612_hang(self) -> None:
+    def warn_failed_node_hang(self) -> None:
         """Debian's 6.12.117 armmp kernel stops booting when the default area lands on a failed dynamic node's range.
 
         Measured on the emulated board (tests/data/kernel-traces-6.12/: c, e,
@@ -456,7 +454,7 @@ class _Booter:
     def _declare(self, size: int, base: int, limit: int, fixed: bool, name: str, source: AreaSource) -> bool:
         """cma_declare_contiguous_nid(); True when the area was created."""
         p = self.p
-        node_suffix = " on node -1" if p.family == "6.12" else ""
+        node_suffix = " on node -1" if p.facts.declare_log_names_node else ""
 
         def failed() -> None:
             self.log.append(f"cma: Failed to reserve {size // SZ_1M} MiB{node_suffix}")
@@ -506,10 +504,16 @@ class _Booter:
 
     # --- older kernels: board-file areas ----------------------------------------
 
-    def declare_board_file(self) -> None:
+    def declare_board_file(self, api: BoardFileApi) -> None:
         """3.5 dma_declare_contiguous() / 2011 cma_reserve(): one call per CMA node, in order."""
         p = self.p
-        alignment = p.cma_min_bytes if p.family == "2011" else p.page_size << max(p.max_order - 1, p.pageblock_order)
+        match api:
+            case BoardFileApi.CMA_2011:
+                alignment, dma_contiguous = p.cma_min_bytes, False
+            case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+                alignment, dma_contiguous = p.page_size << max(p.max_order - 1, p.pageblock_order), True
+            case _ as unhandled:
+                assert_never(unhandled)
         for node in self.inp.nodes:
             if not (node.compatible == "shared-dma-pool" and node.reusable and not node.no_map):
                 self.problem(node.name, "not-cma", "only reusable shared-dma-pool nodes become areas here", "info")
@@ -529,7 +533,7 @@ class _Booter:
                 limit = self.inp.dma_limit or self.mem.end_of_dram
                 addr = self.place(node.name, size, alignment, 0, limit)
             if addr is None:
-                if p.family == "3.5":
+                if dma_contiguous:
                     self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
                 self.problem(node.name, "no-room", f"could not reserve {size // SZ_1M} MiB")
                 continue
@@ -537,9 +541,9 @@ class _Booter:
             self.init_reserved_mem(addr, size, node.name, source)
             if node.cma_default and self.default is None:
                 self.default = node.name
-            if p.family == "3.5":
+            if dma_contiguous:
                 self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
-        if p.family == "3.5" and self.default is None:
+        if dma_contiguous and self.default is None:
             self._declare_35_default(alignment)
 
     def _declare_35_default(self, alignment: int) -> None:
@@ -565,8 +569,8 @@ class _Booter:
     def atomic_pools(self) -> list[Preallocation]:
         p = self.p
         pool = self.cmd.coherent_pool if self.cmd.coherent_pool is not None else p.atomic_pool_bytes
-        if p.family == "2011":
-            return []  # the 2011 series left the coherent pool as it was
+        if not p.facts.has_atomic_pool:
+            return []
         if p.arch == "arm32":
             if self.default is None:
                 return []  # __alloc_remap_buffer() from normal pages
@@ -589,6 +593,30 @@ class _Booter:
         return pools
 
 
+def _boot_device_tree(b: _Booter, dt: DeviceTreeReservation) -> None:
+    """arm_memblock_init() on a kernel that reads /reserved-memory, then the default area."""
+    saved = b.scan_reserved_memory(dt)
+    for rmem in saved:
+        if rmem.dynamic:
+            if b.alloc_dynamic(rmem):
+                b.init_node(rmem, dt)
+        elif not dt.static_pools_after_default:
+            b.init_node(rmem, dt)
+    b.reserve_default()
+    if dt.hangs_on_default_over_failed_dynamic_node:
+        b.warn_failed_node_hang()
+    if dt.static_pools_after_default:
+        # unflatten_device_tree() -> fdt_scan_reserved_mem_reg_nodes(): the
+        # static regions, walked in device-tree order, not sorted by base
+        # (measured: tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
+        if not b.inp.nodes:
+            # The generators write /reserved-memory only when it has a child
+            # (generate/dts.py), so no nodes means no node in the DT.
+            b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
+        for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
+            b.init_node(rmem, dt)
+
+
 def boot(profile: KernelProfile, inp: BootInput) -> BootResult:
     """Reserve every CMA area the kernel would, in kernel index order, with its log lines.
 
@@ -603,30 +631,13 @@ def boot(profile: KernelProfile, inp: BootInput) -> BootResult:
         b.problem("memory", "no-memory", "the board declares no memory banks")
     for early in inp.early:
         b.mem.reserve(early.base, early.size)
-    if profile.family == "6.1":
-        for rmem in b.scan_reserved_memory():
-            if rmem.dynamic and not b.alloc_dynamic(rmem):
-                continue
-            b.init_node(rmem)
-        b.reserve_default()
-    elif profile.family == "6.12":
-        saved = b.scan_reserved_memory()
-        for rmem in saved:
-            if rmem.dynamic and b.alloc_dynamic(rmem):
-                b.init_node(rmem)
-        b.reserve_default()
-        b.warn_612_hang()
-        # unflatten_device_tree() -> fdt_scan_reserved_mem_reg_nodes(): the
-        # static regions, walked in device-tree order, not sorted by base
-        # (measured: tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
-        if not inp.nodes:
-            # BootInput cannot tell an empty /reserved-memory from none at
-            # all; none is what boards without CMA nodes have.
-            b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
-        for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
-            b.init_node(rmem)
-    else:
-        b.declare_board_file()
+    match profile.facts.reservation:
+        case DeviceTreeReservation() as dt:
+            _boot_device_tree(b, dt)
+        case BoardFileApi() as api:
+            b.declare_board_file(api)
+        case _ as unhandled:
+            assert_never(unhandled)
     for name in b.pinned:
         if not any(a.name == name for a in b.areas):
             b.problem(name, "pinned-unknown", f"a base was pinned for {name!r} but no such area was created", "warning")
@@ -643,7 +654,7 @@ def boot(profile: KernelProfile, inp: BootInput) -> BootResult:
         log.extend(result.messages)
         pools_ok = pools_ok and result.ok
     pool = b.cmd.coherent_pool if b.cmd.coherent_pool is not None else profile.atomic_pool_bytes
-    if profile.arch == "arm32" and profile.family != "2011":
+    if profile.arch == "arm32" and profile.facts.has_atomic_pool:
         # With no default area the pool comes from normal pages and still succeeds.
         if pools_ok:
             log.append(f"DMA: preallocated {pool // 1024} KiB pool for atomic coherent allocations")

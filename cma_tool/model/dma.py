@@ -1,26 +1,29 @@
 """DMA entry points: how a driver's dma_alloc_coherent() reaches cma_alloc.
 
-Three paths, chosen by the profile:
+Three paths, chosen by the kernel's :class:`DmaRoute` and, for
+``CONTIGUOUS``, by the profile's ``arch``:
 
-- ARM32 (``arch == "arm32"``, 3.5 to 6.12): the device's own area, else the
+- ``CONTIGUOUS`` on ARM32 (3.5 to 6.12): the device's own area, else the
   default area; align = min(get_order(size), CONFIG_CMA_ALIGNMENT); no
   single-page bypass and no fallback: a failed cma_alloc fails the request.
   With no CMA area at all the buffer comes from normal pages.
-- dma-direct (arm64): the device's own area without falling back to the
-  default one, else nothing for a single page, else the default area; when
-  CMA says no, alloc_pages() supplies the buffer.
-- the 2011 series: cm_alloc(area, count, max(order, 8)) on the area the board
-  file gave the device, and system pages when that fails or there is none.
+- ``CONTIGUOUS`` on dma-direct (arm64): the device's own area without falling
+  back to the default one, else nothing for a single page, else the default
+  area; when CMA says no, alloc_pages() supplies the buffer.
+- ``CM_ALLOC`` (the 2011 series): cm_alloc(area, count, max(order, 8)) on the
+  area the board file gave the device, and system pages when that fails or
+  there is none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 from cma_tool.model.area import AllocResult, CmaState
 from cma_tool.model.boot import get_order
 from cma_tool.model.events import Event
+from cma_tool.model.profiles import DmaRoute
 
 BufferSource = Literal["cma", "pages", "vmalloc"]
 
@@ -86,16 +89,25 @@ def dma_alloc(state: CmaState, default_area: str | None, device: Device, size: i
     if size == 0:
         return DmaAllocResult(None, None)
 
-    if profile.family == "2011":
-        area = device.area or default_area
-        if area is None:
-            return DmaAllocResult(DmaBuffer(device.name, size, "pages"), None)
-        result = state.alloc(area, count, max(order, profile.dma_min_align_order))
-        if result.ok:
-            return DmaAllocResult(DmaBuffer(device.name, size, "cma", area, result.pfn, count), result)
-        return DmaAllocResult(DmaBuffer(device.name, size, "pages"), result)
+    order = max(order, profile.facts.dma_min_align_order)
+    match profile.facts.dma_route:
+        case DmaRoute.CM_ALLOC:
+            area = device.area or default_area
+            if area is None:
+                return DmaAllocResult(DmaBuffer(device.name, size, "pages"), None)
+            result = state.alloc(area, count, order)
+            if result.ok:
+                return DmaAllocResult(DmaBuffer(device.name, size, "cma", area, result.pfn, count), result)
+            return DmaAllocResult(DmaBuffer(device.name, size, "pages"), result)
+        case DmaRoute.CONTIGUOUS:
+            return _contiguous(state, default_area, device, size, count, min(order, profile.cma_alignment))
+        case _ as unhandled:
+            assert_never(unhandled)
 
-    align = min(order, profile.cma_alignment)
+
+def _contiguous(state: CmaState, default_area: str | None, device: Device, size: int, count: int,
+                align: int) -> DmaAllocResult:
+    profile = state.profile
     if profile.arch == "arm32":
         area = device.area or default_area
         if area is None:

@@ -71,7 +71,7 @@ class Event:
         if self.kind == "release":
             return text
         text += f" align={self.align}"
-        if self.kind == "alloc_finish" and profile.finish_has_errorno:
+        if self.kind == "alloc_finish" and profile.facts.finish_has_errorno:
             text += f" errorno={self.errorno if self.errorno is not None else 0}"
         return text
 

@@ -83,7 +83,7 @@ class ModelRun:
             "boot": self.boot.to_json(),
             "steps": [s.to_json() for s in self.steps],
             "events": [e.to_json() for e in self.events],
-            "trace": self.trace_lines() if self.profile.has_tracepoints else [],
+            "trace": self.trace_lines() if self.profile.facts.has_tracepoints else [],
         }
 
 
