@@ -781,6 +781,15 @@ def set_reserved(tree: DeviceTree, regions: Sequence[ReservedRegion], *, clear: 
             hint="the kernel ignores /reserved-memory unless its cells match the root's: "
             "fix the board's dts, or clear the other regions",
         )
+    for child in parent.children:
+        # A node the tree keeps is as much a reservation as ours: the same overlap rule holds.
+        if child.name in names or "reg" not in child.properties:
+            continue
+        for base, size in decode_ranges(child.properties["reg"], ac, sc, what=f"/reserved-memory/{child.name}/reg"):
+            for region in statics:
+                if region.base is not None and region.base < base + size and base < region.base + region.size:
+                    raise FdtError(f"reserved region {region.node_name} overlaps {child.name}, which the tree "
+                                   "already has", hint="move the region, or name the existing node to replace it")
     parent.properties["#address-cells"] = encode_cells(ac)
     parent.properties["#size-cells"] = encode_cells(sc)
     parent.properties["ranges"] = b""

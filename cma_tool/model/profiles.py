@@ -29,11 +29,11 @@ from typing import Literal, assert_never
 Arch = Literal["arm32", "dma-direct"]
 
 
-class Family(enum.StrEnum):
+class Family(enum.Enum):
     """A kernel version whose CMA behaviour we model (the value is how we write the version).
 
-    A StrEnum so that a caller still comparing ``profile.family`` with a
-    version string keeps working while it moves to a fact (cma_tool/run.py).
+    A plain Enum: no code compares a family with a version string; code asks
+    for a kernel fact (:class:`KernelFacts`) instead.
     """
 
     CMA_2011 = "2011"  # the June 2011 CMA patch series (PATCHv10), the seed

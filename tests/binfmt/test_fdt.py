@@ -474,3 +474,15 @@ def test_reservation_list_ends_at_the_first_zero_size_like_libfdt() -> None:
     blob = hm.Layout(hm.minimal_structure(), b"model\0", reservations=rsv).blob()
     assert fdt.decode(blob).reservations == []
     assert libfdt.Fdt(blob).num_mem_rsv() == 0
+
+
+def test_a_new_static_region_over_a_node_the_tree_keeps_is_refused(aquila_dtb: bytes) -> None:
+    # Found by the patched-DTB fuzzer: Aquila's tree has region@44000000 (16 MiB); a pool at 0x44000000
+    # beside it would be two reservations of the same bytes (the kernel: "OVERLAP DETECTED"; dtc warns).
+    with pytest.raises(FdtError, match="pool0@44000000 overlaps region@44000000, which the tree already has"):
+        fdt.patch(aquila_dtb, banks=[MemoryBank(0x30000000, 0x4000000)],
+                  reserved=[ReservedRegion("pool0", 4 << 20, base=0x44000000)], bootargs="")
+    # Naming the existing node replaces it instead: allowed.
+    out = fdt.patch(aquila_dtb, banks=[MemoryBank(0x30000000, 0x4000000)],
+                    reserved=[ReservedRegion("region", 4 << 20, base=0x44000000)], bootargs="")
+    assert b"region@44000000" in out

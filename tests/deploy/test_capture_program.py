@@ -27,7 +27,7 @@ from image_cache import private_cache
 from cma_tool.deploy.agent import AGENT_PLAN_PATH, AgentPlan, ModuleLoad, Start, StreamSpec, parse_plan, v4l2_fourcc
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.image import FIRMWARE_DIR, ensure_image
-from cma_tool.deploy.qemu import EmulatedBoard, MemoryBank, compose_bootargs, prepare_boot
+from cma_tool.deploy.qemu import EmulatedBoard, MemoryBank, prepare_boot
 from cma_tool.deploy.sections import split_sections
 from cma_tool.deploy.shell import LinuxShell
 from cma_tool.errors import ConfigError
@@ -194,7 +194,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     banks = [MemoryBank(b.base, b.size) for b in plan.board.banks]
     boot = prepare_boot(image, work, banks=banks,
                         reserved_memory_dts=reserved_memory_dts(plan.board, plan.profile, address_cells=2, size_cells=2),
-                        bootargs=compose_bootargs(mode="shell", vivid={}), rng_seed=bytes(range(32)))
+                        bootargs="console=ttyAMA0 panic=-1 trace_event=cma:* cmatool.mode=shell", rng_seed=bytes(range(32)))
     with EmulatedBoard(boot) as board, Console(board.serial_url, work, default_timeout=60) as console:
         shell = LinuxShell(console, prompt=rb"cmatool# (?:\x1b\[6n)?", default_timeout=60)
         shell.attach(timeout=120)

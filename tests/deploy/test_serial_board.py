@@ -2,7 +2,7 @@
 
 The simulator's U-Boot fetches over TFTP with tftpy's client from our
 server, or receives YMODEM; its bootz checks the zImage magic and plays back
-the console of a real 6.1 kernel (tests/data/kernel-traces). Its power
+the console of a real 6.1 kernel (tests/data/serial-replay). Its power
 relay is a real command (tests/sim/power_switch.py) run by CommandPower.
 
 Expected values come from outside the code under test: zlib.crc32 and the
@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from cma_tool.board.types import Board
-from cma_tool.deploy.qemu import compose_bootargs
 from cma_tool.deploy.serial_board import plan_loads, resolve_console, run_via_serial
 from cma_tool.errors import ConfigError, InfraError, TargetError
 from cma_tool.generate.dts import compile_dts, standalone_dts
@@ -30,7 +29,7 @@ from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 RECORDING = (RECORDED_RUN / "console.log").read_bytes()
 RECORDED_LINES = RECORDING.splitlines(keepends=True)
-BOOTARGS = (RECORDED_RUN / "bootargs.txt").read_text().strip()
+BOOTARGS = (RECORDED_RUN / "cmdline.txt").read_text().strip()
 #: The stages of a run that reaches the firmware's last line, in order.
 ALL_STAGES = ["console", "power", "uboot", "loaded", "kernel", "init", "captured"]
 FAST = 200_000  # bytes/s of playback for the fault tests: the pace is not what they check
@@ -84,9 +83,9 @@ def crc_of(path: Path) -> int:
 def test_the_bootargs_we_compose_are_the_recorded_ones() -> None:
     # The playback is only faithful to a boot with the recording's command line.
     board = make_plan(Path(__file__).parents[1] / "sim" / "sim-aquila.yaml").board
-    from cma_tool.run import vivid_params
+    from cma_tool.generate.bootargs import kernel_cmdline
 
-    assert compose_bootargs(board.kernel.bootargs, vivid=vivid_params(board)) == BOOTARGS
+    assert kernel_cmdline(board, board.kernel.profile, agent="run").text == BOOTARGS
 
 
 def test_tftp_boot_plays_the_real_kernel_and_switches_off(tmp_path: Path) -> None:
@@ -105,20 +104,20 @@ def test_tftp_boot_plays_the_real_kernel_and_switches_off(tmp_path: Path) -> Non
         assert boot["kernel"] == {"addr": 0x40400000, "size": files.kernel.stat().st_size,
                                   "crc32": crc_of(files.kernel)}
         assert boot["initrd"] == {"addr": 0x44000000, "size": files.initrd.stat().st_size,
-                                  "crc32": crc_of(files.initrd)}
-        assert boot["fdt"] == {"addr": 0x48000000, "size": files.dtb.stat().st_size, "crc32": crc_of(files.dtb)}
+                                  "crc32": crc_of(files.initrd), "agent_plan": None}  # noise: no plan in it
+        assert boot["fdt"] == {"addr": 0x44C00000, "size": files.dtb.stat().st_size, "crc32": crc_of(files.dtb)}
         assert boot["bootargs"] == BOOTARGS == boot["recorded_cmdline"]
         argvs = sim.argvs("u-boot")
         assert ["setenv", "ipaddr", "127.0.0.2"] in argvs and ["setenv", "serverip", "127.0.0.1"] in argvs
         assert ["setenv", "tftpdstp", str(board.network.tftp_port)] in argvs
         assert [a for a in argvs if a[0] == "tftpboot"] == [
-            ["tftpboot", "0x40400000", "zImage"], ["tftpboot", "0x48000000", "board.dtb"],
+            ["tftpboot", "0x40400000", "zImage"], ["tftpboot", "0x44c00000", "board.dtb"],
             ["tftpboot", "0x44000000", "initrd.gz"]]
         assert [a for a in argvs if a[0] == "crc32"] == [
             ["crc32", "0x40400000", f"{files.kernel.stat().st_size:#x}"],
-            ["crc32", "0x48000000", f"{files.dtb.stat().st_size:#x}"],
+            ["crc32", "0x44c00000", f"{files.dtb.stat().st_size:#x}"],
             ["crc32", "0x44000000", f"{files.initrd.stat().st_size:#x}"]]
-        assert ["bootz", "0x40400000", f"0x44000000:{files.initrd.stat().st_size:#x}", "0x48000000"] in argvs
+        assert ["bootz", "0x40400000", f"0x44000000:{files.initrd.stat().st_size:#x}", "0x44c00000"] in argvs
         assert sim.relay_state() == "off" and sim.power_events() == ["on", "off"]
 
 
@@ -144,7 +143,7 @@ def test_ymodem_boot_without_a_network(tmp_path: Path) -> None:
         (f"kernel-reset-at={line_number(b'Zone ranges:') + 40}", TargetError,
          r"the board reset: U-Boot signed on again", "kernel"),
         (f"kernel-hang-at={line_number(b'Run /init') + 3}", TargetError,
-         r"timed out after \d+\.\d s waiting for the capture plan to finish", "init"),
+         r"timed out after \d+\.\d s waiting for the agent to finish its plan", "init"),
         ("hang-after-starting-kernel", TargetError, "timed out after .* waiting for the kernel banner", "loaded"),
         ("bootloop", TargetError, "boot loop: U-Boot signed on again after 'Starting kernel", "loaded"),
         ("tftp-timeout", InfraError, "a network transfer gave up", "uboot"),
@@ -179,10 +178,10 @@ def test_a_reset_shows_in_the_log_after_the_recorded_lines_it_interrupted(tmp_pa
 
 def test_load_addresses_that_do_not_fit_are_refused_before_power_on(tmp_path: Path) -> None:
     sim, board, files = start(tmp_path)
-    inside_vidpool = dataclasses.replace(board, boot=dataclasses.replace(board.boot, fdt_addr=0x4D000000))
+    inside_pool = dataclasses.replace(board, boot=dataclasses.replace(board.boot, fdt_addr=0x43800000))
     with sim:
-        with pytest.raises(ConfigError, match=r"(?s)device tree .* overlaps reserved-memory region vidpool"):
-            run(sim, inside_vidpool, files, tmp_path / "run")
+        with pytest.raises(ConfigError, match=r"(?s)device tree .* overlaps reserved-memory region mfc_left"):
+            run(sim, inside_pool, files, tmp_path / "run")
         assert sim.power_events() == [] and not (tmp_path / "run" / "console.log").exists()
 
 

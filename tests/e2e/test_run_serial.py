@@ -1,192 +1,114 @@
-"""The whole `run --target serial` loop on the simulated Aquila: plan, boot over a pty, observe, cross-check.
+"""`cma-tool run --target serial` on the simulated bench Aquila: the same stages and artefacts as every way.
 
-The board is tests/sim/sim-aquila.yaml; the simulator's U-Boot fetches our
-files from our TFTP server (its address from dhcp, as on a lab network) and
-its bootz plays back the console of a real 6.1 kernel that ran our firmware
-(tests/data/kernel-traces/a-reference-dt-cma). What run_via_serial hands
-back goes through the run pipeline's observe -> predict -> check as run.py
-does it, and every check must pass. The expectations that are not the
-checks' own come from the recording and the kernel's rules (emulated-board.md):
-the capture plan and command line it was made with, the DT default area at
-0x6c000000 (top-down in alloc-ranges [0x60000000, 256M]), the static pool.
+The board (tests/sim/sim-aquila.yaml) is a FIMC board: its capture driver is
+s5p-fimc, so nothing of vivid may reach it, neither on the kernel's command
+line nor in the agent's plan. Its U-Boot is the simulator on a real pty,
+fetching our files from our TFTP server; its bootz plays back the console of
+a real run of its emulated twin (tests/data/serial-replay, recorded by its
+record.py), so the kernel's events must be the emulated Aquila's direct
+boot's, worked out by hand in tests/e2e/expect.py.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cma_tool.check import Check, check_all
-from cma_tool.deploy.qemu import compose_bootargs
-from cma_tool.deploy.serial_board import run_via_serial
-from cma_tool.errors import ConfigError
-from cma_tool.generate.dts import compile_dts, standalone_dts
-from cma_tool.observe import observe
-from cma_tool.plan import Plan, make_plan
-from cma_tool.run import (
-    _stream_devices,
-    capture_args,
-    capture_plan_files,
-    capture_streams,
-    predict,
-    steps_from_capture,
-    steps_from_plan,
-    vivid_params,
-)
+from cma_tool.deploy.agent import parse_plan
+from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
-MiB = 1 << 20
+ROOT = Path(__file__).parents[2]
+pytestmark = [pytest.mark.slow]
 
 
 @dataclass
 class SerialRun:
-    plan: Plan
-    bootargs: str
-    text: str
-    stages: list[str]
+    out: Path
+    result: subprocess.CompletedProcess[str]
     sim: SimBoard
+    boots: list[dict[str, Any]]
+
+    @property
+    def report(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.out / "report.json").read_text())
+        return data
+
+
+def run_serial(tmp: Path, *extra: str, board_ip: str | None = "127.0.0.2") -> Iterator[SerialRun]:
+    with SimBoard(tmp / "sim", relay=True, kernel_log=RECORDED_RUN / "console.log") as sim:
+        board = write_sim_aquila(tmp, sim, board_ip=board_ip)
+        (tmp / "zImage").write_bytes(zimage(500_000, seed=5))
+        out = tmp / "out"
+        done = subprocess.run(
+            [sys.executable, "-m", "cma_tool", "run", str(board), "--target", "serial", "--console", sim.path,
+             "--kernel", str(tmp / "zImage"), "--out", str(out), *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        yield SerialRun(out, done, sim, sim.boots())
 
 
 @pytest.fixture(scope="module")
 def serial_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SerialRun]:
-    """One run, as run.py will make it for --target serial: the board's plan, bootargs, DTB; then boot."""
-    tmp = tmp_path_factory.mktemp("serial-run")
-    with SimBoard(tmp / "sim", relay=True, kernel_log=RECORDED_RUN / "console.log") as sim:
-        plan = make_plan(write_sim_aquila(tmp, sim, board_ip=None), allow_misfit=True)
-        board = plan.board
-        bootargs = compose_bootargs(board.kernel.bootargs, vivid=vivid_params(board))
-        out = tmp / "out"
-        out.mkdir()
-        (out / "board.dts").write_text(standalone_dts(board, plan.profile))
-        compile_dts(out / "board.dts", out / "board.dtb")
-        (out / "zImage").write_bytes(zimage(400_000, seed=3))
-        (out / "initrd.gz").write_bytes(zimage(150_000, seed=4)[0x30:])
-        stages: list[str] = []
-        text = run_via_serial(board, kernel=out / "zImage", dtb=out / "board.dtb", initrd=out / "initrd.gz",
-                              bootargs=bootargs, workdir=out, timeout=90, console_url=sim.path,
-                              on_stage=stages.append)
-        yield SerialRun(plan, bootargs, text, stages, sim)
+    # No board-ip: U-Boot's dhcp configures the board, as on most lab networks.
+    yield from run_serial(tmp_path_factory.mktemp("serial"), board_ip=None)
 
 
-def cross_check(run: SerialRun, pins: tuple[tuple[str, int], ...] = ()) -> list[Check]:
-    """run.py's stage 6: the model fed with the queue operations the target made, against what it printed."""
-    obs = observe(run.text)
-    streams = capture_streams(run.plan.board)
-    steps, sizes = steps_from_capture(obs)
-    pred, _ = predict(run.plan, run.bootargs, pins, steps, _stream_devices(run.plan.board, streams))
-    checks = [Check("capture", f"sizeimage {label}", got == model, str(model), str(got))
-              for label, got, model in sizes]
-    return checks + check_all(pred, obs, run.plan.profile)
+def test_the_serial_way_writes_every_artefact_and_the_direct_boots_events(serial_run: SerialRun) -> None:
+    assert serial_run.result.returncode == 0, serial_run.result.stderr + serial_run.report.get("message", "")
+    rep = assert_same_artefacts(serial_run.out)
+    assert (rep["target"], rep["boot"]) == ("serial", "uboot")
+    assert_aquila_1080p_events(rep)
+    stages = [s["stage"] for s in rep["stages"]]
+    assert stages.index("prepare") < stages.index("console") < stages.index("power") < stages.index("uboot") \
+        < stages.index("loaded") < stages.index("kernel") < stages.index("init") < stages.index("captured")
+    assert next(c for c in rep["checks"] if c["name"] == "command line")["passed"]
 
 
-def test_we_asked_for_what_was_recorded(serial_run: SerialRun) -> None:
-    # The playback is faithful only if the board asks for the recorded run's plan and command line.
-    streams = capture_streams(serial_run.plan.board)
-    assert capture_args(streams, hold=True) == (RECORDED_RUN / "capture-plan.txt").read_text().split()
-    assert serial_run.bootargs == (RECORDED_RUN / "bootargs.txt").read_text().strip()
-    (boot,) = serial_run.sim.boots()
-    assert boot["bootargs"] == boot["recorded_cmdline"] == serial_run.bootargs
+def test_nothing_of_vivid_reaches_a_fimc_board(serial_run: SerialRun) -> None:
+    (boot,) = serial_run.boots
+    # The command line U-Boot was told, and the plan the board found in the initrd it was given.
+    assert boot["bootargs"] == "console=ttyAMA0,115200 panic=-1 trace_event=cma:* cmatool.mode=run"
+    assert "vivid" not in boot["bootargs"]
+    text = boot["initrd"]["agent_plan"]
+    assert text is not None and "vivid" not in text
+    plan = parse_plan(text)
+    assert plan.modules == ()  # FIMC is the board's own kernel's: the agent loads nothing
+    assert [(s.label, s.device, s.width, s.height, s.pixel_format) for s in plan.streams] == [
+        ("fimc0", "driver:s5p-fimc:0", 1920, 1080, "YUYV")]
+    assert text == (serial_run.out / "agent-plan.txt").read_text()
 
 
-def test_the_capture_plan_goes_to_the_agent_as_capture_args() -> None:
-    # firmware/cmatool-run reads /cmatool/capture.args: one argument per line.
-    assert capture_plan_files(["--label", "with space"]) == {"capture.args": "--label\nwith space\n"}
-    for bad in (["two\nlines"], [""]):
-        with pytest.raises(ConfigError, match="empty or holds a newline"):
-            capture_plan_files(bad)
-
-
-def test_every_check_passes_on_what_the_serial_board_said(serial_run: SerialRun) -> None:
-    assert serial_run.stages == ["console", "power", "uboot", "loaded", "kernel", "init", "captured"]
-    obs = observe(serial_run.text)
-    assert obs.done_rc == 0 and obs.section_rc.get("capture") == 0 and not obs.problems
-    assert obs.cmdline == serial_run.bootargs
-    # The kernel's placement, from emulated-board.md: top-down in [0x60000000, 256M] -> 0x6c000000.
-    assert [(a.name, a.base, a.size) for a in obs.areas] == [
-        ("linux,cma", 0x6C000000, 64 * MiB), ("vidpool@4c000000", 0x4C000000, 32 * MiB)]
-    checks = cross_check(serial_run)
-    failed = [f"{c.name}: expected {c.expected} / observed {c.observed} ({c.cause})" for c in checks if not c.passed]
-    assert not failed, "\n".join(failed)
-    # One check per event: the atomic pool (64 pages) and 4 buffers of 1920*1080*2 bytes (1013 pages)
-    # each start and finish, then the 4 buffers are released: 5 * 2 + 4.
-    assert sum(1 for c in checks if c.group == "events") == len(obs.events) == 14
-    # The plan made before the boot predicted the same queue operations the target made.
-    planned = steps_from_plan(capture_streams(serial_run.plan.board), hold=True)
-    assert steps_from_capture(obs)[0] == planned
-
-
-def test_a_wrong_model_on_the_same_output_is_caught(serial_run: SerialRun) -> None:
-    # Tell the model the default area sits 8 MiB lower than the kernel put it: the checks must fail there.
-    failed = [c for c in cross_check(serial_run, pins=(("linux,cma", 0x6B800000),)) if not c.passed]
-    events = [c for c in failed if c.group == "events"]
-    assert events and "pfn=0x6b800" in events[0].expected and "pfn=0x6c000" in events[0].observed
-
-
-def test_the_board_was_switched_off(serial_run: SerialRun) -> None:
+def test_the_board_was_switched_off_and_dhcp_came_before_our_server(serial_run: SerialRun) -> None:
     assert serial_run.sim.relay_state() == "off" and serial_run.sim.power_events() == ["on", "off"]
-    # dhcp configured the board's address (no board-ip in this board file), then our server was set.
     argvs = serial_run.sim.argvs("u-boot")
     assert argvs.index(["dhcp"]) < argvs.index(["setenv", "serverip", "127.0.0.1"])
 
 
-def _cli_has_serial_target() -> bool:
-    from dataclasses import fields
-
-    from cma_tool.run import RunOptions
-
-    return {"console", "kernel"} <= {f.name for f in fields(RunOptions)}
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not _cli_has_serial_target(), reason="run.py does not take --target serial yet")
-def test_cma_tool_run_target_serial(tmp_path: Path) -> None:
-    """The command line a user types, against the simulator (needs the target image cache, as the emulated runs)."""
-    import json
-    import subprocess
-    import sys
-
-    root = Path(__file__).parents[2]
-    with SimBoard(tmp_path / "sim", relay=True, kernel_log=RECORDED_RUN / "console.log") as sim:
-        board = write_sim_aquila(tmp_path, sim)
-        (tmp_path / "zImage").write_bytes(zimage(500_000, seed=5))
-        done = subprocess.run(
-            [sys.executable, "-m", "cma_tool", "run", str(board), "--target", "serial", "--console", sim.path,
-             "--kernel", str(tmp_path / "zImage"), "--out", str(tmp_path / "out"), "--json"],
-            cwd=root, capture_output=True, text=True, timeout=600, check=False)
-        report = json.loads((tmp_path / "out" / "report.json").read_text())
-        assert done.returncode == 0, done.stderr + report.get("message", "")
-        assert report["verdict"] == "pass" and report["checks"] and all(c["passed"] for c in report["checks"])
-        stages = [s["stage"] for s in report["stages"]]
-        assert stages.index("console") < stages.index("uboot") < stages.index("captured") < stages.index("check")
-        assert sim.relay_state() == "off" and sim.power_events() == ["on", "off"]
+def test_a_wrong_model_on_the_serial_way_is_a_mismatch_naming_the_pfn(tmp_path: Path) -> None:
+    # Tell the model the default area sits 64 MiB lower than the kernel put it.
+    (run,) = list(run_serial(tmp_path, "--model-pin", "linux,cma=0x60000000"))
+    assert run.result.returncode == 5, run.result.stderr
+    bad = [c for c in run.report["checks"] if not c["passed"] and c["group"] == "events"]
+    assert bad and "pfn=0x60000" in bad[0]["expected"] and "pfn=0x64000" in bad[0]["observed"]
 
 
-def test_cma_tool_run_target_serial_patches_the_boards_own_dtb(tmp_path: Path) -> None:
-    """With --dtb the board's own DTB is patched (banks, reserved-memory, bootargs), not replaced."""
-    import json
-    import subprocess
-    import sys
-
-    root = Path(__file__).parents[2]
+def test_the_boards_own_dtb_is_patched_not_replaced(tmp_path: Path) -> None:
     vendor = tmp_path / "vendor.dtb"
     subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(vendor), "-"], check=True, text=True,
                    input='/dts-v1/;\n/ { #address-cells = <1>; #size-cells = <1>; model = "vendor board";\n'
                          'memory@40000000 { device_type = "memory"; reg = <0x40000000 0x20000000>; }; };\n')
-    with SimBoard(tmp_path / "sim", relay=True, kernel_log=RECORDED_RUN / "console.log") as sim:
-        board = write_sim_aquila(tmp_path, sim)
-        (tmp_path / "zImage").write_bytes(zimage(500_000, seed=6))
-        done = subprocess.run(
-            [sys.executable, "-m", "cma_tool", "run", str(board), "--target", "serial", "--console", sim.path,
-             "--kernel", str(tmp_path / "zImage"), "--dtb", str(vendor), "--out", str(tmp_path / "out")],
-            cwd=root, capture_output=True, text=True, timeout=600, check=False)
-        report = json.loads((tmp_path / "out" / "report.json").read_text())
-        assert done.returncode == 0, done.stderr + report.get("message", "")
-    text = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(tmp_path / "out" / "board.dtb")],
+    (run,) = list(run_serial(tmp_path, "--dtb", str(vendor)))
+    assert run.result.returncode == 0, run.result.stderr + run.report.get("message", "")
+    text = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(run.out / "board.dtb")],
                           capture_output=True, text=True, check=True).stdout
     assert 'model = "vendor board";' in text  # the board's own tree, kept
-    # the reference layout's banks (0x40000000/256M, 0x60000000/256M) in the root's 1/1 cells
-    assert "reg = <0x40000000 0x10000000 0x60000000 0x10000000>;" in text
-    assert "vidpool@4c000000 {" in text and "linux,cma-default;" in text
+    # the emulated Aquila's banks (0x40000000/80M, 0x50000000/384M) in the root's 1/1 cells
+    assert "reg = <0x40000000 0x5000000 0x50000000 0x18000000>;" in text
+    assert "region@43000000 {" in text and "linux,cma-default;" in text

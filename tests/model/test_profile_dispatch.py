@@ -36,10 +36,7 @@ PACKAGE = ROOT / "cma_tool"
 PROFILES_PY = PACKAGE / "model" / "profiles.py"
 FAKE = "LINUX_5_10"
 #: Modules that still read ``profile.family`` outside profiles.py, each with the fact that replaces it.
-PENDING_FAMILY_READERS = {
-    # _check_kernel_matches computes the max-order as written; KernelProfile.max_order_as_written says it.
-    "cma_tool/run.py",
-}
+PENDING_FAMILY_READERS: set[str] = set()
 
 
 def _mypy(folder: Path, cache: Path) -> subprocess.CompletedProcess[str]:

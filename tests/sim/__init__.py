@@ -20,7 +20,7 @@ BOARD_SCRIPT = Path(__file__).with_name("board.py")
 POWER_SWITCH = Path(__file__).with_name("power_switch.py")
 #: The board file of the simulated Aquila, and the real run its playback comes from.
 SIM_AQUILA = Path(__file__).with_name("sim-aquila.yaml")
-RECORDED_RUN = Path(__file__).parents[1] / "data" / "kernel-traces" / "a-reference-dt-cma"
+RECORDED_RUN = Path(__file__).parents[1] / "data" / "serial-replay"
 
 #: A file U-Boot's bootz accepts: the zImage magic at offset 0x24.
 FAKE_ZIMAGE = bytes(0x24) + (0x016F2818).to_bytes(4, "little") + bytes(0x1000)

@@ -35,7 +35,7 @@ def one_run(folder: Path, kernel_kib: int, *, network: bool) -> list[tuple[str, 
         marks: list[tuple[str, float]] = []
         start = time.perf_counter()
         run_via_serial(board, kernel=folder / "zImage", dtb=folder / "board.dtb", initrd=folder / "initrd.gz",
-                       bootargs=(RECORDED_RUN / "bootargs.txt").read_text().strip(), workdir=folder / "out",
+                       bootargs=(RECORDED_RUN / "cmdline.txt").read_text().strip(), workdir=folder / "out",
                        timeout=600, console_url=sim.path,
                        on_stage=lambda s: marks.append((s, time.perf_counter() - start)))
         marks.append(("returned", time.perf_counter() - start))
