@@ -196,3 +196,17 @@ def test_tiny_buffers_next_to_1080p_ones(tmp_path: Path) -> None:
     # 64x48 GREY is 3072 bytes: one page, no alignment: first fit fills the gap after the atomic pool.
     assert finishes(rep) == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64040", "pfn=0x64041", "pfn=0x64042"]
     assert "cma_alloc_start: name=linux,cma count=1 align=0" in event_lines(rep, "observed")
+
+
+def test_a_board_without_regions_on_the_real_612_kernel(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cma_tool("run", "configs/no-regions.yaml", "--suite", "trixie", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = assert_same_artefacts(out)
+    # No node in the DT we booted (an empty one would be another boot), and the kernel says so.
+    assert "reserved-memory" not in (out / "board.dts").read_text()
+    boot_lines = json.loads((out / "observed.json").read_text())["boot_lines"]
+    assert "OF: reserved mem: Reserved memory: No reserved-memory node in the DT" in boot_lines
+    # Kconfig's 16 MiB at the top of bank 1: 0x68000000 - 16 MiB = 0x67000000; pool, then two 1080p buffers.
+    finishes = [e.split()[2] for e in event_lines(rep, "observed") if e.startswith("cma_alloc_finish")]
+    assert finishes == ["pfn=0x67000", "pfn=0x67100", "pfn=0x67500"]
