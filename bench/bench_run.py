@@ -35,7 +35,8 @@ def tool_run(out: Path, env: dict[str, str] | None = None) -> float:
 
 
 def bare_run(files: Path) -> float:
-    from cma_tool.deploy.qemu import BootFiles, run_to_poweroff
+    from cma_tool.deploy.qemu import BootFiles
+    from tests.deploy.plain_boot import run_to_poweroff
 
     boot = BootFiles(files / "zImage-dtb", files / "initrd.gz", 0x44000000, files / "board.dtb",
                      files / "board.dts", "")

@@ -766,6 +766,9 @@ def set_reserved(tree: DeviceTree, regions: Sequence[ReservedRegion], *, clear: 
         # repeated unit address: never write such a tree.
         if (high.base or 0) < (low.base or 0) + low.size:
             raise FdtError(f"reserved regions {low.node_name} and {high.node_name} overlap")
+    if not regions and tree.root.child("reserved-memory") is None:
+        # Nothing to add, nothing to clear: an empty node is not nothing (6.12 logs its absence).
+        return
     parent = tree.root.ensure_child("reserved-memory")
     removed_phandles: set[int] = set()
     if clear:

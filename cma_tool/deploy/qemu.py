@@ -23,16 +23,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Self
 
 from cma_tool.deploy.image import TargetImage, compose_initrd
-from cma_tool.deploy.sections import DONE_MARK, Section, split_sections
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.sizes import format_size, hexaddr
 
@@ -70,8 +68,6 @@ class MemoryBank:
 
 #: Aquila's bank sizes (80 MiB on DMC0, 384 MiB on DMC1), disjoint, moved into virt's RAM window.
 EMULATED_AQUILA_BANKS = (MemoryBank(0x4000_0000, 80 * MiB), MemoryBank(0x5000_0000, 384 * MiB))
-#: The two-bank layout the reference measurements used.
-REFERENCE_BANKS = (MemoryBank(0x4000_0000, 256 * MiB), MemoryBank(0x6000_0000, 256 * MiB))
 
 
 @dataclass(frozen=True)
@@ -267,7 +263,6 @@ class VirtMachine:
         self.stderr_path = self.workdir / "qemu.stderr"
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
-        self._console: Any = None
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -335,44 +330,6 @@ class VirtMachine:
     ) -> None:
         self._cleanup()
 
-    def open_console(self, *, timeout: float = 10.0) -> Any:
-        """The pyserial port on the console (connected once; blocking reads with ``timeout``).
-
-        A connection QEMU refuses -> InfraError with QEMU's stderr.
-        """
-        if self._console is not None:
-            return self._console
-        import serial  # lazy: pyserial's import is not free and not every caller reads the console
-
-        try:
-            self._console = serial.serial_for_url(self.serial_url, timeout=timeout)
-        except (serial.SerialException, OSError) as exc:
-            raise InfraError(f"cannot connect to the emulated board's console: {exc}; {self.qemu_stderr()}") from exc
-        return self._console
-
-    def read_until(
-        self,
-        needles: Sequence[bytes],
-        *,
-        timeout: float,
-        log: IO[bytes] | None = None,
-        buffer: bytearray | None = None,
-    ) -> tuple[bytes, bytearray]:
-        """:func:`read_console_until` on this board's console; QEMU dying of an error -> InfraError."""
-        console = self.open_console()
-        try:
-            return read_console_until(console, needles, timeout=timeout, log=log, buffer=buffer)
-        except TargetError as err:
-            # The console also ends when the guest powers off (QEMU exits 0);
-            # a non-zero exit is QEMU's own failure (bad option, missing file).
-            try:
-                code = self.process.wait(2)
-            except subprocess.TimeoutExpired:
-                raise err from None  # QEMU still runs: the guest went quiet, the board's fault
-            if code != 0:
-                raise InfraError(f"QEMU stopped with exit code {code}; {self.qemu_stderr()}") from None
-            raise
-
     def qemu_stderr(self) -> str:
         if self._stderr is not None:
             self._stderr.flush()
@@ -397,12 +354,6 @@ class VirtMachine:
             raise TargetError(f"the emulated board did not power off within {timeout:g} s") from exc
 
     def _cleanup(self) -> None:
-        if self._console is not None:
-            try:
-                self._console.close()
-            except OSError:
-                pass
-            self._console = None
         proc = self._process
         if proc is not None and proc.poll() is None:
             try:
@@ -460,101 +411,6 @@ def blame_qemu(machine: VirtMachine) -> Iterator[None]:
         if code != 0:
             raise InfraError(f"QEMU stopped with exit code {code}; {machine.qemu_stderr()}") from err
         raise
-
-
-def read_console_until(
-    console: Any,
-    needles: Sequence[bytes],
-    *,
-    timeout: float,
-    log: IO[bytes] | None = None,
-    buffer: bytearray | None = None,
-) -> tuple[bytes, bytearray]:
-    """Read until one of ``needles`` shows up; returns (the needle, everything read).
-
-    A minimal reader for our own recordings and tests (the console engine
-    replaces it): it blocks on the socket, never sleeps, and writes every
-    byte to ``log`` as it arrives. End of stream (QEMU exited) and the
-    deadline raise TargetError with the tail of what was read.
-    """
-    seen = buffer if buffer is not None else bytearray()
-    deadline = time.monotonic() + timeout
-    scan_from = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TargetError(
-                f"no {' or '.join(repr(n) for n in needles)} on the console within {timeout:g} s; last output: {bytes(seen[-300:])!r}"
-            )
-        try:
-            console.timeout = left
-            chunk = console.read(1)  # blocks until a byte comes or the deadline passes
-            if chunk:
-                console.timeout = 0  # then take whatever else is already there, without waiting
-                chunk += console.read(65536)
-        except OSError as exc:  # pyserial's SerialException is an OSError: "socket disconnected"
-            if log is not None:
-                log.flush()
-            raise TargetError(f"the console closed ({exc}); last output: {bytes(seen[-300:])!r}") from exc
-        if log is not None and chunk:
-            log.write(chunk)
-            log.flush()
-        seen += chunk
-        longest = max(len(n) for n in needles)
-        for needle in needles:
-            if seen.find(needle, max(0, scan_from - longest)) >= 0:
-                return needle, seen
-        scan_from = len(seen)
-
-
-@dataclass(frozen=True)
-class RunOutput:
-    """What one unattended run (cmatool.mode=run) printed, and how long it took."""
-
-    console: bytes
-    sections: dict[str, Section]
-    capture_rc: int
-    seconds_to_init: float  # QEMU start to "Run /init"
-    seconds_total: float  # QEMU start to QEMU exit
-
-    @property
-    def text(self) -> str:
-        return self.console.decode(errors="replace").replace("\r\n", "\n")
-
-
-def run_to_poweroff(boot: BootFiles, *, log_path: Path, timeout: float = 120.0, memory: str = DEFAULT_MEMORY) -> RunOutput:
-    """Boot, let the firmware run its plan, wait for the power-off; the console goes to ``log_path``.
-
-    A panic (the kernel reboots with panic=-1 and QEMU exits, -no-reboot) or
-    a console that ends before ``==== CMA-TOOL DONE`` raises TargetError.
-    """
-    start = time.monotonic()
-    with EmulatedBoard(boot, memory=memory) as board, log_path.open("wb") as log:
-        board.open_console()
-        _, seen = board.read_until([b"Run /init", b"Kernel panic"], timeout=timeout, log=log)
-        to_init = time.monotonic() - start
-        hit, seen = board.read_until([b"Kernel panic", DONE_MARK.encode()], timeout=timeout, log=log, buffer=seen)
-        if hit == b"Kernel panic":
-            raise TargetError(f"the kernel panicked; see {log_path}")
-        try:  # the rest (reboot: power down) until QEMU closes the console
-            board.read_until([b"\0never"], timeout=30, log=log, buffer=seen)
-        except TargetError:
-            pass
-        board.wait(30)
-    text = seen.decode(errors="replace").replace("\r\n", "\n")
-    m = re.search(re.escape(DONE_MARK) + r"(\d+)", text)
-    return RunOutput(
-        console=bytes(seen),
-        sections=parse_sections(text),
-        capture_rc=int(m.group(1)) if m else -1,
-        seconds_to_init=to_init,
-        seconds_total=time.monotonic() - start,
-    )
-
-
-def parse_sections(console: str) -> dict[str, Section]:
-    """Every complete ``==== CMA-TOOL BEGIN x ====`` ... ``==== CMA-TOOL END x rc=N ====`` block, by name."""
-    return {name: s for name, s in split_sections(console).sections.items() if s.rc is not None}
 
 
 # ---- helpers ----------------------------------------------------------------

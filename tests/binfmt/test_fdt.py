@@ -486,3 +486,9 @@ def test_a_new_static_region_over_a_node_the_tree_keeps_is_refused(aquila_dtb: b
     out = fdt.patch(aquila_dtb, banks=[MemoryBank(0x30000000, 0x4000000)],
                     reserved=[ReservedRegion("region", 4 << 20, base=0x44000000)], bootargs="")
     assert b"region@44000000" in out
+
+
+def test_no_regions_adds_no_reserved_memory_node(virt_dtb: bytes) -> None:
+    # 6.12 logs "No reserved-memory node in the DT" only when there is none: an empty one is another boot.
+    out = fdt.patch(virt_dtb, reserved=[], bootargs="console=ttyAMA0")
+    assert fdt.decode(out).root.child("reserved-memory") is None

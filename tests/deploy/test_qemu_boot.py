@@ -24,13 +24,11 @@ from cma_tool.deploy.qemu import (
     MemoryBank,
     build_board_dtb,
     dump_virt_dtb,
-    parse_sections,
     prepare_boot,
-    read_console_until,
-    run_to_poweroff,
     static_reserved_regions,
 )
 from cma_tool.errors import ConfigError, InfraError
+from tests.deploy.plain_boot import open_console, parse_sections, read_console_until, read_until, run_to_poweroff
 
 MiB = 1 << 20
 PAGE = 4096
@@ -204,9 +202,9 @@ def test_shell_mode_and_the_capture_programs_exit_paths(image: TargetImage, tmp_
     start = time.monotonic()
     outputs: dict[str, str] = {}
     with EmulatedBoard(boot) as board, (tmp_path / "console.log").open("wb") as log:
-        board.read_until([b"cmatool# "], timeout=60, log=log)
+        console = open_console(board)
+        read_until(board, console, [b"cmatool# "], timeout=60, log=log)
         at_shell = time.monotonic() - start
-        console = board.open_console()  # the port read_until opened
         commands = {
             "A": "dmesg -n 1; modprobe vivid n_devs=2 node_types=0x1,0x1 allocators=1,1; sleep 1; capture --device /dev/nope",
             # the same node twice, the first one held: vivid refuses S_FMT while buffers exist (vb2_is_busy)
@@ -225,6 +223,7 @@ def test_shell_mode_and_the_capture_programs_exit_paths(image: TargetImage, tmp_
             outputs[name] = seen.decode(errors="replace").replace("\r\n", "\n") + "|" + hit.decode()
         console.write(b"poweroff -f\n")
         assert board.wait(30) == 0
+        console.close()
     print(f"\nQEMU start to shell prompt: {at_shell:.2f} s")
 
     assert outputs["A"].endswith("END-A-1")  # open() failing is fatal: exit 1
@@ -258,4 +257,4 @@ def test_qemu_failing_to_start_is_an_infra_error_with_its_words(image: TargetIma
         pytest.raises(InfraError, match="no-such-device"),
         EmulatedBoard(boot, extra_args=["-device", "no-such-device"]) as board,
     ):
-        board.read_until([b"Run /init"], timeout=20)
+        read_until(board, open_console(board), [b"Run /init"], timeout=20)

@@ -141,6 +141,26 @@ def capture_steps(plan: list[str]) -> tuple[tuple[Step, ...], dict[str, Device]]
     return tuple(steps), devices
 
 
+def plan_steps(text: str) -> tuple[tuple[Step, ...], dict[str, Device]]:
+    """The agent plan's starts and releases as model steps, one model device per stream (vivid: the default area)."""
+    from cma_tool.deploy.agent import Release, Start, parse_plan
+
+    plan = parse_plan(text)
+    specs = {s.label: s for s in plan.streams}
+    steps: list[Step] = []
+    held: list[str] = []
+    for step in plan.steps:
+        if isinstance(step, Start):
+            spec = specs[step.label]
+            steps.append(CaptureStep(step.label, spec.width, spec.height, spec.pixel_format, step.buffers))
+            held.append(step.label)
+        elif isinstance(step, Release):
+            steps.append(ReleaseCaptureStep(step.label))
+            held.remove(step.label)
+    steps.extend(ReleaseCaptureStep(label) for label in reversed(held))  # as the agent does at the end
+    return tuple(steps), {label: Device(label) for label in specs}
+
+
 def _kv(path: Path) -> dict[str, int]:
     out = {}
     for line in path.read_text().splitlines():
@@ -155,7 +175,10 @@ def load(folder: Path) -> Recorded:
     banks = tuple(Bank(int(b["base"], 16), int(b["size"], 16)) for b in scenario["banks"])
     nodes = reserved_nodes((folder / "reserved-memory.dts").read_text())
     cmdline = (folder / "bootargs.txt").read_text().strip()
-    steps, devices = capture_steps((folder / "capture-plan.txt").read_text().split())
+    if (folder / "agent-plan.txt").is_file():
+        steps, devices = plan_steps((folder / "agent-plan.txt").read_text())
+    else:  # recorded before the agent took a plan: the capture program's arguments
+        steps, devices = capture_steps((folder / "capture-plan.txt").read_text().split())
     events = tuple(ev for line in (folder / "trace.txt").read_text().splitlines() if (ev := parse_trace_line(line)) is not None)
     dmesg = tuple(re.sub(r"^\[\s*[\d.]+\]\s", "", line) for line in (folder / "dmesg.txt").read_text().splitlines())
     reqbufs = []

@@ -35,12 +35,9 @@ SUITE = "trixie"
 sys.path.insert(0, str(HERE.parents[2]))
 
 from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
-from cma_tool.deploy.qemu import (  # noqa: E402
-    EMULATED_AQUILA_BANKS,
-    REFERENCE_BANKS,
-    run_to_poweroff,
-)
+from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS  # noqa: E402
 from cma_tool.errors import CmaToolError  # noqa: E402
+from tests.deploy.plain_boot import REFERENCE_BANKS, run_to_poweroff  # noqa: E402
 
 #: virt's PL011 as an early console: shows how far a kernel that hangs got.
 EARLYCON = "earlycon=pl011,0x09000000"

@@ -9,7 +9,8 @@ writes into tests/data/kernel-traces/<scenario>/:
     scenario.json        banks, initrd address, kernel package and version, vivid parameters
     reserved-memory.dts  the /reserved-memory part of the board DTS (virt's root cells: 2/2)
     bootargs.txt         the whole kernel command line
-    capture-plan.txt     the capture program's arguments, one per line
+    agent-plan.txt       the agent's plan (/cmatool/plan); recordings made before the agent took a
+                         plan have capture-plan.txt instead: the capture program's arguments
     console.log          every byte of the serial console
     trace.txt            /sys/kernel/tracing/trace after the run (trace_event=cma:* from boot)
     meminfo-boot.txt     /proc/meminfo before vivid is loaded
@@ -28,42 +29,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # A script run from anywhere: make the source tree's package importable.
 sys.path.insert(0, str(HERE.parents[2]))
 
+from cma_tool.captures import VIVID_INSTANCE  # noqa: E402
+from cma_tool.deploy.agent import AgentPlan, ModuleLoad, Release, Start, StreamSpec  # noqa: E402
 from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
-from cma_tool.deploy.qemu import (  # noqa: E402
-    EMULATED_AQUILA_BANKS,
-    REFERENCE_BANKS,
-    BootFiles,
-    MemoryBank,
-    compose_bootargs,
-    prepare_boot,
-    run_to_poweroff,
-)
+from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS, BootFiles, MemoryBank, prepare_boot  # noqa: E402
 from cma_tool.errors import CmaToolError  # noqa: E402
+from tests.deploy.plain_boot import REFERENCE_BANKS, run_to_poweroff  # noqa: E402
 
 # Fixed so that a re-recording differs only where the kernel does.
 RNG_SEED = bytes(range(32))
 
-ONE_VIVID = {"n_devs": "1", "node_types": "0x1", "allocators": "1"}
-TWO_VIVID = {"n_devs": "2", "node_types": "0x1,0x1", "allocators": "1,1"}
+#: What the kernel is booted with; a scenario's own words come after.
+BASE_CMDLINE = "console=ttyAMA0 panic=-1 trace_event=cma:* cmatool.mode=run"
 
-# Capture plans, written as the capture program's command line.
-FOUR_1080P = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 4 --frames 5 --label s0")
-TWO_STREAMS_TOGETHER = shlex.split(
-    "--together"
-    " --stream --device /dev/video0 --width 1280 --height 720 --format NV12 --buffers 3 --frames 4 --label s0"
-    " --stream --device /dev/video1 --width 640 --height 480 --format YUYV --buffers 4 --frames 4 --label s1"
-)
-TWO_1080P = shlex.split("--device /dev/video0 --width 1920 --height 1080 --format YUYV --buffers 2 --frames 3 --label s0")
+
+def held_together(*streams: tuple[int, int, str, int, int]) -> AgentPlan:
+    """Streams s0, s1, ... on vivid instances 0, 1, ...: all started, then released newest first.
+
+    Each is (width, height, format, buffers, frames); vivid as the emulated board loads it.
+    """
+    n = len(streams)
+    vivid = ModuleLoad("vivid", (("n_devs", str(n)), *((k, ",".join([v] * n)) for k, v in VIVID_INSTANCE.items())))
+    specs = tuple(StreamSpec(f"s{i}", f"driver:vivid:{i}", w, h, fmt) for i, (w, h, fmt, _, _) in enumerate(streams))
+    starts = [Start(f"s{i}", buffers, frames) for i, (_, _, _, buffers, frames) in enumerate(streams)]
+    releases = [Release(f"s{i}") for i in reversed(range(n))]
+    return AgentPlan((vivid,), specs, (*starts, *releases))
+
+
+FOUR_1080P = held_together((1920, 1080, "YUYV", 4, 5))
+TWO_STREAMS_TOGETHER = held_together((1280, 720, "NV12", 3, 4), (640, 480, "YUYV", 4, 4))
+TWO_1080P = held_together((1920, 1080, "YUYV", 2, 3))
 
 def _pool(name: str, body: str) -> str:
     return f"\t\t{name} {{\n\t\t\tcompatible = \"shared-dma-pool\";\n\t\t\treusable;\n{body}\t\t}};\n"
@@ -110,9 +114,8 @@ class Scenario:
     summary: str
     banks: tuple[MemoryBank, ...]
     reserved_memory_dts: str
-    capture: list[str]
+    plan: AgentPlan
     cmdline: str = ""
-    vivid: dict[str, str] = field(default_factory=lambda: dict(ONE_VIVID))
 
 
 SCENARIOS = [
@@ -146,7 +149,6 @@ SCENARIOS = [
         EMULATED_AQUILA_BANKS,
         AQUILA_64M_DTS,
         TWO_STREAMS_TOGETHER,
-        vivid=dict(TWO_VIVID),
     ),
     Scenario(
         "e-dt-12m-refused",
@@ -177,14 +179,14 @@ SCENARIOS = [
 
 def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *, extra_cmdline: str = "") -> BootFiles:
     """The boot files of ``scenario`` on ``image``, in ``work_root/<name>/``."""
-    cmdline = f"{scenario.cmdline} {extra_cmdline}".strip()
+    cmdline = " ".join(w for w in (BASE_CMDLINE, scenario.cmdline, extra_cmdline) if w)
     return prepare_boot(
         image,
         work_root / scenario.name,
         banks=scenario.banks,
         reserved_memory_dts=scenario.reserved_memory_dts,
-        bootargs=compose_bootargs(cmdline, vivid=scenario.vivid),
-        agent_files={"capture.args": "".join(a + "\n" for a in scenario.capture)},
+        bootargs=cmdline,
+        agent_files={"plan": scenario.plan.render()},
         rng_seed=RNG_SEED,
     )
 
@@ -220,7 +222,6 @@ def record(
                     "CMA_AREAS": image.config.cma_areas,
                     "CMA_ALIGNMENT": image.config.cma_alignment,
                 },
-                "vivid": scenario.vivid,
                 "capture_rc": run.capture_rc,
             },
             indent=2,
@@ -229,7 +230,8 @@ def record(
     )
     (out / "reserved-memory.dts").write_text(scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n")
     (out / "bootargs.txt").write_text(boot.bootargs + "\n")
-    (out / "capture-plan.txt").write_text("".join(a + "\n" for a in scenario.capture))
+    (out / "capture-plan.txt").unlink(missing_ok=True)  # the argument list of recordings made before the plan
+    (out / "agent-plan.txt").write_text(scenario.plan.render())
     files = {
         "trace.txt": "trace",
         "meminfo-boot.txt": "meminfo-boot",
