@@ -21,7 +21,7 @@ EXIT_CODES = """\
 exit codes:
   0   ok
   1   configuration: the input is wrong (board file, scenario, arguments' values)
-  2   usage: the command line is malformed
+  2   usage: the command line is malformed or asks for what cannot apply (an option of another target)
   3   infrastructure: serial, network, power, QEMU or a download failed (retry may help)
   4   target: the board misbehaved (panic, reset, boot or capture failed)
   5   mismatch: the bundled model and the kernel disagree

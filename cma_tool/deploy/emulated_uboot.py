@@ -28,12 +28,10 @@ static ones could collide, which is checked).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
-from cma_tool.deploy.console import Console
 from cma_tool.deploy.qemu import (
     DEFAULT_MEMORY,
     KERNEL_ROOM,
@@ -60,8 +58,6 @@ MAX_USABLE_RANGES = 2
 KERNEL_LOAD_OFFSET = 4 * MiB
 #: U-Boot opens the DTB in place with CONFIG_SYS_FDT_PAD (12 KiB) more room; keep a margin.
 FDT_GROWTH = 64 * 1024
-# YMODEM at ~130 KB/s needs ~45 s for the kernel; U-Boot commands answer in well under a second.
-_COMMAND_TIMEOUT = 30.0
 
 
 class UBootBoard(VirtMachine):
@@ -184,14 +180,6 @@ def plain_zimage(data: bytes, *, source: str = "zImage") -> bytes:
     if not 0x30 <= size <= len(data):
         raise InfraError(f"{source}: the zImage header gives a size of {size} bytes; the file has {len(data)}")
     return data[:size]
-
-
-@contextmanager
-def uboot_console(board: VirtMachine, log_dir: Path, *, name: str = "console") -> Iterator[Console]:
-    """Our console engine on the board's serial socket, logging to ``log_dir/<name>.log``."""
-    # Once QEMU has gone the port never comes back: give up reconnecting quickly.
-    with Console(board.serial_url, log_dir, name=name, default_timeout=_COMMAND_TIMEOUT, reconnect_timeout=2.0) as c:
-        yield c
 
 
 def _align_up(value: int, step: int) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cma_tool.captures import Schedule
 from cma_tool.errors import UsageError
@@ -171,8 +171,3 @@ def resolve_target(target: str, boot: str | None, options: TargetOptions) -> tup
         raise UsageError(f"--target {target} --boot {chosen} needs {', '.join(missing)}",
                          hint="--kernel FILE: the board's own kernel (a zImage) that U-Boot boots")
     return way, way.make(options)
-
-
-def describe() -> list[dict[str, Any]]:
-    """The registry as data (for the README's table and `--help`)."""
-    return [{"target": w.target, "boot": w.boot, "what": w.what, "options": sorted(w.uses)} for w in WAYS.values()]

@@ -25,12 +25,19 @@ from cma_tool.deploy.emulated_uboot import (
     UBootBoard,
     plain_zimage,
     prepare_uboot_files,
-    uboot_console,
 )
 from cma_tool.deploy.image import TargetImage, default_cache_dir, ensure_image
 from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS, BootFiles, MemoryBank, prepare_boot
 from cma_tool.deploy.uboot import UBoot
 from cma_tool.errors import ConfigError, InfraError, TargetError
+
+
+@contextmanager
+def uboot_console(board: UBootBoard, log_dir: Path, *, name: str = "console") -> Iterator[Console]:
+    """Our console engine on the board's serial socket; once QEMU has gone its port never comes back."""
+    with Console(board.serial_url, log_dir, name=name, default_timeout=30.0, reconnect_timeout=2.0) as c:
+        yield c
+
 
 LOAD_ADDR = 0x41000000  # in RAM, clear of U-Boot (relocated near the top) and its stack
 MiB = 1 << 20
