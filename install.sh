@@ -16,7 +16,8 @@ DEB_PACKAGES=(
   cpio kmod               # initramfs, depmod
   u-boot-qemu u-boot-tools  # real U-Boot for the emulated board; mkimage
   libubootenv-tool        # fw_printenv, fw_setenv (the U-Boot environment tests)
-  openssh-server          # a real sshd on 127.0.0.1 for the SSH deploy tests
+  openssh-server openssh-sftp-server openssh-client   # a real sshd on 127.0.0.1 for the SSH deploy tests
+  gcc cpp git curl        # the tests' host harnesses, the patch checks, curl's TFTP client
   lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
   python3-pip python3-venv
 )

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests import tools
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "binfmt"
 
 
 def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
+    return tools.need(tool)
 
 
 def dtc(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cma_tool.deploy.ssh import SshSettings
+from tests.tools import need
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -137,8 +138,7 @@ def require_sshd() -> None:
     if os.geteuid() != 0:
         pytest.skip("the sshd fixture runs sshd as root")
     for tool in (SSHD, SFTP_SERVER):
-        if not Path(tool).exists():
-            pytest.skip(f"{tool} is not installed (openssh-server)")
+        need(tool)
     # sshd refuses to start without its privilege-separation folder, which the
     # openssh-server package expects systemd's tmpfiles to create at boot.
     privsep = Path("/run/sshd")

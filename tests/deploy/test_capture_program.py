@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from cma_tool.errors import ConfigError
 from cma_tool.generate.dts import reserved_memory_dts
 from cma_tool.model.scenario import sizeimage
 from cma_tool.plan import make_plan
+from tests.tools import need
 
 BOARD = Path(__file__).resolve().parents[2] / "boards" / "qemu-aquila.yaml"
 MiB = 1 << 20
@@ -77,8 +77,7 @@ def first_fit(used: list[tuple[int, int]], count: int, align: int) -> int:
 
 @pytest.fixture(scope="module")
 def host_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
+    need("gcc")
     out = tmp_path_factory.mktemp("capture") / "capture"
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out), str(FIRMWARE_DIR / "capture" / "capture.c")], check=True)
     return out

@@ -13,6 +13,7 @@ from cma_tool.board.load import read_board
 from cma_tool.board.types import Board
 from cma_tool.model.profiles import PROFILES
 from cma_tool.plan import Plan, plan_board
+from tests import tools
 
 DATA = Path(__file__).resolve().parent / "data"
 BOARDS = Path(__file__).resolve().parents[2] / "boards"
@@ -21,10 +22,7 @@ TREE = DATA / "kernel-tree"
 
 
 def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
+    return tools.need(tool)
 
 
 def load(name: str) -> Board:
