@@ -51,12 +51,8 @@ class StartStream:
     stream: Stream
 
 
-@dataclass(frozen=True)
-class ReleaseStream:
-    label: str
-
-
-Op = StartStream | ReleaseStream
+#: A release is the same thing in the schedule as in the agent's plan: REQBUFS 0 on a stream.
+Op = StartStream | Release
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ class Schedule:
                 specs.setdefault(s.label, StreamSpec(s.label, s.node, s.width, s.height, s.pixel_format))
                 steps.append(Start(s.label, s.buffers, s.frames))
             else:
-                steps.append(Release(op.label))
+                steps.append(op)
         return AgentPlan(self.modules, tuple(specs.values()), tuple(steps))
 
     def to_json(self) -> list[dict[str, object]]:
@@ -121,11 +117,11 @@ def from_board(board: Board) -> Schedule:
         for n, need in enumerate(dev.captures):
             label = f"{dev.name}-{n}" if len(dev.captures) > 1 else dev.name
             if dev.name in held:
-                ops.append(ReleaseStream(held.pop(dev.name)))
+                ops.append(Release(held.pop(dev.name)))
             ops.append(StartStream(Stream(label, dev.name, _node(board, dev), need.width, need.height, need.fourcc,
                                           need.buffers, need.frames, need.where.line)))
             held[dev.name] = label
-    ops += [ReleaseStream(label) for label in reversed(list(held.values()))]
+    ops += [Release(label) for label in reversed(list(held.values()))]
     return Schedule(tuple(ops), _modules(board), "the board's needs")
 
 
@@ -151,7 +147,7 @@ def from_scenario(board: Board, scenario: Scenario) -> Schedule:
             held.append(step.label)
         elif isinstance(step, ReleaseCaptureStep):
             if step.label in held:  # a step whose capture was refused above is already said
-                ops.append(ReleaseStream(step.label))
+                ops.append(Release(step.label))
                 held.remove(step.label)
         else:
             kind = to_plain(step)["kind"]
@@ -163,7 +159,7 @@ def from_scenario(board: Board, scenario: Scenario) -> Schedule:
                                 scenario.file, hint="add a '- capture: {device: ..., ...}' step"))
     if diags:
         raise ConfigError(diagnostics=diags)
-    ops += [ReleaseStream(label) for label in reversed(held)]
+    ops += [Release(label) for label in reversed(held)]
     return Schedule(tuple(ops), _modules(board), scenario.file)
 
 

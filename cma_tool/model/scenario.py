@@ -454,7 +454,7 @@ def _pair_captures(steps: list[Step], reader: _Reader) -> list[Step]:
     stream that device holds, a release by label finds its device.
     """
     held: dict[str, CaptureStep] = {}  # device -> the stream holding it
-    used: set[str] = set()
+    used: dict[str, int] = {}  # label -> the line of its capture
     count: dict[str, int] = {}
     out: list[Step] = []
     for step in steps:
@@ -467,13 +467,14 @@ def _pair_captures(steps: list[Step], reader: _Reader) -> list[Step]:
                     f"device {step.device!r} still holds stream {other.label!r} (line {other.line}): a device has "
                     "one capture queue", reader.file, step.line,
                     hint=f"add '- release_capture: {{label: {other.label}}}' before this step, or use another device"))
-            elif label in used and any(s.label == label for s in held.values()):
-                reader.diags.append(Diagnostic(f"stream label {label!r} is already holding buffers", reader.file,
-                                               step.line, hint="give this capture its own label"))
+            elif label in used:
+                # A label names one stream (its format and device) in the reports and the agent's plan.
+                reader.diags.append(Diagnostic(f"stream label {label!r} is already used (line {used[label]})",
+                                               reader.file, step.line, hint="give this capture its own label"))
             step = CaptureStep(step.device, step.width, step.height, step.fourcc, step.buffers, step.min_buffers,
                                step.line, step.frames, label)
             held[step.device] = step
-            used.add(label)
+            used.setdefault(label, step.line)
         elif isinstance(step, ReleaseCaptureStep):
             if step.label is not None:
                 device = next((d for d, s in held.items() if s.label == step.label), None)

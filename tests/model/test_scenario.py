@@ -110,6 +110,7 @@ steps:
   - release_capture: {device: vivid2}
   - release_capture: {}
   - capture: {device: vivid2, width: 64, height: 48, format: GREY, buffers: 33, label: "a b"}
+  - capture: {device: vivid3, width: 64, height: 48, format: GREY, buffers: 2, label: a}
 """
     with pytest.raises(ConfigError) as err:
         parse_scenario(text, "s.yaml")
@@ -121,6 +122,7 @@ steps:
         (6, "device 'vivid' still holds stream 'vivid-2' (line 5)"),
         (7, "release_capture of stream 'nobody', which holds no buffers here"),
         (8, "release_capture of device 'vivid2', which holds no stream here"),
+        (11, "stream label 'a' is already used (line 2)"),
     ]
     ok = parse_scenario(text.split("  - capture: {device: vivid, width: 64, height: 48, format: GREY, buffers: 3}\n")[0]
                         + "  - capture: {device: vivid, width: 64, height: 48, format: GREY, buffers: 3}\n", "ok.yaml")
