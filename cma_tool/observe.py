@@ -67,6 +67,8 @@ class Observation:
     capture: list[CaptureStep] = field(default_factory=list)
     alloc_failures: list[tuple[str, int, int]] = field(default_factory=list)  # (area, pages, ret)
     problems: list[str] = field(default_factory=list)
+    #: Sections that arrived other than the agent printed them (name -> how): the link's fault.
+    damaged: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class Observation:
             "boot_lines": self.boot_lines,
             "done_rc": self.done_rc,
             "problems": self.problems,
+            "damaged": self.damaged,
         }
 
 
@@ -127,7 +130,8 @@ def observe(console_text: str) -> Observation:
     sections = {name: s.text for name, s in agent.sections.items()}
     rcs = {name: s.rc for name, s in agent.sections.items() if s.rc is not None}
     outside = agent.outside
-    obs = Observation(sections=sections, section_rc=rcs, done_rc=agent.done_rc)
+    obs = Observation(sections=sections, section_rc=rcs, done_rc=agent.done_rc,
+                      damaged={name: why for name, s in agent.sections.items() if (why := s.damage)})
     # The dmesg section holds the whole boot log even when the console dropped
     # lines; without it (a run that died early) use what the console showed.
     boot_source = sections["dmesg"].splitlines() if "dmesg" in sections else outside

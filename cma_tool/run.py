@@ -29,7 +29,7 @@ from typing import Any
 
 from cma_tool.check import Check
 from cma_tool.deploy.targets import TargetOptions
-from cma_tool.errors import CmaToolError, ConfigError, ExitCode, TargetError
+from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
 from cma_tool.plan import make_plan
 from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
 
@@ -194,6 +194,12 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     obs = observe(text)
     write_atomic(opts.out / "observed.json", json.dumps(obs.to_json(), indent=2))
     record.stage("observe", events=len(obs.events), areas=[a.name for a in obs.areas])
+    if obs.damaged:
+        # Numbers that arrived changed would be compared with the model as if the kernel had said them.
+        raise InfraError("the agent's output arrived damaged: " + "; ".join(
+            f"section {name}: {why}" for name, why in obs.damaged.items()),
+            hint="the console lost or changed bytes on the way (a noisy or overrun serial line); nothing was "
+                 "compared with the model. console.log keeps what arrived; a retry (--retries) may pass")
     capture_rc = obs.section_rc.get("capture")
     if capture_rc not in (0, None) or obs.done_rc not in (0, None):
         errors = [s.data for s in obs.capture if s.event == "error"]

@@ -42,8 +42,9 @@ class SerialRun:
         return data
 
 
-def run_serial(tmp: Path, *extra: str, board_ip: str | None = "127.0.0.2") -> Iterator[SerialRun]:
-    with SimBoard(tmp / "sim", relay=True, kernel_log=RECORDED_RUN / "console.log") as sim:
+def run_serial(tmp: Path, *extra: str, board_ip: str | None = "127.0.0.2",
+               kernel_log: Path = RECORDED_RUN / "console.log") -> Iterator[SerialRun]:
+    with SimBoard(tmp / "sim", relay=True, kernel_log=kernel_log) as sim:
         board = write_sim_aquila(tmp, sim, board_ip=board_ip)
         (tmp / "zImage").write_bytes(zimage(500_000, seed=5))
         out = tmp / "out"
@@ -112,3 +113,19 @@ def test_the_boards_own_dtb_is_patched_not_replaced(tmp_path: Path) -> None:
     # the emulated Aquila's banks (0x40000000/80M, 0x50000000/384M) in the root's 1/1 cells
     assert "reg = <0x40000000 0x5000000 0x50000000 0x18000000>;" in text
     assert "region@43000000 {" in text and "linux,cma-default;" in text
+
+
+def test_a_byte_lost_on_the_line_is_the_links_fault_not_a_mismatch(tmp_path: Path) -> None:
+    # The recording with one byte gone from a pfn in the trace section, as a lossy serial line would lose it:
+    # compared as it arrived, "pfn=0x6450" would be a false model/kernel mismatch (exit 5).
+    recording = (RECORDED_RUN / "console.log").read_bytes()
+    at = recording.index(b"cma_alloc_finish: name=linux,cma pfn=0x64500")
+    damaged = tmp_path / "damaged.log"
+    damaged.write_bytes(recording[: at + 43] + recording[at + 44:])  # the last 0 of pfn=0x64500
+    (run,) = list(run_serial(tmp_path, kernel_log=damaged))
+    rep = run.report
+    assert run.result.returncode == 3, run.result.stderr  # infrastructure: a retry may pass
+    assert rep["verdict"] == "infrastructure" and rep["exit_code"] == 3 and rep["stage"] == "end"
+    assert "section trace: " in rep["message"] and "arrived of the" in rep["message"]
+    assert rep["checks"] == []  # nothing was compared with the model
+    assert run.sim.relay_state() == "off"
