@@ -24,6 +24,7 @@ import datetime
 import functools
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -265,6 +266,16 @@ class Console:
                 try:
                     cancel()
                 except (OSError, serial.SerialException):
+                    pass
+            # pyserial's socket:// port has no cancel_read(): its reader would sit in select()
+            # until the read timeout, and every run would wait that long to join it. Shutting
+            # the socket down wakes the select at once (reaching into pyserial's _socket: the
+            # one handle it has to the connection).
+            sock = getattr(port, "_socket", None)
+            if isinstance(sock, socket.socket):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
                     pass
         if self._thread is not None:
             self._thread.join(timeout=5)
