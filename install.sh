@@ -18,6 +18,7 @@ DEB_PACKAGES=(
   libubootenv-tool        # fw_printenv, fw_setenv (the U-Boot environment tests)
   openssh-server          # a real sshd on 127.0.0.1 for the SSH deploy tests
   lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
+  chromium fonts-liberation  # headless: the report tests open report.html in a real browser (fonts: legible screenshots)
   python3-pip python3-venv
 )
 
