@@ -398,8 +398,8 @@ def _verdict_class(verdict: str) -> str:
 _VERDICT_WORD = {"pass": "✓ PASS", "mismatch": "✗ MISMATCH", "running": "… RUNNING"}
 
 
-def _fact(name: str, value: str) -> str:
-    return f"<div><dt>{escape(name)}</dt><dd>{value}</dd></div>"
+def _fact(name: str, value: str, wide: bool = False) -> str:
+    return f'<div{" class=wide" if wide else ""}><dt>{escape(name)}</dt><dd>{value}</dd></div>'
 
 
 def _stages_html(stages: list[dict[str, Any]]) -> str:
@@ -413,10 +413,10 @@ def _stages_html(stages: list[dict[str, Any]]) -> str:
     shown = [(n, d) for n, d in spans if n not in ("start", "end")]
     bar = "".join(f'<span class="seg seg{i % 6}" style="flex-grow:{d / total:.4f}" title="{escape(n)}: {d:.3f} s">'
                   f'{escape(n) if d / total > 0.08 else ""}</span>' for i, (n, d) in enumerate(shown) if d > 0)
-    table = "".join(f"<tr><td>{escape(n)}</td><td class=num>{d:.3f} s</td></tr>" for n, d in shown)
+    table = "".join(f'<li><i class="seg{i % 6}"></i>{escape(n)} <b>{d:.3f} s</b></li>' for i, (n, d) in enumerate(shown)
+                    if d > 0)
     return (f'<div class="stagebar" role="img" aria-label="time per stage">{bar}</div>'
-            f'<table class="stages"><thead><tr><th>stage (ends)</th><th>took</th></tr></thead>'
-            f"<tbody>{table}</tbody></table>")
+            f'<ul class="stages">{table}</ul>')
 
 
 def _header(run: RunFiles, checks: list[dict[str, Any]]) -> str:
@@ -433,8 +433,8 @@ def _header(run: RunFiles, checks: list[dict[str, Any]]) -> str:
         (s.get("cmdline") for s in stages if s.get("stage") == "prepare"), None)
     failed = sum(1 for c in checks if not c.get("passed"))
     facts = [
-        _fact("board", f"<b>{escape(board)}</b> <span class=dim>{escape(str(rep.get('board', '')))}</span>"),
-        _fact("kernel", f"{escape(profile)}" + (f" <code>{escape(str(cmdline))}</code>" if cmdline else "")),
+        _fact("board", f"<b>{escape(board)}</b> <span class=dim>{escape(str(rep.get('board', '')))}</span>", True),
+        _fact("kernel", f"{escape(profile)}" + (f" <code>{escape(str(cmdline))}</code>" if cmdline else ""), True),
         _fact("target", f"{escape(str(rep.get('target', '?')))} / boot {escape(str(rep.get('boot') or 'default'))}"),
         _fact("scenario", escape(scenario)),
         _fact("checks", f"{len(checks) - failed} passed, <b>{failed} failed</b>" if failed
@@ -487,7 +487,7 @@ def _map_section(run: RunFiles, rows: list[EventRow], checks: list[dict[str, Any
         note = f' <span class="{"mm" if p.area_mismatch else "ok"}">{escape(p.area_note)}</span>' if p.area_note \
             else ""
         if not p.rows:
-            unused.append(f'<tr id="area-{p.index}" class="{"mismatch" if p.area_mismatch else "ok"}">'
+            unused.append(f'<tr id="area-{p.index}" class="area-row{" mismatch" if p.area_mismatch else ""}">'
                           f"<td><b>{escape(p.title)}</b></td><td>{_span_text(p.model, p.page_size)}</td>"
                           f"<td>{_span_text(p.kernel, p.page_size)}</td><td>{note}</td></tr>")
             continue
@@ -747,16 +747,19 @@ h3{font-size:13px;margin:0 0 6px;color:var(--dim);text-transform:uppercase;lette
 .message{margin:4px 0 0;color:#333}
 .facts{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:24px;background:#fff;padding:14px 18px;
  margin-top:16px;border-radius:8px;border:1px solid var(--line)}
-dl{margin:0;display:grid;grid-template-columns:1fr;gap:3px}dl div{display:flex;gap:10px}
+dl{margin:0;display:grid;grid-template-columns:1fr 1fr;gap:3px 18px}dl div{display:flex;gap:10px}
+dl div.wide{grid-column:1/-1}
 dt{width:80px;flex:none;color:var(--dim)}dd{margin:0;min-width:0;overflow-wrap:anywhere}.dim{color:var(--dim)}
 .stagebar{display:flex;height:22px;border-radius:4px;overflow:hidden;margin-bottom:6px;font-size:11px;color:#fff}
 .seg{min-width:2px;padding:2px 4px;white-space:nowrap;overflow:hidden}
 .seg0{background:#4c78a8}.seg1{background:#72b7b2}.seg2{background:#54a24b}.seg3{background:#b279a2}
 .seg4{background:#9d755d}.seg5{background:#f58518}
+ul.stages{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:2px 14px;font-size:12px}
+ul.stages i{display:inline-block;width:9px;height:9px;border-radius:2px;margin-right:4px}
 table{border-collapse:collapse;background:#fff;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 th{background:#eef0f3;font-weight:600;font-size:12px}
-table.stages{width:auto;font-size:12px}table.stages td{padding:1px 8px;border:0}.num{text-align:right}
+.num{text-align:right}
 nav{display:flex;gap:16px;margin-top:14px;font-size:13px}a{color:#2457a6}
 figure{margin:10px 0;background:#fff;border:1px solid var(--line);border-radius:8px;padding:10px;overflow-x:auto}
 figcaption{margin-bottom:6px}svg{max-width:100%;height:auto;display:block}
@@ -764,7 +767,7 @@ figcaption{margin-bottom:6px}svg{max-width:100%;height:auto;display:block}
 .ok{color:var(--pass)}.mm{color:var(--mm)}.na{color:var(--dim)}
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:12px;margin:8px 0}
 .key{display:inline-flex;align-items:center;gap:6px}.key i{display:inline-block;width:22px;height:12px;border-radius:2px}
-.model-key{border:1.5px dashed #4c78a8;background:rgba(76,120,168,.22)}.kernel-key{background:#4c78a8}
+.model-key{border:1.5px dashed #666;background:rgba(120,120,120,.18)}.kernel-key{background:#777}
 .mismatch-key{border:2px solid var(--mm);background:repeating-linear-gradient(45deg,var(--mm) 0 3px,#fde7ef 3px 6px)}
 .controls{display:none}.js .controls{display:flex;gap:8px;align-items:center;flex-wrap:wrap}
 #stepper{position:sticky;top:0;z-index:2;background:#fff;border:1px solid var(--line);border-radius:8px;padding:6px 10px}

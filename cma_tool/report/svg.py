@@ -276,8 +276,6 @@ def area_map_svg(panel: AreaPanel, colour_of: dict[str, str]) -> str:
                          f'fill="#eef2f7" {stroke}><title>{escape(panel.name)} ({lane}): '
                          f'{_addr(area.pfn, panel.page_size)}..{_addr(area.end, panel.page_size)}</title></rect>')
         detail = f"area at {_addr(area.pfn, panel.page_size)}, {format_size(area.pages * panel.page_size)}"
-        if area.end > last:
-            detail += f"; the rest up to {_addr(area.end, panel.page_size)} unused"
         colour = MISMATCH_COLOUR if panel.area_mismatch else "#444"
         mark = "✗ " if panel.area_mismatch else ""
         parts.append(f'<text x="{x0}" y="32" fill="{colour}" font-size="11">{mark}{escape(detail)}</text>')
@@ -343,9 +341,12 @@ def area_map_svg(panel: AreaPanel, colour_of: dict[str, str]) -> str:
             ink = 'fill="#fff"' if p.lane == "kernel" else f'fill="{colour}" font-weight="bold"'
             parts.append(f'<text x="{x + 4:.2f}" y="{y + 13}" font-size="11" {ink} pointer-events="none">'
                          f'{escape(p.name)}</text>')
+    largest = max((a.pages for a in (panel.model, panel.kernel) if a is not None), default=pages)
+    shown = f"the first {format_size(pages * panel.page_size)} of each area (no buffer beyond)" if pages < largest \
+        else f"{format_size(pages * panel.page_size)} wide"
     parts.append(f'<text x="{AXIS_W}" y="{tops[-1] + 18}" fill="#666" font-size="11">'
-                 f'scale: {ppp * (1 << 20) / panel.page_size:.2f} px per MiB; each lane from its own area base, '
-                 f'{format_size(pages * panel.page_size)} wide</text>')
+                 f'scale: {ppp * (1 << 20) / panel.page_size:.2f} px per MiB; each lane from its own area base; '
+                 f'{shown}</text>')
     parts.append("</g></svg>")
     return "\n".join(parts)
 
@@ -363,56 +364,55 @@ class BankArea:
 
 
 def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
-    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's under it."""
+    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's in a strip under it."""
     banks = sorted(banks)
     largest = max((size for _, size in banks), default=1)
     scale = _BAR_W / largest
-    row_h = 118
+    # One neutral colour for areas: on this page colours belong to the streams that own buffers.
+    fill, ink = "#6f84a3", "#2f4058"
+    row_h = 104 if any(a.mismatch for a in areas) else 90
     height = 30 + row_h * len(banks)
     parts = [f'<svg class="banks-svg" viewBox="0 0 {_LEFT + _BAR_W + 40} {height}" width="{_LEFT + _BAR_W + 40}" '
              f'height="{height}" role="img" aria-label="memory banks and CMA areas" '
-             'font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="12">']
+             'font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="12">',
+             f'<defs><pattern id="bank-mismatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+             f'patternTransform="rotate(45)"><rect width="3" height="6" fill="{MISMATCH_COLOUR}"/></pattern></defs>']
     for row, (base, size) in enumerate(banks):
-        y = 34 + row * row_h
+        y = 36 + row * row_h
         end = base + size
-        parts.append(f'<text x="10" y="{y + 18}" font-weight="bold">bank {row}</text>'
-                     f'<text x="10" y="{y + 34}" fill="#555">{escape(format_size(size))}</text>')
-        parts.append(f'<rect x="{_LEFT}" y="{y}" width="{size * scale:.1f}" height="30" fill="#eeeeee" '
+        parts.append(f'<text x="10" y="{y + 15}" font-weight="bold">bank {row}</text>'
+                     f'<text x="10" y="{y + 30}" fill="#555">{escape(format_size(size))}</text>')
+        parts.append(f'<rect x="{_LEFT}" y="{y}" width="{size * scale:.1f}" height="22" fill="#eeeeee" '
                      'stroke="#666"/>')
-        parts.append(f'<text x="{_LEFT}" y="{y + 62}" fill="#555" font-size="11">0x{base:08x}</text>'
-                     f'<text x="{_LEFT + size * scale:.1f}" y="{y + 62}" fill="#555" font-size="11" '
+        parts.append(f'<text x="{_LEFT}" y="{y + 48}" fill="#555" font-size="11">0x{base:08x}</text>'
+                     f'<text x="{_LEFT + size * scale:.1f}" y="{y + 48}" fill="#555" font-size="11" '
                      f'text-anchor="end">0x{end:08x}</text>')
         inside = [a for a in areas if any(r is not None and base <= r[0] < end for r in (a.planned, a.kernel))]
         for i, a in enumerate(inside):
-            colour = _COLOURS[a.index % len(_COLOURS)]
             if a.planned is not None and base <= a.planned[0] < end:
                 x = _LEFT + (a.planned[0] - base) * scale
                 w = max(a.planned[1] * scale, 3)
-                parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="30" '
-                             f'fill="{colour}" fill-opacity="0.8" stroke="#222"><title>{escape(a.title)} (plan)'
-                             f'</title></rect></a>')
+                parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="22" '
+                             f'fill="{fill}" stroke="#222"><title>{escape(a.title)} (plan)</title></rect></a>')
                 right = x + w / 2 > _LEFT + _BAR_W / 2
                 tx, anchor = (x + w, "end") if right else (x, "start")
                 parts.append(f'<text x="{tx:.1f}" y="{y - 6 - (i % 2) * 13}" text-anchor="{anchor}" '
-                             f'font-weight="bold" fill="{colour}">{escape(a.title)}</text>')
+                             f'font-weight="bold" fill="{ink}">{escape(a.title)}</text>')
             if a.kernel is not None and base <= a.kernel[0] < end:
                 x = _LEFT + (a.kernel[0] - base) * scale
                 w = max(a.kernel[1] * scale, 3)
                 look = f'fill="url(#bank-mismatch)" stroke="{MISMATCH_COLOUR}"' if a.mismatch else \
-                    f'fill="{colour}" fill-opacity="0.45" stroke="#222"'
-                parts.append(f'<rect class="kernel-area" x="{x:.1f}" y="{y + 34}" width="{w:.1f}" height="10" '
+                    f'fill="{fill}" fill-opacity="0.45" stroke="#222"'
+                parts.append(f'<rect class="kernel-area" x="{x:.1f}" y="{y + 25}" width="{w:.1f}" height="8" '
                              f'{look}><title>{escape(a.name)} as the kernel created it</title></rect>')
                 if a.mismatch:
                     right = x + w / 2 > _LEFT + _BAR_W / 2
                     tx, anchor = (x + w, "end") if right else (x, "start")
-                    parts.append(f'<text x="{tx:.1f}" y="{y + 78}" font-size="11" font-weight="bold" '
+                    parts.append(f'<text x="{tx:.1f}" y="{y + 64}" font-size="11" font-weight="bold" '
                                  f'text-anchor="{anchor}" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
                                  f'{escape(a.name)} at 0x{a.kernel[0]:08x}</text>')
-    parts.insert(1, f'<defs><pattern id="bank-mismatch" width="6" height="6" patternUnits="userSpaceOnUse" '
-                    f'patternTransform="rotate(45)"><rect width="3" height="6" fill="{MISMATCH_COLOUR}"/></pattern>'
-                    '</defs>')
-    parts.append(f'<text x="10" y="{height - 6}" fill="#666" font-size="11">bars to scale within the largest bank; '
-                 'the thin strip under a bar is the area as the kernel created it</text>')
+    parts.append(f'<text x="10" y="{height - 4}" fill="#666" font-size="11">bars to scale within the largest bank; '
+                 'the plan\'s areas on the bar, the kernel\'s in the strip under it</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

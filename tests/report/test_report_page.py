@@ -113,7 +113,7 @@ def test_a_passing_run_draws_every_allocation_where_its_pfn_says(passing: Serial
     facts = dom.find("dl").text()
     assert "sim-aquila" in facts and "linux-6.1" in facts and "serial / boot uboot" in facts and \
         "the board's needs" in facts
-    assert "init" in dom.find("table", cls="stages").text()
+    assert "init" in dom.find("ul", cls="stages").text()
     rects = assert_every_allocation_drawn_at_its_pfn(dom, passing.out)
     assert len(rects) == 10  # the atomic pool and 4 buffers of 1080p YUYV, in both lanes
     assert not dom.find_all(cls="mismatch") and not dom.find_all(cls="mismatch-label")
