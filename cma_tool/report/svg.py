@@ -282,6 +282,7 @@ def area_map_svg(panel: AreaPanel, colour_of: dict[str, str]) -> str:
     parts.append(f'<text x="{notes_x}" y="16" font-weight="bold" font-size="13">what happened</text>')
     parts.append(f'<text x="{notes_x}" y="{MAP_HEAD - 8}" fill="#555" font-size="11">time runs down: a row per '
                  'allocation, release or retry, numbered as in the events</text>')
+    marks: list[str] = []
     for i, (row, lines) in enumerate(zip(rows, notes, strict=True)):
         y, h = tops[i], tops[i + 1] - tops[i]
         cls = "row mismatch" if row.mismatch else "row"
@@ -293,9 +294,11 @@ def area_map_svg(panel: AreaPanel, colour_of: dict[str, str]) -> str:
             parts.append(f'<a href="#ev-{row.step}"><text x="{AXIS_W - 8}" y="{y + 15}" text-anchor="end" '
                          f'fill="#555" font-size="11">#{row.step}</text></a>')
         for lane, text in row.marks:
-            parts.append(f'<text class="mark" data-lane="{escape(lane)}" x="{lane_x.get(lane, AXIS_W) + 4}" '
-                         f'y="{y + 15}" font-size="11" font-weight="bold" fill="#8d4a00">'
-                         f'{escape(text if len(text) <= 48 else text[:47] + "…")}</text>')
+            # Drawn last, over the boxes of buffers held at the time.
+            marks.append(f'<text class="mark" data-lane="{escape(lane)}" x="{lane_x.get(lane, AXIS_W) + 4}" '
+                         f'y="{y + 15}" font-size="11" font-weight="bold" fill="#8d4a00" stroke="#fff" '
+                         f'stroke-width="3" paint-order="stroke">{escape(text if len(text) <= 48 else text[:47] + "…")}'
+                         "</text>")
         fill = MISMATCH_COLOUR if row.mismatch else "#222"
         weight = ' font-weight="bold"' if row.mismatch else ""
         spans = "".join(f'<tspan x="{notes_x}" dy="{0 if j == 0 else LINE_H}">{escape(line)}</tspan>'
@@ -341,6 +344,7 @@ def area_map_svg(panel: AreaPanel, colour_of: dict[str, str]) -> str:
             ink = 'fill="#fff"' if p.lane == "kernel" else f'fill="{colour}" font-weight="bold"'
             parts.append(f'<text x="{x + 4:.2f}" y="{y + 13}" font-size="11" {ink} pointer-events="none">'
                          f'{escape(p.name)}</text>')
+    parts += marks
     largest = max((a.pages for a in (panel.model, panel.kernel) if a is not None), default=pages)
     shown = f"the first {format_size(pages * panel.page_size)} of each area (no buffer beyond)" if pages < largest \
         else f"{format_size(pages * panel.page_size)} wide"

@@ -310,3 +310,31 @@ def test_the_index_refuses_a_folder_that_does_not_exist(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="no-such-run"):
         write_index([tmp_path / "no-such-run"], tmp_path / "index.html")
+
+
+def test_failed_allocations_and_retries_are_marks_not_boxes(passing: SerialRun, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(passing.out, out)
+    observed = _json(out / "observed.json")
+    events = observed["events"]
+    # An allocation that is retried after -EBUSY and then fails, and a release of pages allocated before tracing.
+    events[10:10] = [{"kind": "alloc_start", "area": "linux,cma", "count": 5000, "align": 8},
+                     {"kind": "busy_retry", "area": "linux,cma", "count": 5000, "align": 8, "pfn": 0x65100},
+                     {"kind": "alloc_finish", "area": "linux,cma", "count": 5000, "align": 8, "pfn": NO_PFN,
+                      "failed": True}]
+    events.append({"kind": "release", "area": "region@43000000", "count": 10, "pfn": 0x43000})
+    (out / "observed.json").write_text(json.dumps(observed))
+    dom = browse(subprocess_report(out), tmp_path / "marks.png", height=1100)
+    marks = [m.text() for m in dom.find_all("text", cls="mark", data_lane="kernel")]
+    assert marks == ["busy retry: 5000 pages at pfn 0x65100 could not…", "allocation of 5000 pages from linux,cma failed"]
+    assert not [r for r in dom.find_all("rect", cls="alloc") if r.attrs["data-count"] in ("5000", "10")]
+    # The kernel traced more events than the model predicted: nothing is paired by guesswork.
+    assert len(dom.find_all("tr", cls="event")) == 18 and not dom.find_all(cls="mismatch-label")
+    assert "released 10 pages at pfn 0x43000" in dom.find("figure", id="area-1").text()
+
+
+def subprocess_report(out: Path) -> Path:
+    done = subprocess.run([sys.executable, "-m", "cma_tool", "report", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
