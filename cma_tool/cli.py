@@ -36,6 +36,7 @@ EXAMPLES: dict[str, str] = {
     "dtb": "cma-tool dtb patch vendor.dtb --board boards/aquila.yaml -o patched.dtb",
     "run": "cma-tool run boards/qemu-aquila.yaml --out runs/first --junit runs/first/junit.xml",
     "suggest": "cma-tool suggest",
+    "report": "cma-tool report runs/first",
 }
 
 
@@ -113,6 +114,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cma_tool.run import run_cli
 
     return run_cli(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cma_tool.report.html import write_report
+
+    print(write_report(Path(args.folder)))
+    return ExitCode.OK
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
@@ -215,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
     p.add_argument("--force", action="store_true",
                    help="run a board that fails validation (to watch the kernel's fallback); errors become warnings")
+
+    p = add("report", "rewrite a run folder's report.html from the files the run left there", _cmd_report)
+    p.add_argument("folder", metavar="OUT_FOLDER", help="the --out folder of a cma-tool run")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser

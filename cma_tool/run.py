@@ -134,6 +134,15 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     record.data["exit_code"] = int(code)
     record.data["checks"] = [c.to_json() for c in checks]
     record.stage("end")
+    try:
+        from cma_tool.report.html import write_report
+
+        write_report(opts.out)
+    except Exception as exc:  # noqa: BLE001 - a page we cannot draw must not hide the run's own result
+        what = "could not be written" if isinstance(exc, OSError) else "was not written: a bug in cma-tool"
+        record.data["message"] = f"{record.data.get('message', '')} (report.html {what}: {type(exc).__name__}: {exc})"
+        record.flush()
+        say(f"report.html {what}: {type(exc).__name__}: {exc}")
     if opts.junit:
         error = None if record.data["verdict"] in ("pass", "mismatch") else (
             str(record.data["verdict"]), str(record.data.get("message", "")))

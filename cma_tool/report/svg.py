@@ -1,4 +1,5 @@
-"""A memory-map picture of a plan: one bar per bank, CMA regions in place, needs inside.
+"""Memory-map pictures: a plan's banks with its CMA regions and needs (``cma-tool plan --svg``), and for
+report.html a run's banks and, per area, every allocation the model predicted beside the one the kernel made.
 
 Written as SVG text directly: the picture is a few dozen rectangles and labels,
 and a plotting library would add a heavy dependency for no gain.
@@ -6,6 +7,8 @@ and a plotting library would add a heavy dependency for no gain.
 
 from __future__ import annotations
 
+import textwrap
+from dataclasses import dataclass
 from html import escape
 
 from cma_tool.plan import Plan
@@ -90,3 +93,387 @@ def memory_map_svg(plan: Plan) -> str:
                  f'<text x="520" y="{ly + 12}">kernel / early reservations</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+# --- A run's map: where each allocation went, the model's lane beside the kernel's ---
+#
+# Used by report.html (html.py). Each CMA area is one panel with two lanes
+# side by side, "model" (predicted: a dashed outline) and "kernel" (traced:
+# a solid fill), at one scale. Addresses run left to right as in the plan's
+# map, each lane from its own side's area base, so a buffer the two sides
+# put at the same offset lines up even when the area itself moved (the
+# axis labels then differ, and the area is marked). Time runs down, one row
+# per placement event (cma_alloc_finish, cma_release, cma_alloc_busy_retry):
+# a buffer is a box from the row that allocated it to the row that released
+# it, and a reused hole reads as a later box in the same columns.
+#
+# The scale is part of the page's contract (the tests measure it): each
+# panel <g class="area-map"> carries data-first-pfn-model,
+# data-first-pfn-kernel (each lane's left edge: its area's base pfn),
+# data-px-per-page, data-lane-x-model and data-lane-x-kernel; an allocation
+# <rect class="alloc"> of pages [data-pfn, data-pfn + data-count) in lane L
+# is drawn at
+#     x = lane-x-L + (data-pfn - first-pfn-L) * px-per-page
+# (rounded to 0.01 px), width max(data-count * px-per-page, MIN_BOX_W), and
+# its top is its event's row's top + 2 (rows carry data-y).
+
+LANE_W = 340
+LANE_GAP = 24
+AXIS_W = 52
+NOTES_GAP = 18
+NOTES_W = 600
+ROW_H = 22
+LINE_H = 14
+MAP_HEAD = 58
+MIN_BOX_W = 2.0
+#: Characters of a note line at the notes' font size (bold, the widest case); a note wraps onto 3 lines at most.
+NOTE_CHARS = 84
+NOTE_LINES = 3
+MISMATCH_COLOUR = "#c2185b"
+#: Stream colours: the plan's palette without its red, which would sit too close to a mismatch.
+OWNER_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#72b7b2", "#9d755d", "#eeca3b")
+BOOT_COLOUR = "#9e9e9e"
+LANES = ("model", "kernel")
+#: A window narrower than this many pages (or the area, if smaller) would draw a lone small buffer as a full lane.
+_MIN_WINDOW = 2048
+
+
+@dataclass(frozen=True)
+class Span:
+    """Pages [pfn, pfn + pages)."""
+
+    pfn: int
+    pages: int
+
+    @property
+    def end(self) -> int:
+        return self.pfn + self.pages
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One allocation as one side (model or kernel) placed it."""
+
+    lane: str  # "model" | "kernel"
+    span: Span
+    step: int  # event number (1-based) of its cma_alloc_finish
+    until: int | None  # event number of its cma_release; None: still held when the trace ended
+    owner: str  # the stream, or the boot-time user, it was allocated for
+    name: str  # e.g. "a #2"
+    mismatch: bool  # the check of its cma_alloc_finish failed
+
+
+@dataclass(frozen=True)
+class Row:
+    """One placement event of an area: what the notes column says, and marks without a box."""
+
+    step: int
+    note: str
+    mismatch: bool
+    marks: tuple[tuple[str, str], ...] = ()  # (lane, text): a failed allocation, a busy retry, ...
+
+
+@dataclass(frozen=True)
+class AreaPanel:
+    index: int
+    name: str
+    title: str
+    model: Span | None  # the area as the model has it (None: the model has no such area)
+    kernel: Span | None  # the area as the kernel created it (None: not created / not known)
+    area_note: str  # the boot check's verdict on the area ("" when not checked)
+    area_mismatch: bool
+    placements: tuple[Placement, ...]
+    rows: tuple[Row, ...]
+    page_size: int = 4096
+
+
+def lane_windows(panel: AreaPanel) -> tuple[dict[str, int], int]:
+    """Each lane's first pfn (its area's base) and the pages both lanes show."""
+    areas = {"model": panel.model, "kernel": panel.kernel}
+    used = {lane: [p.span for p in panel.placements if p.lane == lane] for lane in LANES}
+    first: dict[str, int] = {}
+    for lane in LANES:
+        other = areas["kernel" if lane == "model" else "model"]
+        area = areas[lane] or other
+        starts = [s.pfn for s in used[lane]]
+        first[lane] = min([area.pfn] + starts) if area is not None else min(starts, default=0)
+    largest = max((s.pages for s in areas.values() if s is not None), default=1)
+    reach = max((s.end - first[lane] for lane in LANES for s in used[lane]), default=0)
+    if not reach:
+        return first, largest
+    # A little room past the last buffer, so the end of the used range reads as an end.
+    pages = min(reach + max(reach // 16, 1), largest)
+    return first, max(pages, reach, min(_MIN_WINDOW, largest))
+
+
+def _addr(pfn: int, page_size: int) -> str:
+    return f"0x{pfn * page_size:08x}"
+
+
+def _wrap(text: str) -> list[str]:
+    """A note on at most NOTE_LINES lines (the whole text is in its <title>)."""
+    lines = textwrap.wrap(text, NOTE_CHARS) or [""]
+    if len(lines) > NOTE_LINES:
+        lines = lines[:NOTE_LINES]
+        lines[-1] = lines[-1][: NOTE_CHARS - 1] + "…"
+    return lines
+
+
+def area_map_svg(panel: AreaPanel, colour_of: dict[str, str]) -> str:
+    """One area's panel: two lanes at one scale, a row per placement event, notes on the right."""
+    first, pages = lane_windows(panel)
+    ppp = LANE_W / pages
+    lane_x = {"model": AXIS_W, "kernel": AXIS_W + LANE_W + LANE_GAP}
+    notes_x = AXIS_W + 2 * LANE_W + LANE_GAP + NOTES_GAP
+    rows = panel.rows or (Row(0, "no allocation in this area", False),)
+    notes = [_wrap(r.note) for r in rows]
+    tops = [MAP_HEAD]
+    for lines in notes:
+        tops.append(tops[-1] + ROW_H + (len(lines) - 1) * LINE_H)
+    row_of = {r.step: i for i, r in enumerate(rows)}
+    body_h = tops[-1] - MAP_HEAD
+    width = notes_x + NOTES_W
+    height = tops[-1] + 26
+    pat = f"mismatch-{panel.index}"
+
+    def x_of(pfn: int, lane: str) -> float:
+        return round(lane_x[lane] + (pfn - first[lane]) * ppp, 2)
+
+    parts = [
+        f'<svg class="area-svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(panel.name)}: allocations, model beside kernel" '
+        'font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="12">',
+        f'<defs><pattern id="{pat}" width="7" height="7" patternUnits="userSpaceOnUse" '
+        f'patternTransform="rotate(45)"><rect width="7" height="7" fill="#fde7ef"/>'
+        f'<rect width="3.5" height="7" fill="{MISMATCH_COLOUR}"/></pattern></defs>',
+        f'<g class="area-map" data-area="{escape(panel.name)}" data-first-pfn-model="{first["model"]}" '
+        f'data-first-pfn-kernel="{first["kernel"]}" data-pages="{pages}" data-px-per-page="{ppp!r}" '
+        f'data-lane-x-model="{lane_x["model"]}" data-lane-x-kernel="{lane_x["kernel"]}" '
+        f'data-page-size="{panel.page_size}">',
+    ]
+    for lane in LANES:
+        x0 = lane_x[lane]
+        area = panel.model if lane == "model" else panel.kernel
+        what = "model (predicted)" if lane == "model" else "kernel (traced)"
+        last = first[lane] + pages
+        parts.append(f'<text x="{x0}" y="16" font-weight="bold" font-size="13">{what}</text>')
+        parts.append(f'<text x="{x0}" y="{MAP_HEAD - 8}" fill="#555" font-size="11">'
+                     f'{_addr(first[lane], panel.page_size)}</text><text x="{x0 + LANE_W}" y="{MAP_HEAD - 8}" '
+                     f'fill="#555" font-size="11" text-anchor="end">{_addr(last, panel.page_size)}</text>')
+        parts.append(f'<rect x="{x0}" y="{MAP_HEAD}" width="{LANE_W}" height="{body_h}" fill="#fafafa" '
+                     'stroke="#d0d0d0"/>')
+        if area is None:
+            parts.append(f'<text x="{x0}" y="32" fill="{MISMATCH_COLOUR}" font-size="11" font-weight="bold">'
+                         '✗ no such area on this side</text>')
+            continue
+        ax, aend = max(area.pfn, first[lane]), min(area.end, last)
+        if aend > ax:
+            cls = "area-box mismatch" if panel.area_mismatch else "area-box"
+            stroke = f'stroke="{MISMATCH_COLOUR}" stroke-width="2" stroke-dasharray="6 3"' if panel.area_mismatch \
+                else 'stroke="#8a8a8a"'
+            parts.append(f'<rect class="{cls}" data-lane="{lane}" data-pfn="{area.pfn}" data-count="{area.pages}" '
+                         f'x="{x_of(ax, lane)}" y="{MAP_HEAD}" width="{(aend - ax) * ppp:.2f}" height="{body_h}" '
+                         f'fill="#eef2f7" {stroke}><title>{escape(panel.name)} ({lane}): '
+                         f'{_addr(area.pfn, panel.page_size)}..{_addr(area.end, panel.page_size)}</title></rect>')
+        detail = f"area at {_addr(area.pfn, panel.page_size)}, {format_size(area.pages * panel.page_size)}"
+        colour = MISMATCH_COLOUR if panel.area_mismatch else "#444"
+        mark = "✗ " if panel.area_mismatch else ""
+        parts.append(f'<text x="{x0}" y="32" fill="{colour}" font-size="11">{mark}{escape(detail)}</text>')
+    parts.append(f'<text x="{notes_x}" y="16" font-weight="bold" font-size="13">what happened</text>')
+    parts.append(f'<text x="{notes_x}" y="{MAP_HEAD - 8}" fill="#555" font-size="11">time runs down: a row per '
+                 'allocation, release or retry, numbered as in the events</text>')
+    marks: list[str] = []
+    for i, (row, lines) in enumerate(zip(rows, notes, strict=True)):
+        y, h = tops[i], tops[i + 1] - tops[i]
+        cls = "row mismatch" if row.mismatch else "row"
+        parts.append(f'<g class="{cls}" data-row="{row.step}" data-y="{y}">')
+        parts.append(f'<rect class="rowbg" x="0" y="{y}" width="{width}" height="{h}" fill="transparent"/>')
+        if i:
+            parts.append(f'<line x1="{AXIS_W}" x2="{notes_x - NOTES_GAP}" y1="{y}" y2="{y}" stroke="#ececec"/>')
+        if row.step:
+            parts.append(f'<a href="#ev-{row.step}"><text x="{AXIS_W - 8}" y="{y + 15}" text-anchor="end" '
+                         f'fill="#555" font-size="11">#{row.step}</text></a>')
+        for lane, text in row.marks:
+            # Drawn last, over the boxes of buffers held at the time.
+            marks.append(f'<text class="mark" data-lane="{escape(lane)}" x="{lane_x.get(lane, AXIS_W) + 4}" '
+                         f'y="{y + 15}" font-size="11" font-weight="bold" fill="#8d4a00" stroke="#fff" '
+                         f'stroke-width="3" paint-order="stroke">{escape(text if len(text) <= 48 else text[:47] + "…")}'
+                         "</text>")
+        fill = MISMATCH_COLOUR if row.mismatch else "#222"
+        weight = ' font-weight="bold"' if row.mismatch else ""
+        spans = "".join(f'<tspan x="{notes_x}" dy="{0 if j == 0 else LINE_H}">{escape(line)}</tspan>'
+                        for j, line in enumerate(lines))
+        parts.append(f'<text class="note" x="{notes_x}" y="{y + 15}" fill="{fill}" font-size="11.5"{weight}>'
+                     f'<title>{escape(row.note)}</title>{spans}</text>')
+        parts.append("</g>")
+    for p in panel.placements:
+        top = row_of.get(p.step)
+        if top is None:
+            continue
+        bottom = row_of.get(p.until, len(rows) - 1) if p.until is not None else len(rows) - 1
+        x = x_of(p.span.pfn, p.lane)
+        w = max(p.span.pages * ppp, MIN_BOX_W)
+        y = tops[top] + 2
+        h = tops[bottom + 1] - tops[top] - 4
+        colour = colour_of.get(p.owner, BOOT_COLOUR)
+        if p.mismatch:
+            look = f'fill="url(#{pat})" stroke="{MISMATCH_COLOUR}" stroke-width="2"'
+        elif p.lane == "model":
+            look = f'fill="{colour}" fill-opacity="0.22" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 2"'
+        else:
+            look = f'fill="{colour}" fill-opacity="0.9" stroke="#1a1a1a" stroke-opacity="0.6"'
+        cls = "alloc mismatch" if p.mismatch else "alloc"
+        until = f' data-until="{p.until}"' if p.until is not None else ""
+        held = "" if p.until is not None else ", held to the end"
+        title = (f"{p.name} ({p.lane}): {p.span.pages} pages at pfn 0x{p.span.pfn:x} "
+                 f"({_addr(p.span.pfn, panel.page_size)}), event #{p.step}{held}"
+                 + (" — MISMATCH" if p.mismatch else ""))
+        parts.append(f'<rect class="{cls}" data-lane="{p.lane}" data-area="{escape(panel.name)}" '
+                     f'data-pfn="{p.span.pfn}" data-count="{p.span.pages}" data-step="{p.step}"{until} '
+                     f'data-owner="{escape(p.owner)}" data-mismatch="{str(p.mismatch).lower()}" '
+                     f'x="{x}" y="{y}" width="{w:.2f}" height="{h}" rx="2" {look}>'
+                     f'<title>{escape(title)}</title></rect>')
+        halo = 'stroke="#fff" stroke-width="3" paint-order="stroke"'
+        if p.mismatch:
+            # Not colour alone: the box says it in words (the notes column says why), inside when it fits.
+            tx = x + 3 if w >= 74 else x + w + 3
+            parts.append(f'<text class="mismatch-label" data-lane="{p.lane}" data-step="{p.step}" x="{tx:.2f}" '
+                         f'y="{y + 13}" font-size="11" font-weight="bold" fill="{MISMATCH_COLOUR}" {halo}>'
+                         '✗ mismatch</text>')
+        elif w >= 7.2 * len(p.name) + 6:
+            ink = 'fill="#fff"' if p.lane == "kernel" else f'fill="{colour}" font-weight="bold"'
+            parts.append(f'<text x="{x + 4:.2f}" y="{y + 13}" font-size="11" {ink} pointer-events="none">'
+                         f'{escape(p.name)}</text>')
+    parts += marks
+    largest = max((a.pages for a in (panel.model, panel.kernel) if a is not None), default=pages)
+    shown = f"the first {format_size(pages * panel.page_size)} of each area (no buffer beyond)" if pages < largest \
+        else f"{format_size(pages * panel.page_size)} wide"
+    parts.append(f'<text x="{AXIS_W}" y="{tops[-1] + 18}" fill="#666" font-size="11">'
+                 f'scale: {ppp * (1 << 20) / panel.page_size:.2f} px per MiB; each lane from its own area base; '
+                 f'{shown}</text>')
+    parts.append("</g></svg>")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class BankArea:
+    """An area on the banks' overview: where the plan put it, and where the kernel did."""
+
+    index: int
+    name: str
+    title: str
+    planned: tuple[int, int] | None  # (base, size) in bytes
+    kernel: tuple[int, int] | None
+    mismatch: bool
+
+
+def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
+    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's in a strip under it."""
+    banks = sorted(banks)
+    largest = max((size for _, size in banks), default=1)
+    scale = _BAR_W / largest
+    # One neutral colour for areas: on this page colours belong to the streams that own buffers.
+    fill, ink = "#6f84a3", "#2f4058"
+    row_h = 104 if any(a.mismatch for a in areas) else 90
+    height = 30 + row_h * len(banks)
+    parts = [f'<svg class="banks-svg" viewBox="0 0 {_LEFT + _BAR_W + 40} {height}" width="{_LEFT + _BAR_W + 40}" '
+             f'height="{height}" role="img" aria-label="memory banks and CMA areas" '
+             'font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="12">',
+             f'<defs><pattern id="bank-mismatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+             f'patternTransform="rotate(45)"><rect width="3" height="6" fill="{MISMATCH_COLOUR}"/></pattern></defs>']
+    for row, (base, size) in enumerate(banks):
+        y = 36 + row * row_h
+        end = base + size
+        parts.append(f'<text x="10" y="{y + 15}" font-weight="bold">bank {row}</text>'
+                     f'<text x="10" y="{y + 30}" fill="#555">{escape(format_size(size))}</text>')
+        parts.append(f'<rect x="{_LEFT}" y="{y}" width="{size * scale:.1f}" height="22" fill="#eeeeee" '
+                     'stroke="#666"/>')
+        parts.append(f'<text x="{_LEFT}" y="{y + 48}" fill="#555" font-size="11">0x{base:08x}</text>'
+                     f'<text x="{_LEFT + size * scale:.1f}" y="{y + 48}" fill="#555" font-size="11" '
+                     f'text-anchor="end">0x{end:08x}</text>')
+        inside = [a for a in areas if any(r is not None and base <= r[0] < end for r in (a.planned, a.kernel))]
+        for i, a in enumerate(inside):
+            if a.planned is not None and base <= a.planned[0] < end:
+                x = _LEFT + (a.planned[0] - base) * scale
+                w = max(a.planned[1] * scale, 3)
+                parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="22" '
+                             f'fill="{fill}" stroke="#222"><title>{escape(a.title)} (plan)</title></rect></a>')
+                right = x + w / 2 > _LEFT + _BAR_W / 2
+                tx, anchor = (x + w, "end") if right else (x, "start")
+                parts.append(f'<text x="{tx:.1f}" y="{y - 6 - (i % 2) * 13}" text-anchor="{anchor}" '
+                             f'font-weight="bold" fill="{ink}">{escape(a.title)}</text>')
+            if a.kernel is not None and base <= a.kernel[0] < end:
+                x = _LEFT + (a.kernel[0] - base) * scale
+                w = max(a.kernel[1] * scale, 3)
+                look = f'fill="url(#bank-mismatch)" stroke="{MISMATCH_COLOUR}"' if a.mismatch else \
+                    f'fill="{fill}" fill-opacity="0.45" stroke="#222"'
+                parts.append(f'<rect class="kernel-area" x="{x:.1f}" y="{y + 25}" width="{w:.1f}" height="8" '
+                             f'{look}><title>{escape(a.name)} as the kernel created it</title></rect>')
+                if a.mismatch:
+                    right = x + w / 2 > _LEFT + _BAR_W / 2
+                    tx, anchor = (x + w, "end") if right else (x, "start")
+                    parts.append(f'<text x="{tx:.1f}" y="{y + 64}" font-size="11" font-weight="bold" '
+                                 f'text-anchor="{anchor}" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
+                                 f'{escape(a.name)} at 0x{a.kernel[0]:08x}</text>')
+    parts.append(f'<text x="10" y="{height - 4}" fill="#666" font-size="11">bars to scale within the largest bank; '
+                 'the plan\'s areas on the bar, the kernel\'s in the strip under it</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def free_plot_svg(points: list[tuple[float, int, str]], total_kb: int | None) -> str:
+    """CmaFree (kB) against the capture program's clock; labelled points are the REQBUFS readings."""
+    w, h, left, top, right_pad, bottom = 1100, 240, 70, 20, 30, 40
+    if not points:
+        return ""
+    ts = [p[0] for p in points]
+    kbs = [p[1] for p in points] + ([total_kb] if total_kb else [])
+    t0, t1 = min(ts), max(ts)
+    lo, hi = min(kbs), max(kbs)
+    pad = max((hi - lo) // 10, 64)
+    lo, hi = max(lo - pad, 0), hi + pad
+    span_t = (t1 - t0) or 1.0
+
+    def px(t: float) -> float:
+        return left + (t - t0) / span_t * (w - left - right_pad)
+
+    def py(kb: int) -> float:
+        return top + (hi - kb) / (hi - lo) * (h - top - bottom)
+
+    parts = [f'<svg class="free-svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+             'aria-label="CmaFree over time" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" '
+             'font-size="11">',
+             f'<rect x="{left}" y="{top}" width="{w - left - right_pad}" height="{h - top - bottom}" fill="#fafafa" '
+             'stroke="#ccc"/>']
+    for kb in (lo, (lo + hi) // 2, hi):
+        parts.append(f'<text x="{left - 6}" y="{py(kb) + 4:.1f}" text-anchor="end" fill="#555">{kb / 1024:.1f}</text>'
+                     f'<line x1="{left}" x2="{w - right_pad}" y1="{py(kb):.1f}" y2="{py(kb):.1f}" stroke="#eee"/>')
+    parts.append(f'<text x="{left}" y="{h - 10}" fill="#555">{t0:.2f} s</text>'
+                 f'<text x="{w - right_pad}" y="{h - 10}" text-anchor="end" fill="#555">{t1:.2f} s '
+                 '(capture program clock)</text>'
+                 f'<text x="{left - 6}" y="12" text-anchor="end" fill="#555">MiB</text>')
+    if total_kb:
+        parts.append(f'<line x1="{left}" x2="{w - right_pad}" y1="{py(total_kb):.1f}" y2="{py(total_kb):.1f}" '
+                     f'stroke="#888" stroke-dasharray="5 3"/><text x="{w - right_pad - 4}" y="{py(total_kb) - 4:.1f}" '
+                     f'text-anchor="end" fill="#666">CmaTotal {total_kb / 1024:.1f} MiB</text>')
+    # A step line: CmaFree holds its value until the next reading.
+    path: list[str] = []
+    for i, (t, kb, _) in enumerate(points):
+        if i:
+            path.append(f"{px(t):.1f},{py(points[i - 1][1]):.1f}")
+        path.append(f"{px(t):.1f},{py(kb):.1f}")
+    parts.append(f'<polyline points="{" ".join(path)}" fill="none" stroke="#4c78a8" stroke-width="2"/>')
+    n = 0
+    for t, kb, label in points:
+        r = 4 if label else 2
+        parts.append(f'<circle class="reading" data-t="{t}" data-kb="{kb}" cx="{px(t):.1f}" cy="{py(kb):.1f}" '
+                     f'r="{r}" fill="#4c78a8"><title>{escape(label or "reading")}: {kb} kB at {t:.3f} s</title>'
+                     '</circle>')
+        if label:
+            right = px(t) > left + (w - left - right_pad) / 2
+            tx, anchor = (px(t) - 6, "end") if right else (px(t) + 6, "start")
+            parts.append(f'<text x="{tx:.1f}" y="{py(kb) + (16 if n % 2 else -8):.1f}" text-anchor="{anchor}" '
+                         f'fill="#222">{escape(label)}</text>')
+            n += 1
+    parts.append("</svg>")
+    return "\n".join(parts)
