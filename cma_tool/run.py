@@ -95,6 +95,7 @@ def _sigterm_as_exception() -> Iterator[None]:
 
 #: What a run leaves in its folder; a rerun into the same folder starts them afresh.
 ARTEFACTS = ("plan.json", "schedule.json", "agent-plan.txt", "predicted.json", "console.log", "console.timing",
+             "report.html",
              "observed.json", "report.json")
 
 
@@ -220,7 +221,8 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     checks, pred = cross_check(plan, cmdline, obs, devices, opts.pins,
                                intended_cmdline=prepared.cmdline if prepared.cmdline_is_ours else None)
     record.data["prediction"] = {"events": [e.text(plan.profile) for e in pred.events],
-                                 "cma_total_kb": pred.cma_total_kb}
+                                 "cma_total_kb": pred.cma_total_kb,
+                                 "areas": [{"name": a.name, "base": a.base, "size": a.size} for a in pred.areas]}
     record.data["observed"] = {"events": [e.text(plan.profile) for e in obs.events],
                                "cma_total_kb": obs.meminfo_boot.get("CmaTotal")}
     record.stage("check", checks=len(checks), failed=sum(1 for c in checks if not c.passed))
@@ -268,5 +270,6 @@ def run_cli(args: argparse.Namespace) -> int:
         print(report_json(report))
     else:
         print(summary_table(report, checks))
-        print(f"artefacts: {opts.out}/ (console.log, report.json, plan.json, predicted.json, observed.json)")
+        print(f"artefacts: {opts.out}/ (report.html, console.log, report.json, plan.json, predicted.json, "
+              "observed.json)")
     return code

@@ -20,6 +20,7 @@ from typing import Any
 
 #: What every run writes, whatever the way onto the board.
 ARTEFACTS = ("plan.json", "schedule.json", "agent-plan.txt", "predicted.json", "console.log", "observed.json",
+             "report.html",
              "report.json")
 #: The stages a run reports once the board has been reached (any of them marks "the board was touched").
 BOARD_STAGES = ("boot", "console", "ssh")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
+from tests.tools import need
 
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -84,10 +84,7 @@ def parse_html(text: str) -> Node:
 
 
 def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("chromium is not installed (install.sh installs it)")
-    return path
+    return need("chromium")
 
 
 def browse(page: Path, shot: Path, *, width: int = 1400, height: int = 2000) -> Node:
