@@ -218,6 +218,12 @@ class Fit:
     failed: str  # the first buffer that did not fit ("" if all did)
 
 
+#: The largest area the fit replay models: 16 GiB of 4 KiB pages, more than any CMA area a board
+#: can hold (ARM32 addresses 4 GiB without LPAE). The model's bitmap grows with the area, so a
+#: need for more (a typo'd coherent_pool=16E) is said as a number, not modelled.
+MAX_MODELLED_PAGES = 1 << 22
+
+
 def replay_needs(profile: KernelProfile, booted: cma_model.BootResult,
                  needs: list[tuple[str | None, int, str]]) -> dict[str, Fit]:
     """Allocate every need at once, in order, the way dma_alloc_coherent reaches CMA on ARM32.
@@ -260,8 +266,13 @@ def replay_needs(profile: KernelProfile, booted: cma_model.BootResult,
         if failed:
             total = sum(c for c, _, _ in reqs) + sum(p.count for p in booted.preallocations)
             big_count = (area.count + 2 * total + (1 << (profile.cma_alignment + 1)))
-            big = dataclasses.replace(area, count=big_count, size=big_count * profile.page_size)
-            wanted, _ = span(CmaState(profile, (big,)), big, reqs)
+            if big_count > MAX_MODELLED_PAGES:
+                # More than the board could ever give one area: say how much at least, without
+                # modelling an area that size (the model's bitmap grows with the area).
+                wanted = total * profile.page_size
+            else:
+                big = dataclasses.replace(area, count=big_count, size=big_count * profile.page_size)
+                wanted, _ = span(CmaState(profile, (big,)), big, reqs)
         out[area.name] = Fit(not failed, used, wanted, failed)
     return out
 

@@ -77,8 +77,15 @@ def _read_with_includes(path: Path, ctx: _Ctx, stack: tuple[Path, ...], files: l
                 ctx.error(item.where, "include: expects a file name or a list of file names")
                 continue
             target = (path.parent / item.value)
-            if target.resolve() in stack + (resolved,):
-                chain = " -> ".join(p.name for p in stack + (resolved, target.resolve()))
+            try:
+                target_real = target.resolve()
+                target.is_file()
+            except (OSError, ValueError) as exc:  # NUL in the name, a name too long for the OS, a link loop
+                ctx.error(item.where, f"include: {item.value!r} cannot be a file name here: {exc}",
+                          hint="include paths are file names relative to the including file")
+                continue
+            if target_real in stack + (resolved,):
+                chain = " -> ".join(p.name for p in stack + (resolved, target_real))
                 ctx.error(item.where, f"circular include: {chain}", hint="remove one of the include: lines")
                 continue
             if len(stack) >= MAX_INCLUDE_DEPTH:

@@ -7,6 +7,7 @@ can name the exact place. Only the safe node types are built: no Python tags.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,10 +148,56 @@ class _Builder:
         return (w.file, w.line, w.col)
 
 
+#: Far beyond any board or scenario (a few KiB); PyYAML takes seconds per MiB, minutes for more.
+MAX_YAML_BYTES = 1 << 20
+#: Far beyond any real document's nesting (a board is ~6 deep); PyYAML's composer recurses per level.
+MAX_YAML_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting past MAX_YAML_DEPTH instead of exhausting Python's stack."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def compose(text: str) -> yaml.Node | None:
+    """One YAML document as nodes, bounded in size and depth (yaml.YAMLError for what is refused)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"the document is {len(text)} characters long; at most {MAX_YAML_BYTES} are read "
+                             "(a board or scenario is a few KiB: is this the right file?)")
+    return yaml.compose(text, Loader=_BoundedLoader)
+
+
+def read_text(path: Path) -> str:
+    """A user's YAML file as text: a regular file, UTF-8, of a sane size (OSError/UnicodeDecodeError otherwise).
+
+    Checked before opening: a FIFO would block the open, a device (/dev/zero) never ends.
+    """
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(f"{path} is not a regular file")
+    if info.st_size > MAX_YAML_BYTES:
+        raise OSError(f"{path} is {info.st_size} bytes; at most {MAX_YAML_BYTES} are read")
+    return path.read_text(encoding="utf-8")
+
+
 def load_text(text: str, file: str) -> YNode | None:
     """Parse one YAML document; YamlLoadError with every problem found."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         w = _where(file, mark)
@@ -174,9 +221,9 @@ def load_text(text: str, file: str) -> YNode | None:
 def load_file(path: Path, shown_as: str | None = None) -> YNode | None:
     name = shown_as or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise YamlLoadError([Diagnostic(f"no such file: {path}", name)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a path with NUL, UnicodeDecodeError
         raise YamlLoadError([Diagnostic(f"cannot read: {exc}", name)]) from None
     return load_text(text, name)

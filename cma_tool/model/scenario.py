@@ -403,9 +403,11 @@ class _Reader:
 
 def parse_scenario(text: str, file: str = "<input>") -> Scenario:
     """Read a scenario from YAML text; ConfigError listing every problem with file:line:col."""
+    from cma_tool.board.yamlpos import compose
+
     reader = _Reader(file)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -523,11 +525,15 @@ def _check_labels(steps: list[Step], reader: _Reader) -> None:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file (the one I/O function here)."""
+    from cma_tool.board.yamlpos import read_text
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p)
     except OSError as exc:
-        raise ConfigError(f"cannot read scenario {p}: {exc.strerror}", hint="check the path") from None
+        raise ConfigError(f"cannot read scenario {p}: {exc.strerror or exc}", hint="check the path") from None
+    except ValueError as exc:  # NUL in the path, or not UTF-8
+        raise ConfigError(f"cannot read scenario {p}: {exc}", hint="a scenario is a UTF-8 YAML text file") from None
     return parse_scenario(text, str(p))
 
 
