@@ -36,6 +36,7 @@ EXAMPLES: dict[str, str] = {
     "dtb": "cma-tool dtb patch vendor.dtb --board boards/aquila.yaml -o patched.dtb",
     "run": "cma-tool run boards/qemu-aquila.yaml --out runs/first --junit runs/first/junit.xml",
     "suggest": "cma-tool suggest",
+    "check": "cma-tool check boards/qemu-aquila.yaml lava-job-1234.log --out runs/lava-1234",
 }
 
 
@@ -113,6 +114,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cma_tool.run import run_cli
 
     return run_cli(args)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from cma_tool.checklog import check_cli
+
+    return check_cli(args)
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
@@ -215,6 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
     p.add_argument("--force", action="store_true",
                    help="run a board that fails validation (to watch the kernel's fallback); errors become warnings")
+
+    p = add("check", "cross-check a console log of a board booted elsewhere (LAVA, a flasher, by hand)", _cmd_check)
+    p.add_argument("board", help="board YAML file the board was set up from")
+    p.add_argument("log", help="the console log: plain text (timestamps or not) or a LAVA job log (YAML lines)")
+    p.add_argument("--kernel", metavar="PROFILE",
+                   help="kernel profile (default: the one of the kernel the log shows booting if there is one, "
+                        "else the board's)")
+    p.add_argument("--bootargs", metavar="CMDLINE",
+                   help="the command line the board was given, checked against the one the log shows "
+                        "(default: the log's 'Kernel command line:', unchecked)")
+    p.add_argument("--scenario", metavar="FILE",
+                   help="the scenario the capture ran (for its labels and kernel; default: the board's needs)")
+    p.add_argument("--model-pin", action="append", default=[], metavar="AREA=BASE",
+                   help="tell the model an area's base (e.g. to test the cross-check)")
+    p.add_argument("--force", action="store_true", help="check a board that fails validation")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-check-<time>)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser
