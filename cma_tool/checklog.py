@@ -184,8 +184,10 @@ def devices_from_log(board: Board, obs: Observation, schedule: Schedule | None) 
 
     The capture program names the node it resolved for each stream (its
     ``resolve`` line: driver:NAME:INDEX or /dev/videoN), which is how the
-    agent's plan names a board device; labels of the schedule (the board's
-    needs or --scenario) are the fallback for a log without those lines.
+    agent's plan names a board device, and the driver behind it (older
+    capture programs: only ``open`` and ``querycap``); a driver the board
+    gives one device is enough. Labels of the schedule (the board's needs or
+    --scenario) are the fallback for a log without those lines.
     """
     from cma_tool.deploy.agent import device_for
     from cma_tool.modelrun import board_devices
@@ -203,7 +205,11 @@ def devices_from_log(board: Board, obs: Observation, schedule: Schedule | None) 
     problems: list[str] = []
     labels = [str(s.data.get("label")) for s in obs.capture if s.event in ("s_fmt", "reqbufs") and "label" in s.data]
     for label in dict.fromkeys(labels):
-        resolved = next((s.data for s in obs.capture if s.event == "resolve" and s.data.get("label") == label), {})
+        # resolve: the plan's device word and the node; open: the node; querycap: the driver.
+        resolved: dict[str, Any] = {}
+        for s in obs.capture:
+            if s.event in ("querycap", "open", "resolve") and s.data.get("label") == label:
+                resolved.update({k: s.data[k] for k in ("device", "node", "driver") if k in s.data})
         name = by_node.get(str(resolved.get("device", ""))) or by_node.get(str(resolved.get("node", "")))
         if name is None and len(drivers.get(str(resolved.get("driver", "")), [])) == 1:
             name = drivers[str(resolved["driver"])][0]
