@@ -42,7 +42,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 #: The fixture every board fixture rests on; a test that reaches it is parametrized over --cma-board.
 BOARD_PARAM = "cma_board_file"
 TARGETS = ("emulated",)
+T = TypeVar("T")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -109,6 +110,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(BOARD_PARAM, chosen, indirect=True, scope="session", ids=[Path(b).stem for b in chosen])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist turns xdist_group marks into the node ids loadgroup reads
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("cma_board"):
         return
@@ -149,10 +151,8 @@ def cma_board(request: pytest.FixtureRequest, cma_board_file: Path) -> api.Plan:
     from cma_tool import api
 
     opts = _Options.of(request.config)
-    try:
-        return api.load_board(cma_board_file, suite=opts.suite, bootargs=opts.bootargs)
-    except api.CmaToolError as err:
-        pytest.fail(_said(err, f"cma-tool cannot plan {cma_board_file}"), pytrace=False)
+    return _or_fail(f"cma-tool cannot plan {cma_board_file}",
+                    lambda: api.load_board(cma_board_file, suite=opts.suite, bootargs=opts.bootargs))
 
 
 @pytest.fixture(scope="session")
@@ -161,10 +161,7 @@ def cma_schedule(request: pytest.FixtureRequest, cma_board: api.Plan) -> api.Sch
     from cma_tool import api
 
     opts = _Options.of(request.config)
-    try:
-        return api.capture_schedule(cma_board, opts.scenario)
-    except api.CmaToolError as err:
-        pytest.fail(_said(err, "cma-tool cannot make the capture schedule"), pytrace=False)
+    return _or_fail("cma-tool cannot make the capture schedule", lambda: api.capture_schedule(cma_board, opts.scenario))
 
 
 @pytest.fixture(scope="session")
@@ -189,12 +186,10 @@ def cma_target(request: pytest.FixtureRequest, cma_board: api.Plan, cma_board_fi
     out = Path(opts.out) / name if opts.out else tmp_path_factory.mktemp(f"cma-{name}")
     with ExitStack() as stack:
         stack.enter_context(_sigterm_interrupts())
-        try:
-            booted = stack.enter_context(api.boot(cma_board, out=out, target=opts.target, suite=opts.suite,
-                                                  bootargs=opts.bootargs, timeout=opts.timeout, cache=opts.cache))
-        except api.CmaToolError as err:
-            pytest.fail(_said(err, f"cma-tool could not boot {cma_board_file} (console: {out / 'console.log'})"),
-                        pytrace=False)
+        booted = _or_fail(f"cma-tool could not boot {cma_board_file} (console: {out / 'console.log'})",
+                          lambda: stack.enter_context(api.boot(cma_board, out=out, target=opts.target,
+                                                               suite=opts.suite, bootargs=opts.bootargs,
+                                                               timeout=opts.timeout, cache=opts.cache)))
         yield CmaTarget(booted, opts.scenario)
 
 
@@ -249,21 +244,12 @@ class CmaTarget:
 
     def capture(self, scenario: Any = None, *, pins: Any = None) -> api.StepRun:
         """One capture step: a scenario file (default: --cma-scenario, else the board's needs), checked."""
-        from cma_tool import api
-
-        try:
-            return self.board.capture(scenario if scenario is not None else self.default_scenario, pins=pins)
-        except api.CmaToolError as err:
-            pytest.fail(_said(err, "the capture step failed"), pytrace=False)
+        return _or_fail("the capture step failed", lambda: self.board.capture(
+            scenario if scenario is not None else self.default_scenario, pins=pins))
 
     def shell(self, command: str, timeout: float | None = None) -> api.ShellRun:
         """A shell command on the board: output, exit status, and the CMA events it caused."""
-        from cma_tool import api
-
-        try:
-            return self.board.shell(command, timeout)
-        except api.CmaToolError as err:
-            pytest.fail(_said(err, f"the board could not run {command!r}"), pytrace=False)
+        return _or_fail(f"the board could not run {command!r}", lambda: self.board.shell(command, timeout))
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -304,8 +290,16 @@ def _profile_of(config: pytest.Config, board: str) -> str | None:
         return None
 
 
-def _said(err: api.CmaToolError, what: str) -> str:
-    return f"{what}: {err.kind} error: {err}"
+def _or_fail(what: str, call: Callable[[], T]) -> T:
+    """``call()``, or the test fails with cma-tool's own words for what went wrong (whose fault, what to do)."""
+    from cma_tool import api
+
+    try:
+        return call()
+    except api.CmaToolError as err:
+        message = f"{what}: {err.kind} error: {err}"
+    # Failed outside the except block: the report shows cma-tool's words, not a chain of tracebacks.
+    pytest.fail(message, pytrace=False)
 
 
 @contextmanager
