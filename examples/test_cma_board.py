@@ -22,6 +22,13 @@ def test_the_board_plans_its_areas(cma_board):
     assert areas["linux,cma"].size == 64 * MiB
 
 
+def test_the_model_predicts_before_anything_boots(cma_prediction):
+    # The 64 MiB default area lands top-down at 0x64000000 (bank 1 ends at 0x68000000): the atomic
+    # pool's 64 pages at its base, then 1013-page 1080p YUYV buffers on 256-page alignment.
+    pfns = [e.pfn for e in cma_prediction.events if e.kind == "alloc_finish"]
+    assert pfns == [0x64000, 0x64100, 0x64500, 0x64900, 0x64D00]
+
+
 def test_the_default_capture_matches_the_model(cma_target, cma_assert):
     step = cma_target.capture()  # the board's needs: 4 x 1080p YUYV held together
     cma_assert(step)
