@@ -134,7 +134,15 @@ def board_failure(text: str) -> str | None:
 
 def refuse_untraced(obs: Observation, log: ConsoleLog) -> None:
     """Refuse (ConfigError) a log whose CMA events cannot be known; TargetError for an agent that failed."""
+    from cma_tool.deploy.sections import DONE_MARK
+
     where = f"{log.path} ({log.form}, {log.lines} lines)"
+    runs = sum(1 for line in log.text.splitlines() if line.strip().startswith(DONE_MARK))
+    if runs > 1:
+        # The trace buffer of a later run still holds the earlier runs' events: one run's log is checked alone.
+        raise ConfigError(f"{where}: the log holds {runs} runs of the agent (DONE lines); one run is checked at a "
+                          "time", hint="cut the log after the first run's '==== CMA-TOOL DONE' line, or keep "
+                                       "one console log per boot")
     if not obs.sections:
         raise ConfigError(f"{where}: no output of the cma-tool agent (no '==== CMA-TOOL BEGIN ...' sections): the "
                           "log holds no trace section, so the kernel's CMA events are not in it", hint=HOW_TO_TRACE)

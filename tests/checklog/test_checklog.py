@@ -177,6 +177,13 @@ def test_a_damaged_lava_log_is_refused_at_its_line(tmp_path: Path) -> None:
     assert f"{tmp_path / 'job.log'}:8: error: not a LAVA log record" in result.report["message"]
 
 
+def test_a_log_of_two_agent_runs_is_refused(tmp_path: Path) -> None:
+    # The second run's trace buffer still holds the first run's events: one run is checked at a time.
+    text = console(REPLAY / "console.log")
+    result = check(tmp_path, TWIN, text + text)
+    assert result.exit_code == 1 and "holds 2 runs of the agent" in result.report["message"]
+
+
 def test_a_log_that_does_not_exist_is_bad_input(tmp_path: Path) -> None:
     result = api.check_log(TWIN, tmp_path / "nope.log", out=tmp_path)
     assert result.exit_code == 1 and "cannot read the console log" in result.report["message"]
