@@ -194,10 +194,13 @@ def cma_target(request: pytest.FixtureRequest, cma_board: api.Plan, cma_board_fi
 
 
 @pytest.fixture
-def cma_assert() -> Callable[[Any], None]:
-    """``cma_assert(step)``: fail the test with the model's explanation when any check of ``step`` failed."""
+def cma_assert() -> Callable[[api.StepRun | api.Result], None]:
+    """``cma_assert(step)``: fail the test with the model's explanation when any check of ``step`` failed.
 
-    def check(result: Any) -> None:
+    Takes what ``cma_target.capture()`` returns, or the result of ``api.run``/``api.check_log``.
+    """
+
+    def check(result: api.StepRun | api.Result) -> None:
         from cma_tool import api
 
         checks = tuple(getattr(result, "checks", ()))
