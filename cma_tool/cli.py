@@ -37,6 +37,7 @@ EXAMPLES: dict[str, str] = {
     "run": "cma-tool run boards/qemu-aquila.yaml --out runs/first --junit runs/first/junit.xml",
     "suggest": "cma-tool suggest",
     "report": "cma-tool report runs/first",
+    "check": "cma-tool check boards/qemu-aquila.yaml lava-job-1234.log --out runs/lava-1234",
 }
 
 
@@ -121,6 +122,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     print(write_report(Path(args.folder)))
     return ExitCode.OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from cma_tool.checklog import check_cli
+
+    return check_cli(args)
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
@@ -226,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", "rewrite a run folder's report.html from the files the run left there", _cmd_report)
     p.add_argument("folder", metavar="OUT_FOLDER", help="the --out folder of a cma-tool run")
+    p = add("check", "cross-check a console log of a board booted elsewhere (LAVA, a flasher, by hand)", _cmd_check)
+    p.add_argument("board", help="board YAML file the board was set up from")
+    p.add_argument("log", help="the console log: plain text (timestamps or not) or a LAVA job log (YAML lines)")
+    p.add_argument("--kernel", metavar="PROFILE",
+                   help="kernel profile (default: the one of the kernel the log shows booting if there is one, "
+                        "else the board's)")
+    p.add_argument("--bootargs", metavar="CMDLINE",
+                   help="the command line the board was given, checked against the one the log shows "
+                        "(default: the log's 'Kernel command line:', unchecked)")
+    p.add_argument("--scenario", metavar="FILE",
+                   help="the scenario the capture ran (for its labels and kernel; default: the board's needs)")
+    p.add_argument("--model-pin", action="append", default=[], metavar="AREA=BASE",
+                   help="tell the model an area's base (e.g. to test the cross-check)")
+    p.add_argument("--force", action="store_true", help="check a board that fails validation")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-check-<time>)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser

@@ -25,13 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cma_tool.check import Check
 from cma_tool.deploy.targets import TargetOptions
 from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
-from cma_tool.plan import make_plan
+from cma_tool.plan import Plan, make_plan
 from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
+
+if TYPE_CHECKING:
+    from cma_tool.observe import Observation
+    from cma_tool.prediction import Prediction
 
 
 @dataclass
@@ -108,11 +112,25 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     record = RunRecord(opts.out / "report.json", {"board": str(opts.board), "target": opts.target,
                                                    "boot": opts.boot, "verdict": "running", "out": str(opts.out)})
     record.stage("start")
+    code, checks = conclude(record, lambda: _stages(opts, record, say), junit=opts.junit,
+                            suite=f"cma-tool.{Path(opts.board).stem}", say=say)
+    return code, record.data, checks
+
+
+def conclude(record: RunRecord, stages: Callable[[], list[Check]], *, junit: Path | None = None,
+             suite: str = "cma-tool", say: Callable[[str], None] = lambda msg: None) -> tuple[int, list[Check]]:
+    """Run ``stages`` and turn what they give into the report's verdict and the exit code.
+
+    Checks that all pass are exit 0, any failed one exit 5; an error is its
+    own kind's code (whose fault it is), an interrupt or SIGTERM exit 3. The
+    report ends with the "end" stage; ``junit`` gets one testcase per check.
+    Shared by `cma-tool run` and `cma-tool check`, so both judge alike.
+    """
     checks: list[Check] = []
     code = ExitCode.OK
     try:
         with _sigterm_as_exception():
-            checks = _stages(opts, record, say)
+            checks = stages()
         failed = [c for c in checks if not c.passed]
         if failed:
             code = ExitCode.MISMATCH
@@ -138,19 +156,19 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     try:
         from cma_tool.report.html import write_report
 
-        write_report(opts.out)
+        write_report(record.path.parent)
     except Exception as exc:  # noqa: BLE001 - a page we cannot draw must not hide the run's own result
         what = "could not be written" if isinstance(exc, OSError) else "was not written: a bug in cma-tool"
         record.data["message"] = f"{record.data.get('message', '')} (report.html {what}: {type(exc).__name__}: {exc})"
         record.flush()
         say(f"report.html {what}: {type(exc).__name__}: {exc}")
-    if opts.junit:
+    if junit:
         error = None if record.data["verdict"] in ("pass", "mismatch") else (
             str(record.data["verdict"]), str(record.data.get("message", "")))
-        opts.junit.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(opts.junit, junit_xml(checks, suite=f"cma-tool.{Path(opts.board).stem}", error=error,
-                                           seconds=float(record.data.get("seconds", 0.0))))
-    return int(code), record.data, checks
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(junit, junit_xml(checks, suite=suite, error=error,
+                                      seconds=float(record.data.get("seconds", 0.0))))
+    return int(code), checks
 
 
 def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> list[Check]:
@@ -220,13 +238,18 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     cmdline = obs.cmdline or prepared.cmdline
     checks, pred = cross_check(plan, cmdline, obs, devices, opts.pins,
                                intended_cmdline=prepared.cmdline if prepared.cmdline_is_ours else None)
+    record_check(record, plan, pred, obs, checks)
+    return checks
+
+
+def record_check(record: RunRecord, plan: Plan, pred: Prediction, obs: Observation, checks: list[Check]) -> None:
+    """The check stage in report.json: both sides' events in the kernel's words, and the count of failures."""
     record.data["prediction"] = {"events": [e.text(plan.profile) for e in pred.events],
                                  "cma_total_kb": pred.cma_total_kb,
                                  "areas": [{"name": a.name, "base": a.base, "size": a.size} for a in pred.areas]}
     record.data["observed"] = {"events": [e.text(plan.profile) for e in obs.events],
                                "cma_total_kb": obs.meminfo_boot.get("CmaTotal")}
     record.stage("check", checks=len(checks), failed=sum(1 for c in checks if not c.passed))
-    return checks
 
 
 def parse_pins(values: list[str]) -> tuple[tuple[str, int], ...]:

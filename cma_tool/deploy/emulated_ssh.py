@@ -30,7 +30,7 @@ from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 
 #: firmware/init's line once dropbear listens, and its line when it cannot start it.
 SSH_READY = rb"cma-tool: ssh ready on \S+"
-SSH_FAILED = rb"cma-tool: ssh failed: ([^\r\n]*)"
+SSH_FAILED = rb"cma-tool: ssh failed: ([^\r\n]*)\r?\n"  # the whole line: its reason is in the message
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def summary_table(report: dict[str, Any], checks: Sequence[Check], width: int = 
     groups: dict[str, list[Check]] = {}
     for c in checks:
         groups.setdefault(c.group, []).append(c)
-    console.print(f"cma-tool run: {report.get('board')} on {report.get('target')} "
+    console.print(f"cma-tool {report.get('command', 'run')}: {report.get('board')} on {report.get('target')} "
                   f"({report.get('seconds', 0):.1f} s)", markup=False)
     areas = [c for c in checks if c.group == "boot"]
     if areas:
