@@ -34,7 +34,7 @@ from cma_tool.board.types import Board
 from cma_tool.captures import Schedule
 from cma_tool.check import Check
 from cma_tool.errors import ConfigError, Diagnostic, TargetError
-from cma_tool.observe import Observation
+from cma_tool.observe import Observation, refuse_damaged
 
 if TYPE_CHECKING:
     from cma_tool.run import RunRecord
@@ -77,7 +77,13 @@ def read_console_log(path: Path) -> ConsoleLog:
     if _LAVA_LINE.match(first) and ('"lvl"' in first or "lvl:" in first):
         lines = lava_console_lines(text, str(path))
         return ConsoleLog(path, "\n".join(lines) + "\n", "lava", len(lines))
-    lines = [_HOST_STAMP.sub("", ln, count=1) for ln in text.splitlines()]
+    lines = text.splitlines()
+    # A host tool stamps every line it logs, the agent's marker lines too; the kernel's own printk
+    # times (in the boot log and in the agent's dmesg section) are the board's words and stay:
+    # the sections' declared sizes and sha256 are of them.
+    markers = [ln for ln in lines if "==== CMA-TOOL " in ln]
+    if markers and all(_HOST_STAMP.match(ln) for ln in markers):
+        lines = [_HOST_STAMP.sub("", ln, count=1) for ln in lines]
     return ConsoleLog(path, "\n".join(lines) + "\n", "plain", len(lines))
 
 
@@ -146,6 +152,7 @@ def refuse_untraced(obs: Observation, log: ConsoleLog) -> None:
     if not obs.sections:
         raise ConfigError(f"{where}: no output of the cma-tool agent (no '==== CMA-TOOL BEGIN ...' sections): the "
                           "log holds no trace section, so the kernel's CMA events are not in it", hint=HOW_TO_TRACE)
+    refuse_damaged(obs, where)
     capture_rc = obs.section_rc.get("capture")
     if capture_rc not in (0, None) or obs.done_rc not in (0, None):
         errors = [s.data for s in obs.capture if s.event == "error"]

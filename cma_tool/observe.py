@@ -159,3 +159,18 @@ def observe(console_text: str) -> Observation:
     if "trace" not in sections:
         obs.problems.append("the target printed no trace section (the run ended early)")
     return obs
+
+
+def refuse_damaged(obs: Observation, where: str = "the agent's output") -> None:
+    """InfraError when a section arrived other than the agent printed it: never compared with the model.
+
+    Numbers that arrived changed would be judged as if the kernel had said them; the
+    link (a noisy or overrun serial line, a log cut and pasted) is at fault, not the model.
+    """
+    from cma_tool.errors import InfraError
+
+    if obs.damaged:
+        raise InfraError(f"{where} arrived damaged: " + "; ".join(
+            f"section {name}: {why}" for name, why in obs.damaged.items()),
+            hint="the console lost or changed bytes on the way; nothing was compared with the model. The log "
+                 "keeps what arrived; a retry (--retries) may pass")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cma_tool.check import Check
 from cma_tool.deploy.targets import TargetOptions
-from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
+from cma_tool.errors import CmaToolError, ConfigError, ExitCode, TargetError
 from cma_tool.plan import Plan, make_plan
 from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
 
@@ -177,7 +177,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     from cma_tool.check import cross_check
     from cma_tool.deploy.targets import Job, resolve_target
     from cma_tool.model.scenario import load_scenario
-    from cma_tool.observe import observe
+    from cma_tool.observe import observe, refuse_damaged
     from cma_tool.prediction import predict
     from cma_tool.report.plan_text import plan_dict
 
@@ -222,12 +222,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     obs = observe(text)
     write_atomic(opts.out / "observed.json", json.dumps(obs.to_json(), indent=2))
     record.stage("observe", events=len(obs.events), areas=[a.name for a in obs.areas])
-    if obs.damaged:
-        # Numbers that arrived changed would be compared with the model as if the kernel had said them.
-        raise InfraError("the agent's output arrived damaged: " + "; ".join(
-            f"section {name}: {why}" for name, why in obs.damaged.items()),
-            hint="the console lost or changed bytes on the way (a noisy or overrun serial line); nothing was "
-                 "compared with the model. console.log keeps what arrived; a retry (--retries) may pass")
+    refuse_damaged(obs)
     capture_rc = obs.section_rc.get("capture")
     if capture_rc not in (0, None) or obs.done_rc not in (0, None):
         errors = [s.data for s in obs.capture if s.event == "error"]

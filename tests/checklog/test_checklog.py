@@ -132,14 +132,28 @@ def test_a_log_without_the_agent_is_refused_saying_how_to_trace(tmp_path: Path) 
 
 
 def test_a_log_without_its_trace_section_is_refused(tmp_path: Path) -> None:
-    text = re.sub(r"==== CMA-TOOL BEGIN trace ====.*?==== CMA-TOOL END trace rc=0 ====\r?\n", "",
+    text = re.sub(r"==== CMA-TOOL BEGIN trace ====.*?==== CMA-TOOL END trace rc=0[^\n]*====\r?\n", "",
                   console(REPLAY / "console.log"), flags=re.S)
     result = check(tmp_path, TWIN, text)
     assert result.exit_code == 1 and "no trace section" in result.report["message"]
 
 
+def redeclared(text: str, section: str) -> str:
+    """The log with ``section``'s END line saying what its text now is (as an agent printing that text would)."""
+    import hashlib
+
+    begin = f"==== CMA-TOOL BEGIN {section} ====\n"
+    start = text.index(begin) + len(begin)
+    end = re.compile(rf"==== CMA-TOOL END {section} rc=(\d+) bytes=\d+ sha256=[0-9a-f]+ ====").search(text, start)
+    assert end is not None
+    data = text[start:end.start()].encode()
+    return (text[:end.start()] + f"==== CMA-TOOL END {section} rc={end.group(1)} bytes={len(data)} "
+            f"sha256={hashlib.sha256(data).hexdigest()} ====" + text[end.end():])
+
+
 def test_a_trace_without_cma_events_while_the_kernel_made_areas_is_refused(tmp_path: Path) -> None:
-    text = "\n".join(line for line in console(REPLAY / "console.log").splitlines() if not TRACEPOINT.search(line))
+    lines = console(REPLAY / "console.log").replace("\r\n", "\n").split("\n")
+    text = redeclared("\n".join(line for line in lines if not TRACEPOINT.search(line)), "trace")
     result = check(tmp_path, TWIN, text)
     assert result.exit_code == 1
     message = result.report["message"]
@@ -163,8 +177,7 @@ def test_a_kernel_panic_in_the_log_is_the_boards_failure(tmp_path: Path) -> None
 
 
 def test_a_capture_program_that_failed_is_the_boards_failure(tmp_path: Path) -> None:
-    text = console(REPLAY / "console.log").replace("==== CMA-TOOL END capture rc=0 ====",
-                                                   "==== CMA-TOOL END capture rc=1 ====")
+    text = console(REPLAY / "console.log").replace("==== CMA-TOOL END capture rc=0 ", "==== CMA-TOOL END capture rc=1 ")
     result = check(tmp_path, TWIN, text)
     assert result.exit_code == 4 and "capture program failed" in result.report["message"]
 
@@ -221,3 +234,9 @@ def test_the_command_line_exit_codes_table_json_and_junit(tmp_path: Path) -> Non
     refused = cli(str(TWIN), str(empty), "--out", str(tmp_path / "refused"))
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.startswith("configuration error: ") and "Traceback" not in refused.stderr
+
+
+def test_a_log_whose_sections_arrived_damaged_is_the_links_fault(tmp_path: Path) -> None:
+    text = console(REPLAY / "console.log").replace("pfn=0x64500", "pfn=0x6450", 1)
+    result = check(tmp_path, TWIN, text)
+    assert result.exit_code == 3 and "section trace: " in result.report["message"]
