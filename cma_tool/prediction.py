@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from cma_tool import model as cma_model
 from cma_tool.errors import TargetError
 from cma_tool.model.events import Event
-from cma_tool.model.scenario import CaptureStep, ReleaseCaptureStep
+from cma_tool.model.scenario import MAX_BUFFERS, MAX_DIMENSION, CaptureStep, ReleaseCaptureStep, sizeimage
 from cma_tool.observe import Observation
 from cma_tool.plan import Plan, boot_input
 
@@ -116,16 +116,21 @@ def steps_from_capture(obs: Observation) -> tuple[Steps, list[GrantedFormat]]:
                 except ValueError:
                     name = fourcc  # a code we have no name for: the model refuses it with its own message
                 fmt = GrantedFormat(label, int(data["width"]), int(data["height"]), name, int(data["sizeimage"]))
+                if not (0 < fmt.width <= MAX_DIMENSION and 0 < fmt.height <= MAX_DIMENSION and fmt.sizeimage >= 0):
+                    raise ValueError(f"a frame of {fmt.width}x{fmt.height} (sizeimage {fmt.sizeimage})")
+                sizeimage(fmt.width, fmt.height, fmt.pixel_format)  # a format the model cannot size: said here
                 granted[label] = fmt
                 formats.append(fmt)
             elif step.event == "reqbufs" and label in granted:
                 asked = int(data.get("asked", 0))
+                if not 0 <= asked <= MAX_BUFFERS:
+                    raise ValueError(f"REQBUFS of {asked} buffers")
                 if asked > 0:
                     g = granted[label]
                     steps.append(CaptureStep(label, g.width, g.height, g.pixel_format, asked))
                 else:
                     steps.append(ReleaseCaptureStep(label))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:  # OverflowError: JSON's 1e999 as an int
             raise TargetError(f"the capture program printed a malformed {step.event} line ({exc!r}): {data}",
                               hint="the console or the link damaged it, or the program on the board is not ours") \
                 from None

@@ -56,3 +56,27 @@ def test_a_nul_in_an_include_path_is_a_configuration_error(tmp_path: Path) -> No
     board = tmp_path / "b.yaml"
     board.write_text('include: "soc\\0.yaml"\nname: x\n')
     assert cli("validate", str(board)) == 1
+
+
+@pytest.mark.parametrize(("field", "value"), [("width", "-1"), ("width", "1e999"), ("format", '"ZZZZ"'),
+                                               ("asked", "100000")])
+def test_a_capture_line_with_impossible_values_is_the_boards_fault(field: str, value: str) -> None:
+    # An s_fmt or reqbufs line whose numbers no driver gives (a frame of -1 pixels, JSON's 1e999, a code the
+    # model cannot size, 100000 buffers) once reached the model as a ValueError or an OverflowError.
+    from cma_tool.captures import from_board
+    from cma_tool.check import cross_check
+    from cma_tool.errors import TargetError
+    from cma_tool.observe import observe
+    from cma_tool.plan import make_plan
+
+    text = (ROOT / "tests" / "data" / "serial-replay" / "console.log").read_text()
+    capture = text[text.index("==== CMA-TOOL BEGIN capture"):text.index("==== CMA-TOOL BEGIN meminfo ====")]
+    old = {"width": '"width":1920', "format": '"format":"YUYV"', "asked": '"asked":4'}[field]
+    assert old in capture
+    # Without the END line's declaration, as an agent on a board without sha256sum prints it.
+    changed = capture.replace(old, old.split(":")[0] + ":" + value, 1)
+    changed = changed[:changed.index("==== CMA-TOOL END capture")] + "==== CMA-TOOL END capture rc=0 ====\n"
+    plan = make_plan(ROOT / "tests" / "sim" / "emulated-twin.yaml", allow_misfit=True)
+    obs = observe(text.replace(capture, changed))
+    with pytest.raises(TargetError, match="the capture program printed a malformed"):
+        cross_check(plan, obs.cmdline or "", obs, from_board(plan.board).model_devices(plan.board))
