@@ -145,27 +145,26 @@ def check_capture(pred: Prediction, obs: Observation) -> list[Check]:
 
 
 def observed_free_drops(obs: Observation) -> list[tuple[str, int]]:
-    """How far CmaFree fell over each REQBUFS N>0, from the capture program's own readings.
+    """How far CmaFree fell at each REQBUFS N>0 until the run's first release, from the capture program's readings.
 
-    Measured from the reading after the previous REQBUFS N>0 (the boot's
-    reading before the first): every allocation drains the per-CPU free
-    lists (alloc_contig_range calls drain_all_pages), so only readings taken
-    right after one count every free CMA page. Pages a release gave back may
-    wait on those lists, uncounted, until the next allocation drains them.
+    Each drop is from the reading just before to the one just after. Only
+    these are exact: once buffers have been released, their pages wait on
+    the per-CPU free lists (uncounted) until an allocation drains them, and
+    freed CMA pages also serve other movable allocations meanwhile (measured:
+    hole reuse off by 262 pages, one stream after another off by one page).
     """
     drops: list[tuple[str, int]] = []
-    anchor: int | None = None  # CmaFree right after the last REQBUFS N>0
-    latest: int | None = None  # the latest reading of any step
+    before: int | None = None
     for step in obs.capture:
         free = step.data.get("cma_free_kb")
         if not isinstance(free, int):
             continue
-        if step.event == "reqbufs" and int(step.data.get("asked", 0)) > 0:
-            before = anchor if anchor is not None else latest
+        if step.event == "reqbufs":
+            if int(step.data.get("asked", 0)) <= 0:
+                break  # the first release: later drops are not the pages taken alone
             if before is not None:
                 drops.append((str(step.data.get("label", "")), before - free))
-            anchor = free
-        latest = free
+        before = free
     return drops
 
 

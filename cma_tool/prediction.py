@@ -37,9 +37,8 @@ class Prediction:
     events: list[Event]
     granted: list[tuple[str, int]] = field(default_factory=list)  # (stream label, buffers granted)
     vmstat: dict[str, int] = field(default_factory=dict)  # cma_alloc_success / cma_alloc_fail deltas
-    #: (stream label, kB) CmaFree falls by from one REQBUFS N>0 to the next: the pages it took less
-    #: the pages released in between. Only these compare exactly: allocations drain the per-CPU
-    #: lists, and the kernel's CmaFree also moves with page cache.
+    #: (stream label, kB) CmaFree falls by at each REQBUFS N>0 before the run's first release: the
+    #: pages it took. Only these compare exactly (see check.observed_free_drops).
     free_drops: list[tuple[str, int]] = field(default_factory=list)
     #: Kernel log lines about CMA the model says will appear, in order (boot, then failures).
     log_lines: list[str] = field(default_factory=list)
@@ -63,11 +62,15 @@ def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: 
     drops: list[tuple[str, int]] = []
     page_kb = plan.profile.page_size // 1024
     free = run.boot.cma_total_kb - page_kb * sum(p.count for p in run.boot.preallocations)
+    released = False
     for rec in run.steps:
         if isinstance(rec.step, CaptureStep):
             granted.append((rec.step.device, len(rec.buffers)))
-            drops.append((rec.step.device, free - rec.cma_free_kb))
-            free = rec.cma_free_kb  # releases in between count in the next drop (see check.observed_free_drops)
+            if not released:
+                drops.append((rec.step.device, free - rec.cma_free_kb))
+        else:
+            released = True
+        free = rec.cma_free_kb
     vm = run.counters.get("vmstat", {}) if run.steps else {}
     pred = Prediction(
         areas=[PredictedArea(a.name, a.base, a.size) for a in run.boot.areas],

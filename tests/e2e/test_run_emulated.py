@@ -177,9 +177,11 @@ def test_a_released_streams_holes_are_reused_first_fit(tmp_path: Path) -> None:
                              "pfn=0x64200"]
     releases = [e.split()[2] for e in event_lines(rep, "observed") if e.startswith("cma_release")]
     assert releases == ["pfn=0x64100", "pfn=0x64500", "pfn=0x64100", "pfn=0x64200", "pfn=0x64900", "pfn=0x64d00"]
-    # CmaFree is compared from one allocation's reading to the next: c took 2 x 150 pages after a gave 2 x 1013 back.
-    drop = next(c for c in rep["checks"] if c["name"] == "CmaFree drop at REQBUFS c")
-    assert drop["passed"] and drop["observed"] == f"{(2 * 150 - 2 * 1013) * 4} kB"
+    # CmaFree is compared at a and b's REQBUFS (2 x 1013 pages each: 8104 kB), not after a's release: freed
+    # pages wait on the per-CPU lists and serve other movable allocations, so later drops are not exact.
+    drops = {c["name"]: c for c in rep["checks"] if c["name"].startswith("CmaFree drop")}
+    assert sorted(drops) == ["CmaFree drop at REQBUFS a", "CmaFree drop at REQBUFS b"]
+    assert all(d["passed"] and d["observed"] == f"{2 * 1013 * 4} kB" for d in drops.values())
 
 
 def test_rgb565_and_nv12_streams(tmp_path: Path) -> None:
