@@ -195,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", metavar="FILE",
                    help="the capture steps to run (configs/requests/*.yaml; default: the board's needs, held together)")
     p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-<time>)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: a fresh runs/<board>-<UTC time>-<random>); a folder another run "
+                        "is writing is refused, one with an earlier report.json too unless --replace")
+    p.add_argument("--replace", action="store_true",
+                   help="write into --out even though it holds an earlier run's report.json (its artefacts go)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
     p.add_argument("--model-pin", action="append", default=[], metavar="AREA=BASE",

@@ -21,15 +21,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cma_tool.board.types import Board
 from cma_tool.check import Check
 from cma_tool.deploy.targets import TargetOptions
 from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
+from cma_tool.locks import BoardLock, FolderLock, new_run_folder
 from cma_tool.plan import make_plan
 from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
 
@@ -51,6 +53,8 @@ class RunOptions:
     suite: str | None = None  # emulated: the Debian suite whose kernel the target runs
     console: str | None = None  # serial: console URL (default: the board file's)
     kernel: Path | None = None  # serial: the board's zImage; ssh: a kernel to reboot into
+    replace: bool = False  # write into a folder that holds an earlier run's report.json
+    lock_folder: Path | None = None  # where board locks live (default: locks.lock_folder())
 
     def target_options(self) -> TargetOptions:
         return TargetOptions(suite=self.suite, console=self.console, kernel=self.kernel, dtb=self.dtb,
@@ -99,9 +103,27 @@ ARTEFACTS = ("plan.json", "schedule.json", "agent-plan.txt", "predicted.json", "
 
 
 def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple[int, dict[str, Any], list[Check]]:
-    """The whole run. Returns (exit code, report, checks); never raises CmaToolError."""
+    """The whole run. Returns (exit code, report, checks); never raises CmaToolError.
+
+    The output folder is claimed first (locks.FolderLock): a folder another
+    run is writing, or one that holds an earlier report without
+    ``opts.replace``, is refused with exit 2 and nothing in it is touched
+    (the report returned then is not written anywhere).
+    """
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    opts.out.mkdir(parents=True, exist_ok=True)
+    claim = FolderLock(opts.out, replace=opts.replace)
+    try:
+        claim.__enter__()
+    except CmaToolError as err:
+        return int(err.exit_code), {"board": str(opts.board), "target": opts.target, "out": str(opts.out),
+                                    "verdict": err.kind, "message": str(err), "exit_code": int(err.exit_code)}, []
+    try:
+        return _execute_claimed(opts, say)
+    finally:
+        claim.__exit__(None, None, None)
+
+
+def _execute_claimed(opts: RunOptions, say: Callable[[str], None]) -> tuple[int, dict[str, Any], list[Check]]:
     for name in ARTEFACTS:
         (opts.out / name).unlink(missing_ok=True)
     record = RunRecord(opts.out / "report.json", {"board": str(opts.board), "target": opts.target,
@@ -110,8 +132,8 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     checks: list[Check] = []
     code = ExitCode.OK
     try:
-        with _sigterm_as_exception():
-            checks = _stages(opts, record, say)
+        with _sigterm_as_exception(), ExitStack() as held:
+            checks = _stages(opts, record, say, held)
         failed = [c for c in checks if not c.passed]
         if failed:
             code = ExitCode.MISMATCH
@@ -143,7 +165,7 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     return int(code), record.data, checks
 
 
-def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> list[Check]:
+def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], held: ExitStack) -> list[Check]:
     """plan -> schedule -> prepare (and predict) -> boot and capture -> observe -> cross-check: the same for every way."""
     from cma_tool.captures import from_board, from_scenario
     from cma_tool.check import cross_check
@@ -166,6 +188,11 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
                           f"kernel is {plan.profile.name}",
                           hint="drop the scenario's 'kernel:' line, or run the kernel it names (--suite)")
     write_atomic(opts.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
+    resource = board_resource(way.target, plan.board, opts.console)
+    if resource is not None:
+        # Held until the run ends (the ExitStack is the run's): two runs on one board would both fail.
+        held.enter_context(BoardLock(resource, out=opts.out, folder=opts.lock_folder))
+        record.stage("locked", board_lock=resource)
     for d in plan.diagnostics:
         say(f"      {d}")
     schedule = from_scenario(plan.board, scenario) if scenario is not None else from_board(plan.board)
@@ -218,6 +245,17 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     return checks
 
 
+def board_resource(target: str, board: Board, console: str | None) -> str | None:
+    """What names the physical board a run takes (its lock), or None: an emulated board is the run's own."""
+    if target == "serial":
+        from cma_tool.deploy.serial_board import resolve_console
+
+        return resolve_console(board, console)
+    if target == "ssh" and board.ssh is not None:
+        return f"ssh://{board.ssh.user}@{board.ssh.host}:{board.ssh.port}"
+    return None
+
+
 def parse_pins(values: list[str]) -> tuple[tuple[str, int], ...]:
     from cma_tool.sizes import SizeError, parse_size
 
@@ -235,14 +273,16 @@ def parse_pins(values: list[str]) -> tuple[tuple[str, int], ...]:
 
 def run_cli(args: argparse.Namespace) -> int:
     board = Path(args.board)
-    out = Path(args.out) if args.out else Path("runs") / f"{board.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The default folder is drawn fresh (time to the ms and a random part, made with mkdir): runs started
+    # side by side never share one.
+    out = Path(args.out) if args.out else new_run_folder(Path("runs"), board.stem)
     opts = RunOptions(board=board, out=out, target=args.target, boot=args.boot, bootargs=args.bootargs or "",
                       scenario=Path(args.scenario) if args.scenario else None,
                       junit=Path(args.junit) if args.junit else None,
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
                       timeout=args.timeout, force=args.force, console=args.console,
                       kernel=Path(args.kernel) if args.kernel else None,
-                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite)
+                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = execute(opts, say=quiet)
     # Only the lab's failures are worth another try: a wrong input or a board that
@@ -255,6 +295,10 @@ def run_cli(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         opts = dataclasses.replace(opts, out=out / f"retry-{attempt}")
         code, report, checks = execute(opts, say=quiet)
+    if "stages" not in report:
+        # Refused before the run began (its folder or board is another run's): nothing was written.
+        print(f"{report['verdict']} error: {report['message']}", file=sys.stderr)
+        return code
     if args.json:
         print(report_json(report))
     else:
