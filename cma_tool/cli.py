@@ -26,6 +26,8 @@ exit codes:
   4   target: the board misbehaved (panic, reset, boot or capture failed)
   5   mismatch: the bundled model and the kernel disagree
   70  internal bug in cma-tool (a report file is written)
+  130 interrupted: SIGINT (Ctrl-C); never retried
+  143 terminated: SIGTERM (a scheduler's timeout); never retried
 """
 
 EXAMPLES: dict[str, str] = {
@@ -215,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial, ssh: the board's own DTB, patched with the plan (serial default: a generated one)")
     p.add_argument("--retries", type=int, default=0, metavar="N",
                    help="retry up to N times after an infrastructure failure (exit 3) only; each try in OUT/retry-K")
+    p.add_argument("--retry-backoff", type=float, default=2.0, metavar="SECONDS",
+                   help="wait SECONDS before the first retry, twice as long before each next one (default 2)")
+    p.add_argument("--keep-images", action="store_true",
+                   help="copy the kernel and initrd into the output folder (default: hard links to the cache's "
+                        "copies, named by sha256 in report.json)")
     p.add_argument("--suite", metavar="SUITE",
                    help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
     p.add_argument("--force", action="store_true",
@@ -254,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK
     except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said as one

@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from cma_tool.board.types import Board
 from cma_tool.check import Check
@@ -33,7 +36,14 @@ from cma_tool.deploy.targets import TargetOptions
 from cma_tool.errors import CmaToolError, ConfigError, ExitCode, InfraError, TargetError
 from cma_tool.locks import BoardLock, FolderLock, new_run_folder
 from cma_tool.plan import make_plan
-from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
+from cma_tool.report.meta import file_hashes, header
+from cma_tool.report.run_report import (
+    junit_document,
+    junit_testsuite,
+    report_json,
+    summary_table,
+    write_atomic,
+)
 
 
 @dataclass
@@ -54,6 +64,8 @@ class RunOptions:
     console: str | None = None  # serial: console URL (default: the board file's)
     kernel: Path | None = None  # serial: the board's zImage; ssh: a kernel to reboot into
     replace: bool = False  # write into a folder that holds an earlier run's report.json
+    keep_images: bool = False  # copy kernel and initrd into the folder instead of linking the cache's
+    attempt: int = 1  # which try of --retries this is (1: the first)
     lock_folder: Path | None = None  # where board locks live (default: locks.lock_folder())
 
     def target_options(self) -> TargetOptions:
@@ -68,6 +80,9 @@ class RunRecord:
     path: Path
     data: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def stage(self, name: str, **facts: Any) -> None:
         self.data.setdefault("stages", []).append(
@@ -88,7 +103,7 @@ class _Terminated(Exception):
 def _sigterm_as_exception() -> Iterator[None]:
     """A lab scheduler's SIGTERM unwinds like Ctrl-C: the board is powered off and the report written."""
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"terminated by signal {signum}")
+        raise _Terminated(f"terminated by signal {signum} (SIGTERM)")
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -126,8 +141,13 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
 def _execute_claimed(opts: RunOptions, say: Callable[[str], None]) -> tuple[int, dict[str, Any], list[Check]]:
     for name in ARTEFACTS:
         (opts.out / name).unlink(missing_ok=True)
-    record = RunRecord(opts.out / "report.json", {"board": str(opts.board), "target": opts.target,
-                                                   "boot": opts.boot, "verdict": "running", "out": str(opts.out)})
+    record = RunRecord(opts.out / "report.json", {
+        **header("report", time.time()), "board": str(opts.board), "target": opts.target, "boot": opts.boot,
+        "suite": opts.suite, "scenario": str(opts.scenario) if opts.scenario else None,
+        "attempt": opts.attempt, "verdict": "running", "out": str(opts.out), "hashes": {}})
+    # Every progress line says how far into the run it is: a slow stage shows in the log as it happens.
+    base_say = say
+    say = lambda msg: base_say(f"[{record.elapsed():6.1f}s] {msg}")  # noqa: E731
     record.stage("start")
     checks: list[Check] = []
     code = ExitCode.OK
@@ -150,19 +170,39 @@ def _execute_claimed(opts: RunOptions, say: Callable[[str], None]) -> tuple[int,
         if isinstance(err, ConfigError) and err.diagnostics:
             record.data["diagnostics"] = [str(d) for d in err.diagnostics]
     except (KeyboardInterrupt, _Terminated) as exc:
-        code = ExitCode.INFRA
+        # Someone stopped the run on purpose: neither the lab's fault (nothing to retry) nor a verdict.
+        code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
         record.data["verdict"] = "interrupted"
-        record.data["message"] = str(exc) or "interrupted"
+        record.data["message"] = str(exc) or "interrupted (SIGINT, Ctrl-C)"
     record.data["exit_code"] = int(code)
     record.data["checks"] = [c.to_json() for c in checks]
     record.stage("end")
     if opts.junit:
-        error = None if record.data["verdict"] in ("pass", "mismatch") else (
-            str(record.data["verdict"]), str(record.data.get("message", "")))
         opts.junit.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(opts.junit, junit_xml(checks, suite=f"cma-tool.{Path(opts.board).stem}", error=error,
-                                           seconds=float(record.data.get("seconds", 0.0))))
+        write_atomic(opts.junit, junit_document([junit_suite(record.data, checks, opts.out)]))
     return int(code), record.data, checks
+
+
+def junit_suite(report: dict[str, Any], checks: list[Check], out: Path) -> ET.Element:
+    """The run as one JUnit testsuite: its facts as properties and the console's tail as system-out."""
+    error = None if report.get("verdict") in ("pass", "mismatch") else (
+        str(report.get("verdict")), str(report.get("message", "")))
+    props = {"board": report.get("board"), "kernel": report.get("kernel_profile"), "suite": report.get("suite"),
+             "scenario": report.get("scenario") or "board needs", "target": report.get("target"),
+             "boot": report.get("boot"), "attempt": report.get("attempt"), "out": str(out)}
+    return junit_testsuite(checks, suite=f"cma-tool.{Path(str(report.get('board'))).stem}", error=error,
+                           seconds=float(report.get("seconds", 0.0)), timestamp=str(report.get("started", "")),
+                           hostname=str(report.get("host", "")),
+                           properties={k: str(v) for k, v in props.items() if v is not None},
+                           system_out=console_tail(out / "console.log"))
+
+
+def console_tail(path: Path, lines: int = 80) -> str:
+    try:
+        text = path.read_bytes()[-64 * 1024:].decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.replace("\r\n", "\n").splitlines()[-lines:])
 
 
 def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], held: ExitStack) -> list[Check]:
@@ -187,6 +227,10 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
         raise ConfigError(f"{scenario.file}: the scenario is for kernel profile {scenario.kernel}, but this run's "
                           f"kernel is {plan.profile.name}",
                           hint="drop the scenario's 'kernel:' line, or run the kernel it names (--suite)")
+    record.data["kernel_profile"] = plan.profile.name
+    record.data["hashes"]["board_files"] = file_hashes(plan.board.files or (opts.board,))
+    if opts.scenario is not None:
+        record.data["hashes"]["scenario"] = file_hashes([opts.scenario])
     write_atomic(opts.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
     resource = board_resource(way.target, plan.board, opts.console)
     if resource is not None:
@@ -207,6 +251,11 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     job = Job(plan=plan, schedule=schedule, options=opts.target_options(), out=opts.out, timeout=opts.timeout,
               cache=opts.cache, extra_bootargs=extra, say=say, stage=record.stage)
     prepared = target.prepare(job)
+    if opts.keep_images:
+        _unshare(opts.out, prepared.files.values())
+    # The files the board gets, by content: run folders link the cache's copies (see --keep-images).
+    record.data["hashes"].update({what: {"path": path, "sha256": digest} for what, path in prepared.files.items()
+                                  for digest in file_hashes([path]).values()})
     for note in prepared.notes:
         say(f"      note: {note}")
     devices = schedule.model_devices(plan.board)
@@ -245,6 +294,16 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     return checks
 
 
+def _unshare(out: Path, files: Iterable[str]) -> None:
+    """--keep-images: a real copy in the run folder of each file that is a link to the cache's copy."""
+    for name in files:
+        path = Path(name)
+        if path.parent.resolve() == out.resolve() and path.is_file() and path.stat().st_nlink > 1:
+            tmp = path.with_name(path.name + ".copy")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, path)
+
+
 def board_resource(target: str, board: Board, console: str | None) -> str | None:
     """What names the physical board a run takes (its lock), or None: an emulated board is the run's own."""
     if target == "serial":
@@ -271,6 +330,31 @@ def parse_pins(values: list[str]) -> tuple[tuple[str, int], ...]:
     return tuple(pins)
 
 
+def run_with_retries(opts: RunOptions, retries: int, *, backoff: float = 2.0,
+                     say: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict[str, Any], list[Check]]:
+    """The run, tried again after an infrastructure failure only, waiting backoff, 2*backoff, ... between.
+
+    Only the lab's failures are worth another try: a wrong input or a board
+    that misbehaves fails the same way again, and an interrupted run was
+    stopped on purpose. Each attempt keeps its own folder (OUT/retry-K) and
+    says in its report which attempt it was; the last attempt's result is
+    returned.
+    """
+    code, report, checks = execute(opts, say=say)
+    for attempt in range(1, retries + 1):
+        if code != ExitCode.INFRA or "stages" not in report:
+            break
+        wait = min(backoff * 2 ** (attempt - 1), 300.0)
+        if note:
+            note(f"infrastructure failure ({report.get('message', '')}); retry {attempt} of {retries} "
+                 f"in {wait:g} s")
+        sleep(wait)
+        code, report, checks = execute(dataclasses.replace(opts, out=opts.out / f"retry-{attempt}",
+                                                           attempt=attempt + 1), say=say)
+    return code, report, checks
+
+
 def run_cli(args: argparse.Namespace) -> int:
     board = Path(args.board)
     # The default folder is drawn fresh (time to the ms and a random part, made with mkdir): runs started
@@ -282,19 +366,13 @@ def run_cli(args: argparse.Namespace) -> int:
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
                       timeout=args.timeout, force=args.force, console=args.console,
                       kernel=Path(args.kernel) if args.kernel else None,
-                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace)
+                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace,
+                      keep_images=args.keep_images)
     quiet = (lambda msg: None) if args.json else None
-    code, report, checks = execute(opts, say=quiet)
-    # Only the lab's failures are worth another try: a wrong input or a board that
-    # misbehaves fails the same way again. Each attempt keeps its own folder.
-    for attempt in range(1, args.retries + 1):
-        if code != ExitCode.INFRA or report.get("verdict") == "interrupted":
-            break
-        if not args.json:
-            print(f"infrastructure failure ({report.get('message', '')}); retry {attempt} of {args.retries}",
-                  file=sys.stderr)
-        opts = dataclasses.replace(opts, out=out / f"retry-{attempt}")
-        code, report, checks = execute(opts, say=quiet)
+    code, report, checks = run_with_retries(opts, args.retries, backoff=args.retry_backoff, say=quiet,
+                                            note=None if args.json else
+                                            (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    opts = dataclasses.replace(opts, out=Path(str(report.get("out", opts.out))))
     if "stages" not in report:
         # Refused before the run began (its folder or board is another run's): nothing was written.
         print(f"{report['verdict']} error: {report['message']}", file=sys.stderr)
