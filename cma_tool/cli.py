@@ -38,6 +38,8 @@ EXAMPLES: dict[str, str] = {
     "dtb": "cma-tool dtb patch vendor.dtb --board boards/aquila.yaml -o patched.dtb",
     "run": "cma-tool run boards/qemu-aquila.yaml --out runs/first --junit runs/first/junit.xml",
     "suggest": "cma-tool suggest",
+    "matrix": "cma-tool matrix --board boards/qemu-aquila.yaml --board configs/two-streams.yaml "
+              "--suite bookworm,trixie --scenario configs/requests/one-after-another.yaml -j 2",
 }
 
 
@@ -115,6 +117,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cma_tool.run import run_cli
 
     return run_cli(args)
+
+
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    from cma_tool.matrix import matrix_cli
+
+    return matrix_cli(args)
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
@@ -226,6 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
     p.add_argument("--force", action="store_true",
                    help="run a board that fails validation (to watch the kernel's fallback); errors become warnings")
+
+    p = add("matrix", "run boards x kernels x scenarios, cells in parallel, one summary (table, summary.json, JUnit)",
+            _cmd_matrix)
+    p.add_argument("matrix", nargs="?", metavar="MATRIX_FILE",
+                   help="YAML: boards, suites, scenarios lists, optional target/boot/retries/timeout and cells "
+                        "(per-cell options: match + model-pin, bootargs, timeout, force)")
+    p.add_argument("--board", action="append", metavar="FILE", help="a board (repeat, or comma-separate)")
+    p.add_argument("--suite", action="append", metavar="SUITE",
+                   help="a kernel: bookworm (the host's suite, 6.1) or a Debian suite such as trixie (6.12)")
+    p.add_argument("--scenario", action="append", metavar="FILE", help="a scenario file, or 'needs' (the board's own)")
+    p.add_argument("--target", choices=("emulated", "serial", "ssh"), default=None)
+    p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None)
+    p.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                   help="cells at a time (default: the number of cores: each QEMU guest takes one)")
+    p.add_argument("--out", metavar="DIR", help="the matrix folder (default: a fresh runs/matrix-<UTC time>-<random>)")
+    p.add_argument("--replace", action="store_true", help="write into --out even though it holds a summary.json")
+    p.add_argument("--junit", metavar="FILE", help="JUnit XML, one testsuite per cell (default: OUT/junit.xml)")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    p.add_argument("--retries", type=int, default=None, metavar="N",
+                   help="retry a cell up to N times after an infrastructure failure only")
+    p.add_argument("--retry-backoff", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=float, default=None, help="seconds for each cell's target session")
+    p.add_argument("--cache", metavar="DIR")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser

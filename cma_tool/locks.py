@@ -133,9 +133,10 @@ class FolderLock:
     report.json and ``replace`` is False.
     """
 
-    def __init__(self, out: Path, *, replace: bool = False) -> None:
+    def __init__(self, out: Path, *, replace: bool = False, report_name: str = "report.json") -> None:
         self.out = out
         self.replace = replace
+        self.report_name = report_name  # a matrix folder's is summary.json
         self._lock = _Flock(out / FOLDER_LOCK)
 
     def __enter__(self) -> Self:
@@ -148,11 +149,11 @@ class FolderLock:
             raise UsageError(f"--out {self.out} is in use: {who} is writing into it",
                              hint="give each run its own --out (or leave --out out: every run then gets a "
                                   "fresh folder)")
-        report = self.out / "report.json"
+        report = self.out / self.report_name
         if report.exists() and not self.replace:
             self._lock.release()
             previous = _read_holder(report)
-            raise UsageError(f"--out {self.out} holds an earlier run's report.json (verdict "
+            raise UsageError(f"--out {self.out} holds an earlier run's {self.report_name} (verdict "
                              f"{previous.get('verdict', '?')}, started {previous.get('started', '?')}); "
                              "refusing to overwrite it",
                              hint="give --replace to overwrite that run's artefacts, or another --out")
