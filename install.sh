@@ -19,6 +19,7 @@ DEB_PACKAGES=(
   openssh-server openssh-sftp-server openssh-client   # a real sshd on 127.0.0.1 for the SSH deploy tests
   gcc cpp git curl        # the tests' host harnesses, the patch checks, curl's TFTP client
   lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
+  ser2net                 # labgrid's exporter serves a place's serial console through it (the lab tests)
   python3-pip python3-venv
 )
 

@@ -196,9 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "generate, boot, capture, observe and cross-check against the model", _cmd_run)
     p.add_argument("board")
-    p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh"),
-                   help="emulated (QEMU), serial (a board on its console, booted by U-Boot) or ssh (a board "
-                        "running Linux, reached with the board file's ssh: section)")
+    p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh", "labgrid"),
+                   help="emulated (QEMU), serial (a board on its console, booted by U-Boot), ssh (a board "
+                        "running Linux, reached with the board file's ssh: section) or labgrid (a board in a "
+                        "labgrid place: --place)")
     p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None,
                    help="how the target is booted: emulated: direct (default: QEMU loads the kernel), uboot (real "
                         "U-Boot loads it over TFTP) or ssh (the agent runs over SSH); serial: uboot; ssh: ssh")
@@ -223,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial: the board's kernel (a zImage, required); ssh: a kernel to install and reboot into")
     p.add_argument("--dtb", metavar="FILE",
                    help="serial, ssh: the board's own DTB, patched with the plan (serial default: a generated one)")
+    p.add_argument("--place", metavar="NAME", help="labgrid: the place the board is in (acquired for the run)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="labgrid: the coordinator (default 127.0.0.1:20408)")
     p.add_argument("--retries", type=int, default=0, metavar="N",
                    help="retry up to N times after an infrastructure failure (exit 3) only; each try in OUT/retry-K")
     p.add_argument("--retry-backoff", type=float, default=2.0, metavar="SECONDS",

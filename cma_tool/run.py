@@ -66,11 +66,13 @@ class RunOptions:
     replace: bool = False  # write into a folder that holds an earlier run's report.json
     keep_images: bool = False  # copy kernel and initrd into the folder instead of linking the cache's
     attempt: int = 1  # which try of --retries this is (1: the first)
+    place: str | None = None  # labgrid: the place
+    coordinator: str | None = None  # labgrid: HOST:PORT of the coordinator
     lock_folder: Path | None = None  # where board locks live (default: locks.lock_folder())
 
     def target_options(self) -> TargetOptions:
         return TargetOptions(suite=self.suite, console=self.console, kernel=self.kernel, dtb=self.dtb,
-                             bootargs=self.bootargs)
+                             bootargs=self.bootargs, place=self.place, coordinator=self.coordinator)
 
 
 @dataclass
@@ -232,7 +234,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     if opts.scenario is not None:
         record.data["hashes"]["scenario"] = file_hashes([opts.scenario])
     write_atomic(opts.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
-    resource = board_resource(way.target, plan.board, opts.console)
+    resource = board_resource(way.target, plan.board, opts.console, opts.place, opts.coordinator)
     if resource is not None:
         # Held until the run ends (the ExitStack is the run's): two runs on one board would both fail.
         held.enter_context(BoardLock(resource, out=opts.out, folder=opts.lock_folder))
@@ -304,8 +306,13 @@ def _unshare(out: Path, files: Iterable[str]) -> None:
             os.replace(tmp, path)
 
 
-def board_resource(target: str, board: Board, console: str | None) -> str | None:
+def board_resource(target: str, board: Board, console: str | None, place: str | None = None,
+                   coordinator: str | None = None) -> str | None:
     """What names the physical board a run takes (its lock), or None: an emulated board is the run's own."""
+    if target == "labgrid" and place:
+        from cma_tool.deploy.labgrid_place import DEFAULT_COORDINATOR, place_resource
+
+        return place_resource(coordinator or DEFAULT_COORDINATOR, place)
     if target == "serial":
         from cma_tool.deploy.serial_board import resolve_console
 
@@ -367,7 +374,7 @@ def run_cli(args: argparse.Namespace) -> int:
                       timeout=args.timeout, force=args.force, console=args.console,
                       kernel=Path(args.kernel) if args.kernel else None,
                       dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace,
-                      keep_images=args.keep_images)
+                      keep_images=args.keep_images, place=args.place, coordinator=args.coordinator)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = run_with_retries(opts, args.retries, backoff=args.retry_backoff, say=quiet,
                                             note=None if args.json else

@@ -36,6 +36,7 @@ TOOL_PACKAGES = {
     "ssh-keygen": "openssh-client",
     "/usr/sbin/sshd": "openssh-server",
     "/usr/lib/openssh/sftp-server": "openssh-sftp-server",
+    "ser2net": "ser2net",
 }
 
 
