@@ -88,9 +88,9 @@ class LabgridTarget:
                 return run_via_serial(board, kernel=self.options.kernel, dtb=self._serial._dtb,
                                       initrd=self._serial._initrd, bootargs=prepared.cmdline, workdir=job.out,
                                       timeout=job.timeout, console_url=access.console_url, on_stage=job.stage)
-            except TargetError as err:
-                # A console whose ser2net died reads as a board gone silent; when the place's exporter has
-                # gone, the silence is the lab's, not the board's.
+            except (TargetError, InfraError) as err:
+                # A console whose ser2net died reads as a board gone silent, or as a lost console: when the
+                # place's exporter has gone, say so (and the silence is the lab's, not the board's).
                 why = access.gone()
                 if why:
                     raise InfraError(f"labgrid place {place}: {why} during the run; what the board was doing "
