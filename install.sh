@@ -20,6 +20,7 @@ DEB_PACKAGES=(
   gcc cpp git curl        # the tests' host harnesses, the patch checks, curl's TFTP client
   lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
   chromium fonts-liberation  # headless: the report tests open report.html in a real browser (fonts: legible screenshots)
+  ser2net                 # labgrid's exporter serves a place's serial console through it (the lab tests)
   python3-pip python3-venv
 )
 

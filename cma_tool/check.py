@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,16 +17,34 @@ from cma_tool.sizes import format_size
 
 @dataclass(frozen=True)
 class Check:
-    group: str  # boot | counters | events | capture
-    name: str
+    group: str  # boot | log | counters | events | capture
+    name: str  # for people: "event 003 alloc_finish"
     passed: bool
     expected: str
     observed: str
     cause: str = ""
+    #: What the check is about inside its group ("area/linux,cma", "linux,cma/alloc_finish#2"); with the
+    #: group it is the check's id, the same in every run that checks the same thing (a rack's history keys
+    #: on it). Empty: the name stands in.
+    about: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}/{self.about or self.name}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"group": self.group, "name": self.name, "passed": self.passed, "expected": self.expected,
-                "observed": self.observed, "cause": self.cause}
+        return {"id": self.id, "group": self.group, "name": self.name, "passed": self.passed,
+                "expected": self.expected, "observed": self.observed, "cause": self.cause}
+
+
+def unique_ids(checks: list[Check]) -> list[Check]:
+    """The second and later checks about the same thing get #2, #3, ...: every id names one check."""
+    seen: dict[str, int] = {}
+    out = []
+    for c in checks:
+        n = seen[c.id] = seen.get(c.id, 0) + 1
+        out.append(c if n == 1 else dataclasses.replace(c, about=f"{c.about or c.name}#{n}"))
+    return out
 
 
 def _hex(value: int | None, profile: KernelProfile) -> str:
@@ -48,7 +67,8 @@ def check_areas(pred: Prediction, obs: Observation) -> list[Check]:
         exp = f"{area.name} at 0x{area.base:08x}, {format_size(area.size)}"
         if seen is None:
             out.append(Check("boot", f"area {area.name}", False, exp, "not created",
-                             "the kernel refused or bypassed this node: see the boot log lines in the report"))
+                             "the kernel refused or bypassed this node: see the boot log lines in the report",
+                             about=f"area/{area.name}"))
             continue
         got = f"{seen.name} at 0x{seen.base:08x}, {format_size(seen.size)}"
         cause = ""
@@ -57,11 +77,11 @@ def check_areas(pred: Prediction, obs: Observation) -> list[Check]:
         elif seen.base != area.base:
             cause = (f"base differs by {seen.base - area.base:+#x}: placement (early reservations, alloc-ranges, "
                      "top-down search) or a pinned base does not match this kernel")
-        out.append(Check("boot", f"area {area.name}", not cause, exp, got, cause))
+        out.append(Check("boot", f"area {area.name}", not cause, exp, got, cause, about=f"area/{area.name}"))
     for extra in observed.values():
         out.append(Check("boot", f"area {extra.name}", False, "no such area",
                          f"{extra.name} at 0x{extra.base:08x}, {format_size(extra.size)}",
-                         "the kernel created an area the model did not predict"))
+                         "the kernel created an area the model did not predict", about=f"area/{extra.name}"))
     return out
 
 
@@ -70,16 +90,18 @@ def check_counters(pred: Prediction, obs: Observation) -> list[Check]:
     total = obs.meminfo_boot.get("CmaTotal", obs.meminfo_end.get("CmaTotal"))
     out.append(Check("counters", "CmaTotal", total == pred.cma_total_kb, f"{pred.cma_total_kb} kB",
                      f"{total} kB" if total is not None else "not read",
-                     "" if total == pred.cma_total_kb else "the areas' sizes add up differently"))
+                     "" if total == pred.cma_total_kb else "the areas' sizes add up differently", about="CmaTotal"))
     if obs.cma_reserved_kb is not None:
         ok = obs.cma_reserved_kb == pred.cma_total_kb
         out.append(Check("counters", "Memory: cma-reserved", ok, f"{pred.cma_total_kb}K",
-                         f"{obs.cma_reserved_kb}K", "" if ok else "the boot log's total differs from the areas"))
+                         f"{obs.cma_reserved_kb}K", "" if ok else "the boot log's total differs from the areas",
+                         about="cma-reserved"))
     for key, expected in pred.vmstat.items():
         got = obs.vmstat.get(key)
         ok = got == expected
         out.append(Check("counters", f"vmstat {key}", ok, str(expected), str(got) if got is not None else "not read",
-                         "" if ok else "the number of allocations that succeeded/failed differs: see the events"))
+                         "" if ok else "the number of allocations that succeeded/failed differs: see the events",
+                         about=f"vmstat/{key}"))
     return out
 
 
@@ -114,21 +136,29 @@ def _event_cause(exp: Event, got: Event, pred: list[Event], obs: list[Event], in
 def check_events(pred: Prediction, obs: Observation, profile: KernelProfile) -> list[Check]:
     out: list[Check] = []
     n = max(len(pred.events), len(obs.events))
+    ordinal: dict[tuple[str, str], int] = {}
     for i in range(n):
         exp = pred.events[i] if i < len(pred.events) else None
         got = obs.events[i] if i < len(obs.events) else None
         label = (exp or got).kind if (exp or got) else "event"  # type: ignore[union-attr]
         name = f"event {i + 1:03d} {label}"
+        # The model's event names what the check is about (the kernel's when the model has none): the
+        # n-th <kind> in <area>, which stays the same id when an unrelated area's events come and go.
+        area = (exp or got).area if (exp or got) else "?"  # type: ignore[union-attr]
+        k = ordinal[(area, label)] = ordinal.get((area, label), 0) + 1
+        about = f"{area}/{label}#{k}"
         if exp is not None and got is not None:
             cause = "" if exp == got else (_event_cause(exp, got, pred.events, obs.events, i) or "fields differ")
-            out.append(Check("events", name, exp == got, _event_text(exp, profile), _event_text(got, profile), cause))
+            out.append(Check("events", name, exp == got, _event_text(exp, profile), _event_text(got, profile), cause,
+                             about=about))
         elif exp is not None:
             out.append(Check("events", name, False, _event_text(exp, profile), "(no event)",
                              "the kernel traced fewer events: the run ended early, the trace buffer overflowed, "
-                             "or trace_event=cma:* was missing at boot"))
+                             "or trace_event=cma:* was missing at boot", about=about))
         elif got is not None:
             out.append(Check("events", name, False, "(no event)", _event_text(got, profile),
-                             "the kernel traced an allocation the model was not told about (another driver?)"))
+                             "the kernel traced an allocation the model was not told about (another driver?)",
+                             about=about))
     return out
 
 
@@ -140,7 +170,8 @@ def check_capture(pred: Prediction, obs: Observation) -> list[Check]:
         got = granted[i][1] if i < len(granted) else None
         ok = got == n
         out.append(Check("capture", f"REQBUFS {label} granted", ok, str(n), str(got) if got is not None else "not run",
-                         "" if ok else "the kernel granted a different number of buffers than the model predicts"))
+                         "" if ok else "the kernel granted a different number of buffers than the model predicts",
+                         about=f"reqbufs/{label}"))
     return out
 
 
@@ -177,7 +208,7 @@ def check_free_drops(pred: Prediction, obs: Observation) -> list[Check]:
         out.append(Check("counters", f"CmaFree drop at REQBUFS {label}", ok, f"{kb} kB",
                          f"{got} kB" if got is not None else "not read",
                          "" if ok else "the pages taken differ: buffer count, size or alignment, or another user "
-                                       "of CMA pages ran at the same time"))
+                                       "of CMA pages ran at the same time", about=f"cmafree-drop/{label}"))
     return out
 
 
@@ -191,12 +222,12 @@ def check_log(pred: Prediction, obs: Observation) -> list[Check]:
             found = lines.index(line, pos)
         except ValueError:
             anywhere = line in lines
-            out.append(Check("log", f"log: {line[:60]}", False, line, "out of order" if anywhere else "not logged",
+            out.append(Check("log", f"log: {line}", False, line, "out of order" if anywhere else "not logged",
                              "the kernel logged this elsewhere in the order" if anywhere else
-                             "the kernel took another path here: see the boot log in observed.json"))
+                             "the kernel took another path here: see the boot log in observed.json", about=line))
             continue
         pos = found + 1
-        out.append(Check("log", f"log: {line[:60]}", True, line, line))
+        out.append(Check("log", f"log: {line}", True, line, line, about=line))
     return out
 
 
@@ -215,12 +246,13 @@ def check_formats(formats: list[GrantedFormat]) -> list[Check]:
             model = sizeimage(fmt.width, fmt.height, fmt.pixel_format)
         except ValueError as exc:
             out.append(Check("capture", f"sizeimage {fmt.label}", False, "a format the model knows",
-                             f"{fmt.pixel_format} {fmt.width}x{fmt.height}", str(exc)))
+                             f"{fmt.pixel_format} {fmt.width}x{fmt.height}", str(exc), about=f"sizeimage/{fmt.label}"))
             continue
         ok = model == fmt.sizeimage
         out.append(Check("capture", f"sizeimage {fmt.label}", ok, str(model), str(fmt.sizeimage),
                          "" if ok else f"the driver's sizeimage for {fmt.pixel_format} {fmt.width}x{fmt.height} "
-                                       "differs from V4L2's formula (padding or alignment the model lacks)"))
+                                       "differs from V4L2's formula (padding or alignment the model lacks)",
+                         about=f"sizeimage/{fmt.label}"))
     return out
 
 
@@ -228,11 +260,12 @@ def check_cmdline(intended: str, obs: Observation) -> list[Check]:
     """The kernel booted with the command line we gave it (U-Boot or a DTB did not change it on the way)."""
     if obs.cmdline is None:
         return [Check("boot", "command line", False, intended, "not shown",
-                      "the target printed neither /proc/cmdline nor the kernel's 'Kernel command line:'")]
+                      "the target printed neither /proc/cmdline nor the kernel's 'Kernel command line:'",
+                      about="cmdline")]
     ok = obs.cmdline.split() == intended.split()
     return [Check("boot", "command line", ok, intended, obs.cmdline,
                   "" if ok else "the kernel booted another command line than the one given: the bootloader's "
-                                "environment or the DTB's /chosen/bootargs replaced it")]
+                                "environment or the DTB's /chosen/bootargs replaced it", about="cmdline")]
 
 
 def cross_check(plan: Plan, cmdline: str, obs: Observation, devices: dict[str, Device],
@@ -252,4 +285,4 @@ def cross_check(plan: Plan, cmdline: str, obs: Observation, devices: dict[str, D
     steps, formats = steps_from_capture(obs)
     pred, _ = predict(plan, cmdline, pins, steps, devices)
     checks = check_cmdline(intended_cmdline, obs) if intended_cmdline is not None else []
-    return checks + check_formats(formats) + check_all(pred, obs, plan.profile), pred
+    return unique_ids(checks + check_formats(formats) + check_all(pred, obs, plan.profile)), pred

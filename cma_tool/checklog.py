@@ -270,8 +270,7 @@ def execute_check(opts: CheckOptions, say: Callable[[str], None] | None = None) 
                                                    "target": f"console log {opts.log}", "boot": None,
                                                    "log": str(opts.log), "verdict": "running", "out": str(opts.out)})
     record.stage("start")
-    code, checks = conclude(record, lambda: _check_stages(opts, record, say), junit=opts.junit,
-                            suite=f"cma-tool.check.{opts.board.stem}")
+    code, checks = conclude(record, lambda: _check_stages(opts, record, say), junit=opts.junit, say=say)
     return code, record.data, checks
 
 

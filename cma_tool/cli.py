@@ -26,6 +26,8 @@ exit codes:
   4   target: the board misbehaved (panic, reset, boot or capture failed)
   5   mismatch: the bundled model and the kernel disagree
   70  internal bug in cma-tool (a report file is written)
+  130 interrupted: SIGINT (Ctrl-C); never retried
+  143 terminated: SIGTERM (a scheduler's timeout); never retried
 """
 
 EXAMPLES: dict[str, str] = {
@@ -38,6 +40,8 @@ EXAMPLES: dict[str, str] = {
     "suggest": "cma-tool suggest",
     "report": "cma-tool report runs/first",
     "check": "cma-tool check boards/qemu-aquila.yaml lava-job-1234.log --out runs/lava-1234",
+    "matrix": "cma-tool matrix --board boards/qemu-aquila.yaml --board configs/two-streams.yaml "
+              "--suite bookworm,trixie --scenario configs/requests/one-after-another.yaml -j 2",
 }
 
 
@@ -130,6 +134,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return check_cli(args)
 
 
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    from cma_tool.matrix import matrix_cli
+
+    return matrix_cli(args)
+
+
 def _cmd_suggest(args: argparse.Namespace) -> int:
     from cma_tool.deploy.discovery import suggest_cli
 
@@ -201,16 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "generate, boot, capture, observe and cross-check against the model", _cmd_run)
     p.add_argument("board")
-    p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh"),
-                   help="emulated (QEMU), serial (a board on its console, booted by U-Boot) or ssh (a board "
-                        "running Linux, reached with the board file's ssh: section)")
+    p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh", "labgrid"),
+                   help="emulated (QEMU), serial (a board on its console, booted by U-Boot), ssh (a board "
+                        "running Linux, reached with the board file's ssh: section) or labgrid (a board in a "
+                        "labgrid place: --place)")
     p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None,
                    help="how the target is booted: emulated: direct (default: QEMU loads the kernel), uboot (real "
                         "U-Boot loads it over TFTP) or ssh (the agent runs over SSH); serial: uboot; ssh: ssh")
     p.add_argument("--scenario", metavar="FILE",
                    help="the capture steps to run (configs/requests/*.yaml; default: the board's needs, held together)")
     p.add_argument("--bootargs", metavar="ARGS", help="extra kernel command line")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-<time>)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: a fresh runs/<board>-<UTC time>-<random>); a folder another run "
+                        "is writing is refused, one with an earlier report.json too unless --replace")
+    p.add_argument("--replace", action="store_true",
+                   help="write into --out even though it holds an earlier run's report.json (its artefacts go)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
     p.add_argument("--model-pin", action="append", default=[], metavar="AREA=BASE",
@@ -224,8 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial: the board's kernel (a zImage, required); ssh: a kernel to install and reboot into")
     p.add_argument("--dtb", metavar="FILE",
                    help="serial, ssh: the board's own DTB, patched with the plan (serial default: a generated one)")
+    p.add_argument("--place", metavar="NAME", help="labgrid: the place the board is in (acquired for the run)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="labgrid: the coordinator (default 127.0.0.1:20408)")
     p.add_argument("--retries", type=int, default=0, metavar="N",
                    help="retry up to N times after an infrastructure failure (exit 3) only; each try in OUT/retry-K")
+    p.add_argument("--retry-backoff", type=float, default=2.0, metavar="SECONDS",
+                   help="wait SECONDS before the first retry, twice as long before each next one (default 2)")
+    p.add_argument("--keep-images", action="store_true",
+                   help="copy the kernel and initrd into the output folder (default: hard links to the cache's "
+                        "copies, named by sha256 in report.json)")
     p.add_argument("--suite", metavar="SUITE",
                    help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
     p.add_argument("--force", action="store_true",
@@ -250,6 +273,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<board>-check-<time>)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
+    p = add("matrix", "run boards x kernels x scenarios, cells in parallel, one summary (table, summary.json, JUnit)",
+            _cmd_matrix)
+    p.add_argument("matrix", nargs="?", metavar="MATRIX_FILE",
+                   help="YAML: boards, suites, scenarios lists, optional target/boot/retries/timeout and cells "
+                        "(per-cell options: match + model-pin, bootargs, timeout, force)")
+    p.add_argument("--board", action="append", metavar="FILE", help="a board (repeat, or comma-separate)")
+    p.add_argument("--suite", action="append", metavar="SUITE",
+                   help="a kernel: bookworm (the host's suite, 6.1) or a Debian suite such as trixie (6.12)")
+    p.add_argument("--scenario", action="append", metavar="FILE", help="a scenario file, or 'needs' (the board's own)")
+    p.add_argument("--target", choices=("emulated", "serial", "ssh"), default=None)
+    p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None)
+    p.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                   help="cells at a time (default: the number of cores: each QEMU guest takes one)")
+    p.add_argument("--out", metavar="DIR", help="the matrix folder (default: a fresh runs/matrix-<UTC time>-<random>)")
+    p.add_argument("--replace", action="store_true", help="write into --out even though it holds a summary.json")
+    p.add_argument("--junit", metavar="FILE", help="JUnit XML, one testsuite per cell (default: OUT/junit.xml)")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    p.add_argument("--retries", type=int, default=None, metavar="N",
+                   help="retry a cell up to N times after an infrastructure failure only")
+    p.add_argument("--retry-backoff", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=float, default=None, help="seconds for each cell's target session")
+    p.add_argument("--cache", metavar="DIR")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser
@@ -285,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK
     except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said as one

@@ -19,6 +19,8 @@ class ExitCode(enum.IntEnum):
     TARGET = 4  # the board: panic, failed boot, capture program failed
     MISMATCH = 5  # the model and the kernel disagree
     BUG = 70  # our own bug (EX_SOFTWARE)
+    INTERRUPTED = 130  # stopped on purpose: SIGINT, Ctrl-C (128 + 2, as a shell says it)
+    TERMINATED = 143  # stopped on purpose: SIGTERM, e.g. a lab scheduler's timeout (128 + 15)
 
 
 @dataclass(frozen=True)

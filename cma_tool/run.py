@@ -17,21 +17,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
 
+from cma_tool.board.types import Board
 from cma_tool.check import Check
 from cma_tool.deploy.targets import TargetOptions
 from cma_tool.errors import CmaToolError, ConfigError, ExitCode, TargetError
+from cma_tool.locks import BoardLock, FolderLock, new_run_folder
 from cma_tool.plan import Plan, make_plan
-from cma_tool.report.run_report import junit_xml, report_json, summary_table, write_atomic
+from cma_tool.report.meta import file_hashes, header
+from cma_tool.report.run_report import (
+    junit_document,
+    junit_testsuite,
+    report_json,
+    summary_table,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from cma_tool.observe import Observation
@@ -55,10 +67,16 @@ class RunOptions:
     suite: str | None = None  # emulated: the Debian suite whose kernel the target runs
     console: str | None = None  # serial: console URL (default: the board file's)
     kernel: Path | None = None  # serial: the board's zImage; ssh: a kernel to reboot into
+    replace: bool = False  # write into a folder that holds an earlier run's report.json
+    keep_images: bool = False  # copy kernel and initrd into the folder instead of linking the cache's
+    attempt: int = 1  # which try of --retries this is (1: the first)
+    place: str | None = None  # labgrid: the place
+    coordinator: str | None = None  # labgrid: HOST:PORT of the coordinator
+    lock_folder: Path | None = None  # where board locks live (default: locks.lock_folder())
 
     def target_options(self) -> TargetOptions:
         return TargetOptions(suite=self.suite, console=self.console, kernel=self.kernel, dtb=self.dtb,
-                             bootargs=self.bootargs)
+                             bootargs=self.bootargs, place=self.place, coordinator=self.coordinator)
 
 
 @dataclass
@@ -68,6 +86,9 @@ class RunRecord:
     path: Path
     data: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def stage(self, name: str, **facts: Any) -> None:
         self.data.setdefault("stages", []).append(
@@ -88,7 +109,7 @@ class _Terminated(Exception):
 def _sigterm_as_exception() -> Iterator[None]:
     """A lab scheduler's SIGTERM unwinds like Ctrl-C: the board is powered off and the report written."""
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"terminated by signal {signum}")
+        raise _Terminated(f"terminated by signal {signum} (SIGTERM)")
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -99,32 +120,60 @@ def _sigterm_as_exception() -> Iterator[None]:
 
 #: What a run leaves in its folder; a rerun into the same folder starts them afresh.
 ARTEFACTS = ("plan.json", "schedule.json", "agent-plan.txt", "predicted.json", "console.log", "console.timing",
-             "report.html",
              "observed.json", "report.json")
 
 
 def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple[int, dict[str, Any], list[Check]]:
-    """The whole run. Returns (exit code, report, checks); never raises CmaToolError."""
+    """The whole run. Returns (exit code, report, checks); never raises CmaToolError.
+
+    The output folder is claimed first (locks.FolderLock): a folder another
+    run is writing, or one that holds an earlier report without
+    ``opts.replace``, is refused with exit 2 and nothing in it is touched
+    (the report returned then is not written anywhere).
+    """
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    opts.out.mkdir(parents=True, exist_ok=True)
+    claim = FolderLock(opts.out, replace=opts.replace)
+    try:
+        claim.__enter__()
+    except CmaToolError as err:
+        return int(err.exit_code), {"board": str(opts.board), "target": opts.target, "out": str(opts.out),
+                                    "verdict": err.kind, "message": str(err), "exit_code": int(err.exit_code)}, []
+    try:
+        return _execute_claimed(opts, say)
+    finally:
+        claim.__exit__(None, None, None)
+
+
+def _execute_claimed(opts: RunOptions, say: Callable[[str], None]) -> tuple[int, dict[str, Any], list[Check]]:
     for name in ARTEFACTS:
         (opts.out / name).unlink(missing_ok=True)
-    record = RunRecord(opts.out / "report.json", {"board": str(opts.board), "target": opts.target,
-                                                   "boot": opts.boot, "verdict": "running", "out": str(opts.out)})
+    record = RunRecord(opts.out / "report.json", {
+        **header("report", time.time()), "board": str(opts.board), "target": opts.target, "boot": opts.boot,
+        "suite": opts.suite, "scenario": str(opts.scenario) if opts.scenario else None,
+        "attempt": opts.attempt, "verdict": "running", "out": str(opts.out), "hashes": {}})
+    # Every progress line says how far into the run it is: a slow stage shows in the log as it happens.
+    base_say = say
+    say = lambda msg: base_say(f"[{record.elapsed():6.1f}s] {msg}")  # noqa: E731
     record.stage("start")
-    code, checks = conclude(record, lambda: _stages(opts, record, say), junit=opts.junit,
-                            suite=f"cma-tool.{Path(opts.board).stem}", say=say)
+    code, checks = conclude(record, lambda: _stages_held(opts, record, say), junit=opts.junit, say=say)
     return code, record.data, checks
 
 
+def _stages_held(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> list[Check]:
+    """The stages, with what they hold (the board's lock) released as soon as they end."""
+    with ExitStack() as held:
+        return _stages(opts, record, say, held)
+
+
 def conclude(record: RunRecord, stages: Callable[[], list[Check]], *, junit: Path | None = None,
-             suite: str = "cma-tool", say: Callable[[str], None] = lambda msg: None) -> tuple[int, list[Check]]:
+             say: Callable[[str], None] = lambda msg: None) -> tuple[int, list[Check]]:
     """Run ``stages`` and turn what they give into the report's verdict and the exit code.
 
     Checks that all pass are exit 0, any failed one exit 5; an error is its
-    own kind's code (whose fault it is), an interrupt or SIGTERM exit 3. The
-    report ends with the "end" stage; ``junit`` gets one testcase per check.
-    Shared by `cma-tool run` and `cma-tool check`, so both judge alike.
+    own kind's code (whose fault it is); Ctrl-C and SIGTERM have codes of
+    their own (130, 143) that no rack retries. The report ends with the "end"
+    stage, then report.html; ``junit`` gets the run as one testsuite. Shared
+    by `cma-tool run` and `cma-tool check`, so both judge alike.
     """
     checks: list[Check] = []
     code = ExitCode.OK
@@ -147,9 +196,10 @@ def conclude(record: RunRecord, stages: Callable[[], list[Check]], *, junit: Pat
         if isinstance(err, ConfigError) and err.diagnostics:
             record.data["diagnostics"] = [str(d) for d in err.diagnostics]
     except (KeyboardInterrupt, _Terminated) as exc:
-        code = ExitCode.INFRA
+        # Someone stopped the run on purpose: neither the lab's fault (nothing to retry) nor a verdict.
+        code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
         record.data["verdict"] = "interrupted"
-        record.data["message"] = str(exc) or "interrupted"
+        record.data["message"] = str(exc) or "interrupted (SIGINT, Ctrl-C)"
     record.data["exit_code"] = int(code)
     record.data["checks"] = [c.to_json() for c in checks]
     record.stage("end")
@@ -163,15 +213,34 @@ def conclude(record: RunRecord, stages: Callable[[], list[Check]], *, junit: Pat
         record.flush()
         say(f"report.html {what}: {type(exc).__name__}: {exc}")
     if junit:
-        error = None if record.data["verdict"] in ("pass", "mismatch") else (
-            str(record.data["verdict"]), str(record.data.get("message", "")))
         junit.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(junit, junit_xml(checks, suite=suite, error=error,
-                                      seconds=float(record.data.get("seconds", 0.0))))
+        write_atomic(junit, junit_document([junit_suite(record.data, checks, record.path.parent)]))
     return int(code), checks
 
 
-def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> list[Check]:
+def junit_suite(report: dict[str, Any], checks: list[Check], out: Path) -> ET.Element:
+    """The run as one JUnit testsuite: its facts as properties and the console's tail as system-out."""
+    error = None if report.get("verdict") in ("pass", "mismatch") else (
+        str(report.get("verdict")), str(report.get("message", "")))
+    props = {"board": report.get("board"), "kernel": report.get("kernel_profile"), "suite": report.get("suite"),
+             "scenario": report.get("scenario") or "board needs", "target": report.get("target"),
+             "boot": report.get("boot"), "attempt": report.get("attempt"), "out": str(out)}
+    return junit_testsuite(checks, suite=f"cma-tool.{Path(str(report.get('board'))).stem}", error=error,
+                           seconds=float(report.get("seconds", 0.0)), timestamp=str(report.get("started", "")),
+                           hostname=str(report.get("host", "")),
+                           properties={k: str(v) for k, v in props.items() if v is not None},
+                           system_out=console_tail(out / "console.log"))
+
+
+def console_tail(path: Path, lines: int = 80) -> str:
+    try:
+        text = path.read_bytes()[-64 * 1024:].decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.replace("\r\n", "\n").splitlines()[-lines:])
+
+
+def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], held: ExitStack) -> list[Check]:
     """plan -> schedule -> prepare (and predict) -> boot and capture -> observe -> cross-check: the same for every way."""
     from cma_tool.captures import from_board, from_scenario
     from cma_tool.check import cross_check
@@ -193,7 +262,16 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
         raise ConfigError(f"{scenario.file}: the scenario is for kernel profile {scenario.kernel}, but this run's "
                           f"kernel is {plan.profile.name}",
                           hint="drop the scenario's 'kernel:' line, or run the kernel it names (--suite)")
+    record.data["kernel_profile"] = plan.profile.name
+    record.data["hashes"]["board_files"] = file_hashes(plan.board.files or (opts.board,))
+    if opts.scenario is not None:
+        record.data["hashes"]["scenario"] = file_hashes([opts.scenario])
     write_atomic(opts.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
+    resource = board_resource(way.target, plan.board, opts.console, opts.place, opts.coordinator)
+    if resource is not None:
+        # Held until the run ends (the ExitStack is the run's): two runs on one board would both fail.
+        held.enter_context(BoardLock(resource, out=opts.out, folder=opts.lock_folder))
+        record.stage("locked", board_lock=resource)
     for d in plan.diagnostics:
         say(f"      {d}")
     schedule = from_scenario(plan.board, scenario) if scenario is not None else from_board(plan.board)
@@ -208,6 +286,11 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None]) -> 
     job = Job(plan=plan, schedule=schedule, options=opts.target_options(), out=opts.out, timeout=opts.timeout,
               cache=opts.cache, extra_bootargs=extra, say=say, stage=record.stage)
     prepared = target.prepare(job)
+    if opts.keep_images:
+        _unshare(opts.out, prepared.files.values())
+    # The files the board gets, by content: run folders link the cache's copies (see --keep-images).
+    record.data["hashes"].update({what: {"path": path, "sha256": digest} for what, path in prepared.files.items()
+                                  for digest in file_hashes([path]).values()})
     for note in prepared.notes:
         say(f"      note: {note}")
     devices = schedule.model_devices(plan.board)
@@ -247,6 +330,32 @@ def record_check(record: RunRecord, plan: Plan, pred: Prediction, obs: Observati
     record.stage("check", checks=len(checks), failed=sum(1 for c in checks if not c.passed))
 
 
+def _unshare(out: Path, files: Iterable[str]) -> None:
+    """--keep-images: a real copy in the run folder of each file that is a link to the cache's copy."""
+    for name in files:
+        path = Path(name)
+        if path.parent.resolve() == out.resolve() and path.is_file() and path.stat().st_nlink > 1:
+            tmp = path.with_name(path.name + ".copy")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, path)
+
+
+def board_resource(target: str, board: Board, console: str | None, place: str | None = None,
+                   coordinator: str | None = None) -> str | None:
+    """What names the physical board a run takes (its lock), or None: an emulated board is the run's own."""
+    if target == "labgrid" and place:
+        from cma_tool.deploy.labgrid_place import DEFAULT_COORDINATOR, place_resource
+
+        return place_resource(coordinator or DEFAULT_COORDINATOR, place)
+    if target == "serial":
+        from cma_tool.deploy.serial_board import resolve_console
+
+        return resolve_console(board, console)
+    if target == "ssh" and board.ssh is not None:
+        return f"ssh://{board.ssh.user}@{board.ssh.host}:{board.ssh.port}"
+    return None
+
+
 def parse_pins(values: list[str]) -> tuple[tuple[str, int], ...]:
     from cma_tool.sizes import SizeError, parse_size
 
@@ -262,32 +371,56 @@ def parse_pins(values: list[str]) -> tuple[tuple[str, int], ...]:
     return tuple(pins)
 
 
+def run_with_retries(opts: RunOptions, retries: int, *, backoff: float = 2.0,
+                     say: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict[str, Any], list[Check]]:
+    """The run, tried again after an infrastructure failure only, waiting backoff, 2*backoff, ... between.
+
+    Only the lab's failures are worth another try: a wrong input or a board
+    that misbehaves fails the same way again, and an interrupted run was
+    stopped on purpose. Each attempt keeps its own folder (OUT/retry-K) and
+    says in its report which attempt it was; the last attempt's result is
+    returned.
+    """
+    code, report, checks = execute(opts, say=say)
+    for attempt in range(1, retries + 1):
+        if code != ExitCode.INFRA or "stages" not in report:
+            break
+        wait = min(backoff * 2 ** (attempt - 1), 300.0)
+        if note:
+            note(f"infrastructure failure ({report.get('message', '')}); retry {attempt} of {retries} "
+                 f"in {wait:g} s")
+        sleep(wait)
+        code, report, checks = execute(dataclasses.replace(opts, out=opts.out / f"retry-{attempt}",
+                                                           attempt=attempt + 1), say=say)
+    return code, report, checks
+
+
 def run_cli(args: argparse.Namespace) -> int:
     board = Path(args.board)
-    out = Path(args.out) if args.out else Path("runs") / f"{board.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The default folder is drawn fresh (time to the ms and a random part, made with mkdir): runs started
+    # side by side never share one.
+    out = Path(args.out) if args.out else new_run_folder(Path("runs"), board.stem)
     opts = RunOptions(board=board, out=out, target=args.target, boot=args.boot, bootargs=args.bootargs or "",
                       scenario=Path(args.scenario) if args.scenario else None,
                       junit=Path(args.junit) if args.junit else None,
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
                       timeout=args.timeout, force=args.force, console=args.console,
                       kernel=Path(args.kernel) if args.kernel else None,
-                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite)
+                      dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace,
+                      keep_images=args.keep_images, place=args.place, coordinator=args.coordinator)
     quiet = (lambda msg: None) if args.json else None
-    code, report, checks = execute(opts, say=quiet)
-    # Only the lab's failures are worth another try: a wrong input or a board that
-    # misbehaves fails the same way again. Each attempt keeps its own folder.
-    for attempt in range(1, args.retries + 1):
-        if code != ExitCode.INFRA or report.get("verdict") == "interrupted":
-            break
-        if not args.json:
-            print(f"infrastructure failure ({report.get('message', '')}); retry {attempt} of {args.retries}",
-                  file=sys.stderr)
-        opts = dataclasses.replace(opts, out=out / f"retry-{attempt}")
-        code, report, checks = execute(opts, say=quiet)
+    code, report, checks = run_with_retries(opts, args.retries, backoff=args.retry_backoff, say=quiet,
+                                            note=None if args.json else
+                                            (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    opts = dataclasses.replace(opts, out=Path(str(report.get("out", opts.out))))
+    if "stages" not in report:
+        # Refused before the run began (its folder or board is another run's): nothing was written.
+        print(f"{report['verdict']} error: {report['message']}", file=sys.stderr)
+        return code
     if args.json:
         print(report_json(report))
     else:
         print(summary_table(report, checks))
-        print(f"artefacts: {opts.out}/ (report.html, console.log, report.json, plan.json, predicted.json, "
-              "observed.json)")
+        print(f"artefacts: {opts.out}/ (console.log, report.json, plan.json, predicted.json, observed.json)")
     return code

@@ -37,6 +37,7 @@ TOOL_PACKAGES = {
     "/usr/sbin/sshd": "openssh-server",
     "/usr/lib/openssh/sftp-server": "openssh-sftp-server",
     "chromium": "chromium",
+    "ser2net": "ser2net",
 }
 
 

@@ -18,10 +18,12 @@ not start before a reader is connected: no byte of the boot log is lost.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,12 +76,39 @@ EMULATED_AQUILA_BANKS = (MemoryBank(0x4000_0000, 80 * MiB), MemoryBank(0x5000_00
 class BootFiles:
     """What one boot needs, all inside ``workdir``."""
 
-    kernel: Path  # zImage with the board DTB appended
+    kernel: Path  # the zImage (a hard link to the cached image's)
     initrd: Path
     initrd_addr: int
     dtb: Path
     dts: Path  # the source dtc compiled (error lines refer to it)
     bootargs: str
+    #: Where the direct boot loads ``dtb``: right after the zImage in RAM, as if appended to it.
+    dtb_addr: int | None = None
+
+
+#: QEMU's ARM direct boot: RAM starts here on virt, and a zImage is loaded this far into it.
+VIRT_LOADER_START = 0x4000_0000
+KERNEL_LOAD_OFFSET = 0x1_0000
+
+
+def zimage_size(path: Path) -> int:
+    """The zImage's own length from its header (end - start): where an appended DTB begins."""
+    with path.open("rb") as fh:
+        head = fh.read(0x30)
+    magic, start, end = struct.unpack_from("<III", head, 0x24) if len(head) == 0x30 else (0, 0, 0)
+    if magic != 0x016F2818:
+        raise InfraError(f"{path} is not an ARM zImage (no zImage magic at 0x24)")
+    return int(end - start)
+
+
+def link_cached(source: Path, dest: Path) -> Path:
+    """``dest`` as a hard link to a cached file (a copy where no link can be made: another file system)."""
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+    return dest
 
 
 def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
@@ -220,6 +249,8 @@ def prepare_boot(
         initrd=(initrd_addr, initrd_end),
         rng_seed=rng_seed,
     )
+    # QEMU's own tree (1 MiB, mostly padding) was only the base board.dtb was built on.
+    (workdir / "virt.dtb").unlink(missing_ok=True)
     low = min(banks, key=lambda b: b.base).base
     for name, start, _size in static_reserved_regions(dtb):
         if start < low + KERNEL_ROOM:
@@ -228,12 +259,12 @@ def prepare_boot(
                 f"of bank 0, where the kernel is decompressed and the appended DTB lands",
                 hint=f"place static pools at or above {hexaddr(low + KERNEL_ROOM)}",
             )
-    kernel = workdir / "zImage-dtb"
-    with kernel.open("wb") as out:
-        for part in (image.kernel, dtb):
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out)
-    return BootFiles(kernel, initrd, initrd_addr, dtb, dtb.with_suffix(".dts"), bootargs)
+    # The cached zImage itself (a hard link, never a copy), and the board DTB loaded into RAM right after
+    # it: where the decompressor looks for an appended DTB. QEMU's -dtb is no use here: QEMU rewrites that
+    # tree's /memory to one bank, and the emulated Aquila has two.
+    kernel = link_cached(image.kernel, workdir / "vmlinuz")
+    dtb_addr = VIRT_LOADER_START + KERNEL_LOAD_OFFSET + zimage_size(kernel)
+    return BootFiles(kernel, initrd, initrd_addr, dtb, dtb.with_suffix(".dts"), bootargs, dtb_addr)
 
 
 class VirtMachine:
@@ -390,6 +421,8 @@ class EmulatedBoard(VirtMachine):
             str(self.boot.kernel),
             "-device",
             f"loader,file={self.boot.initrd},addr={self.boot.initrd_addr:#x},force-raw=on",
+            *(["-device", f"loader,file={self.boot.dtb},addr={self.boot.dtb_addr:#x},force-raw=on"]
+              if self.boot.dtb_addr is not None else []),
         ]
 
 

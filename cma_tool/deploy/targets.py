@@ -37,6 +37,8 @@ class TargetOptions:
     kernel: Path | None = None  # serial: the board's zImage; ssh: a kernel to install and reboot into
     dtb: Path | None = None  # serial, ssh: the board's own DTB, patched with the plan
     bootargs: str = ""  # extra kernel command line
+    place: str | None = None  # labgrid: the place the board is in
+    coordinator: str | None = None  # labgrid: the coordinator's HOST:PORT
 
     def given(self) -> dict[str, str]:
         """Option name (as typed) -> value, for the ones given."""
@@ -51,6 +53,10 @@ class TargetOptions:
             out["--dtb"] = str(self.dtb)
         if self.bootargs.strip():
             out["--bootargs"] = self.bootargs
+        if self.place is not None:
+            out["--place"] = self.place
+        if self.coordinator is not None:
+            out["--coordinator"] = self.coordinator
         return out
 
 
@@ -124,6 +130,12 @@ def _serial(options: TargetOptions) -> Target:
     return SerialTarget(options)
 
 
+def _labgrid(options: TargetOptions) -> Target:
+    from cma_tool.deploy.labgrid_place import LabgridTarget
+
+    return LabgridTarget(options)
+
+
 def _ssh(options: TargetOptions) -> Target:
     from cma_tool.deploy.ssh_board import SshTarget
 
@@ -144,9 +156,13 @@ WAYS: dict[tuple[str, str], Way] = {
             frozenset({"--kernel"})),
         Way("ssh", "ssh", "a board already running Linux, reached over SSH (optionally rebooted into --kernel/--dtb)",
             _ssh, frozenset({"--kernel", "--dtb", "--bootargs"})),
+        Way("labgrid", "uboot", "a board in a labgrid place: the place acquired through the coordinator, its "
+            "console and power used, U-Boot loads the board's kernel, our initrd and the patched DTB", _labgrid,
+            frozenset({"--place", "--coordinator", "--kernel", "--dtb", "--bootargs"}),
+            frozenset({"--place", "--kernel"})),
     )
 }
-DEFAULT_BOOT = {"emulated": "direct", "serial": "uboot", "ssh": "ssh"}
+DEFAULT_BOOT = {"emulated": "direct", "serial": "uboot", "ssh": "ssh", "labgrid": "uboot"}
 
 
 def resolve_target(target: str, boot: str | None, options: TargetOptions) -> tuple[Way, Target]:
@@ -169,5 +185,6 @@ def resolve_target(target: str, boot: str | None, options: TargetOptions) -> tup
     missing = sorted(way.needs - set(options.given()))
     if missing:
         raise UsageError(f"--target {target} --boot {chosen} needs {', '.join(missing)}",
-                         hint="--kernel FILE: the board's own kernel (a zImage) that U-Boot boots")
+                         hint="--kernel FILE: the board's own kernel (a zImage) that U-Boot boots; --place NAME: "
+                              "the labgrid place the board is in")
     return way, way.make(options)

@@ -26,25 +26,59 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def junit_xml(checks: Sequence[Check], *, suite: str, error: tuple[str, str] | None = None,
-              seconds: float = 0.0) -> str:
-    """One testcase per check; a run that died before checking is one errored testcase."""
+def junit_testsuite(checks: Sequence[Check], *, suite: str, error: tuple[str, str] | None = None,
+                    seconds: float = 0.0, timestamp: str = "", hostname: str = "",
+                    properties: dict[str, str] | None = None, system_out: str = "") -> ET.Element:
+    """One testsuite: a testcase per check (named by its id), or one errored testcase for a run that died.
+
+    ``properties`` (board, kernel, scenario, target, ...) and ``system_out``
+    (the console's tail) are what a CI page shows next to the verdict.
+    """
     failures = sum(1 for c in checks if not c.passed)
-    root = ET.Element("testsuites")
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(checks) + (1 if error else 0)),
-                       failures=str(failures), errors="1" if error else "0", time=f"{seconds:.3f}")
+    attrs = {"name": suite, "tests": str(len(checks) + (1 if error else 0)), "failures": str(failures),
+             "errors": "1" if error else "0", "time": f"{seconds:.3f}"}
+    if timestamp:
+        attrs["timestamp"] = timestamp
+    if hostname:
+        attrs["hostname"] = hostname
+    ts = ET.Element("testsuite", attrs)
+    if properties:
+        props = ET.SubElement(ts, "properties")
+        for key, value in properties.items():
+            ET.SubElement(props, "property", name=key, value=value)
     for c in checks:
-        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{c.group}", name=c.name)
+        # The id, not the name: CI history keys on the testcase name, and the id is the same in every run.
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{c.group}", name=c.id)
         if not c.passed:
             f = ET.SubElement(tc, "failure", message=c.cause or "mismatch", type="mismatch")
-            f.text = f"expected: {c.expected}\nobserved: {c.observed}\ncause: {c.cause}"
+            f.text = f"{c.name}\nexpected: {c.expected}\nobserved: {c.observed}\ncause: {c.cause}"
     if error:
         kind, message = error
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.run", name="run")
         e = ET.SubElement(tc, "error", message=message, type=kind)
         e.text = message
+    if system_out:
+        ET.SubElement(ts, "system-out").text = _xml_safe(system_out)
+    return ts
+
+
+def _xml_safe(text: str) -> str:
+    """A console carries control bytes XML 1.0 cannot hold; they are shown as \\xNN."""
+    return "".join(ch if ch in "\t\n\r" or ord(ch) >= 0x20 and ch not in "\ufffe\uffff" else f"\\x{ord(ch):02x}"
+                   for ch in text)
+
+
+def junit_document(suites: Sequence[ET.Element]) -> str:
+    root = ET.Element("testsuites")
+    root.extend(suites)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def junit_xml(checks: Sequence[Check], *, suite: str, error: tuple[str, str] | None = None,
+              seconds: float = 0.0) -> str:
+    """One run's JUnit document without the run's facts (see :func:`junit_testsuite` for those)."""
+    return junit_document([junit_testsuite(checks, suite=suite, error=error, seconds=seconds)])
 
 
 def summary_table(report: dict[str, Any], checks: Sequence[Check], width: int = 130) -> str:

@@ -33,7 +33,7 @@ def cma_tool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_way_onto_a_board_is_registered_once() -> None:
     assert sorted(WAYS) == [("emulated", "direct"), ("emulated", "ssh"), ("emulated", "uboot"),
-                            ("serial", "uboot"), ("ssh", "ssh")]
+                            ("labgrid", "uboot"), ("serial", "uboot"), ("ssh", "ssh")]
 
 
 @pytest.mark.parametrize(("target", "boot", "options", "words"), [
@@ -47,6 +47,8 @@ def test_every_way_onto_a_board_is_registered_once() -> None:
     ("serial", None, TargetOptions(), "--target serial --boot uboot needs --kernel"),
     ("ssh", None, TargetOptions(bootargs="cma=32M"), "--bootargs with --target ssh needs --dtb"),
     ("nowhere", None, TargetOptions(), "--target 'nowhere' is not one of"),
+    ("labgrid", None, TargetOptions(kernel=Path("z")), "--target labgrid --boot uboot needs --place"),
+    ("serial", None, TargetOptions(kernel=Path("z"), place="bench"), "--place does not apply to --target serial"),
 ])
 def test_an_impossible_way_or_a_flag_of_another_way_is_a_usage_error(
         target: str, boot: str | None, options: TargetOptions, words: str) -> None:

@@ -11,13 +11,15 @@ from cma_tool.report.run_report import junit_xml, report_json, summary_table, wr
 
 
 def test_junit_one_testcase_per_check_with_failure_details() -> None:
-    checks = [Check("boot", "area linux,cma", True, "a", "a"),
-              Check("events", "event 002 alloc_finish", False, "pfn=0x64000", "pfn=0x6c000", "base differs")]
+    checks = [Check("boot", "area linux,cma", True, "a", "a", about="area/linux,cma"),
+              Check("events", "event 002 alloc_finish", False, "pfn=0x64000", "pfn=0x6c000", "base differs",
+                    about="linux,cma/alloc_finish#1")]
     root = ET.fromstring(junit_xml(checks, suite="cma-tool.qemu-aquila", seconds=6.5))
     suite = root.find("testsuite")
     assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ["area linux,cma", "event 002 alloc_finish"]
+    # Named by id (group/what it is about): the name a CI history keys on stays the same run after run.
+    assert [c.get("name") for c in cases] == ["boot/area/linux,cma", "events/linux,cma/alloc_finish#1"]
     failure = cases[1].find("failure")
     assert failure is not None and failure.get("message") == "base differs"
     assert "expected: pfn=0x64000" in (failure.text or "") and "observed: pfn=0x6c000" in (failure.text or "")

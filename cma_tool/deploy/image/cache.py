@@ -13,12 +13,15 @@ one after the other).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -208,15 +211,84 @@ def compose_initrd(image: TargetImage, files: Mapping[str, bytes | str] | None, 
             if not name or name == "." or "/" in name or ".." in name or "\0" in name:
                 raise ConfigError(f"agent file name {name!r} is not a plain file name",
                                   hint="it goes in as /cmatool/<name>: no '/', no '..', not empty")
-        with tempfile.TemporaryDirectory(prefix="cma-tool-plan-") as tmp:
-            folder = Path(tmp) / "cmatool"
-            folder.mkdir()
-            for name, content in files.items():
-                (folder / name).write_bytes(content.encode() if isinstance(content, str) else content)
-            data += pack_cpio(Path(tmp))
+        data += agent_archive({name: content.encode() if isinstance(content, str) else content
+                               for name, content in files.items()})
+    return reference_run_file(image, data, dest)
+
+
+def agent_archive(files: Mapping[str, bytes]) -> bytes:
+    """/cmatool/<name> for each file, as a gzip'd newc cpio the same bytes every time for the same files.
+
+    Written here rather than by cpio(1), which records each file's inode and
+    mtime: the same plan must make the same initrd, so runs can share it
+    (:func:`reference_run_file`).
+    """
+    entries = [("cmatool", 0o040755, b"")] + [(f"cmatool/{n}", 0o100644, files[n]) for n in sorted(files)]
+    out = bytearray()
+    for ino, (name, mode, body) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+        raw = name.encode() + b"\0"
+        fields = (ino if name != "TRAILER!!!" else 0, mode, 0, 0, 2 if mode & 0o040000 else 1, 0, len(body),
+                  0, 0, 0, 0, len(raw), 0)
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + raw
+        out += b"\0" * (-len(out) % 4)
+        out += body
+        out += b"\0" * (-len(out) % 4)
+    out += b"\0" * (-len(out) % 512)  # cpio(1)'s 512-byte block, as the image's own archive is padded
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as gz:
+        gz.write(bytes(out))
+    return buf.getvalue()
+
+
+#: A run file no run folder links to any more is removed after this many seconds.
+RUN_FILE_GRACE = 24 * 3600.0
+
+
+def reference_run_file(image: TargetImage, data: bytes, dest: Path) -> Path:
+    """Put ``data`` at ``dest`` as a hard link to one copy kept by content hash in the image's folder.
+
+    Each run's kernel (+ its DTB) and initrd (+ its plan) are a few MB made
+    of the cached image plus a few KB; runs of one board and scenario make
+    the same bytes, so every run folder links the one copy
+    (``images/<key>/runs/<sha256>-<name>``) instead of holding its own. A
+    hard link (not a symlink) because QEMU's TFTP and our stage-in serve the
+    run folder's own file; ``dest`` is unlinked first, never written
+    through, so a link never changes the shared copy. Where no hard link can
+    be made (another file system) the bytes are written as before. Copies no
+    run folder links to any more are pruned after a day.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(data)
+    dest.unlink(missing_ok=True)
+    store = image.directory / "runs"
+    digest = hashlib.sha256(data).hexdigest()
+    shared = store / f"{digest}-{dest.name}"
+    try:
+        store.mkdir(exist_ok=True)
+        if not shared.exists():
+            fd, name = tempfile.mkstemp(prefix=".tmp-", dir=store)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(name, 0o444)
+            os.replace(name, shared)
+        os.link(shared, dest)
+    except OSError:
+        dest.write_bytes(data)
+        return dest
+    _prune_run_files(store)
     return dest
+
+
+def _prune_run_files(store: Path) -> None:
+    now = time.time()
+    for path in store.iterdir():
+        if path.name.startswith(".tmp-"):
+            continue  # another run's copy being written
+        try:
+            st = path.stat()
+            if st.st_nlink == 1 and now - st.st_mtime > RUN_FILE_GRACE:
+                path.unlink()
+        except OSError:
+            continue  # another run pruned or linked it meanwhile
 
 
 def read_kernel_config(path: Path) -> KernelConfig:
