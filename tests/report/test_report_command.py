@@ -56,5 +56,5 @@ def test_a_page_that_cannot_be_drawn_never_changes_the_verdict(tmp_path: Path,
     assert code == 1 and report["verdict"] == "configuration"  # the run's own result, untouched
     assert report["message"].endswith("(report.html was not written: a bug in cma-tool: RuntimeError: boom)")
     assert json.loads((out / "report.json").read_text())["message"] == report["message"]
-    assert said[-1] == "report.html was not written: a bug in cma-tool: RuntimeError: boom"
+    assert said[-1].endswith("] report.html was not written: a bug in cma-tool: RuntimeError: boom")  # after its time
     assert not (out / "report.html").exists(), "an old page would pass for this run's"
