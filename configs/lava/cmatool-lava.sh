@@ -56,7 +56,7 @@ out=$work/agent.log
 } 2>&1 | tee "$out"
 
 mark="==== CMA-TOOL"
-sed -n "s/^$mark END \([^ ]*\) rc=\(-\{0,1\}[0-9]\{1,\}\) ====\$/\1 \2/p" "$out" | while read -r name code; do
+sed -n "s/^$mark END \([^ ]*\) rc=\(-\{0,1\}[0-9]\{1,\}\)\( .*\)\{0,1\} ====\$/\1 \2/p" "$out" | while read -r name code; do
 	if [ "$code" = 0 ]; then result=pass; else result=fail; fi
 	lava-test-case "cmatool-$name" --result "$result"
 done
