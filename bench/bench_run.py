@@ -2,7 +2,7 @@
 
 In one run of this script, pairs interleaved to share the machine's noise fairly:
   plain -- qemu-system-arm as a user would start it by hand: the same machine options, the
-           zImage-dtb and initrd.gz a `cma-tool run` generated, the console to a file, until
+           kernel, DTB and initrd.gz a `cma-tool run` booted, the console to a file, until
            the guest powers off (QEMU exits: -no-reboot). Nothing of ours in the loop.
   tool  -- `python3 -m cma_tool run boards/qemu-aquila.yaml` (warm cache), the whole process.
 The ratio reported is the median of the per-pair ratios. With --cold, also one run from an
@@ -38,12 +38,18 @@ def tool_run(out: Path, env: dict[str, str] | None = None) -> float:
 
 
 def plain_qemu_command(files: Path, log: Path) -> list[str]:
-    """The command line a user would type for the same boot: our machine options, the run's files."""
-    from cma_tool.deploy.qemu import DEFAULT_INITRD_ADDR, MACHINE_ARGS, QEMU
+    """The command line a user would type for the same boot: our machine options, the run's own files.
 
-    return [QEMU, *MACHINE_ARGS, "-m", "768M", "-no-reboot", "-monitor", "none",
-            "-kernel", str(files / "zImage-dtb"),
+    The run boots the cached zImage with its DTB loaded right after it in RAM (where an appended DTB
+    sits) and the initrd at its address: the same three loads here, the console to a file.
+    """
+    from cma_tool.deploy.qemu import DEFAULT_INITRD_ADDR, KERNEL_LOAD_OFFSET, MACHINE_ARGS, QEMU, VIRT_LOADER_START, zimage_size
+
+    kernel = files / "vmlinuz"
+    dtb_addr = VIRT_LOADER_START + KERNEL_LOAD_OFFSET + zimage_size(kernel)
+    return [QEMU, *MACHINE_ARGS, "-m", "768M", "-no-reboot", "-monitor", "none", "-kernel", str(kernel),
             "-device", f"loader,file={files / 'initrd.gz'},addr={DEFAULT_INITRD_ADDR:#x},force-raw=on",
+            "-device", f"loader,file={files / 'board.dtb'},addr={dtb_addr:#x},force-raw=on",
             "-serial", f"file:{log}"]
 
 

@@ -422,5 +422,6 @@ def run_cli(args: argparse.Namespace) -> int:
         print(report_json(report))
     else:
         print(summary_table(report, checks))
-        print(f"artefacts: {opts.out}/ (console.log, report.json, plan.json, predicted.json, observed.json)")
+        print(f"artefacts: {opts.out}/ (report.html, console.log, report.json, plan.json, predicted.json, "
+              "observed.json)")
     return code
