@@ -33,6 +33,7 @@ from cma_tool import model as cma_model
 from cma_tool.board.types import Board
 from cma_tool.captures import Schedule
 from cma_tool.check import Check
+from cma_tool.deploy.sections import console_text
 from cma_tool.errors import ConfigError, Diagnostic, TargetError
 from cma_tool.observe import Observation, refuse_damaged
 
@@ -72,7 +73,7 @@ def read_console_log(path: Path) -> ConsoleLog:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the console log: {exc.strerror or exc}",
                           hint="give the file the lab saved the board's console to") from None
-    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    text = console_text(raw)
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     if _LAVA_LINE.match(first) and ('"lvl"' in first or "lvl:" in first):
         lines = lava_console_lines(text, str(path))

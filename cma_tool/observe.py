@@ -11,11 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cma_tool.deploy.sections import split_sections
+from cma_tool.deploy.sections import ANSI, split_sections
 from cma_tool.model.events import Event, parse_trace_line
 
 _PRINTK_TIME = re.compile(r"^\s*(?:<\d+>)?\[\s*\d+\.\d+\]\s?")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 _DT_POOL = re.compile(r"Reserved memory: created CMA memory pool at (?P<base>0x[0-9a-f]+), size (?P<mib>\d+) MiB")
 _DT_INIT = re.compile(r"OF: reserved mem: initialized node (?P<name>\S+), compatible id (?P<compat>\S+)")
@@ -30,7 +29,7 @@ _CMA_LINE = re.compile(
 
 def clean_line(line: str) -> str:
     """One console line without printk time, terminal escapes or CR."""
-    line = _ANSI.sub("", line.replace("\r", ""))
+    line = ANSI.sub("", line.replace("\r", ""))
     return _PRINTK_TIME.sub("", line)
 
 

@@ -132,16 +132,12 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     (the report returned then is not written anywhere).
     """
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    claim = FolderLock(opts.out, replace=opts.replace)
     try:
-        claim.__enter__()
-    except CmaToolError as err:
+        with FolderLock(opts.out, replace=opts.replace):
+            return _execute_claimed(opts, say)  # turns every CmaToolError into its verdict itself
+    except CmaToolError as err:  # so only the claim itself can be refused here
         return int(err.exit_code), {"board": str(opts.board), "target": opts.target, "out": str(opts.out),
                                     "verdict": err.kind, "message": str(err), "exit_code": int(err.exit_code)}, []
-    try:
-        return _execute_claimed(opts, say)
-    finally:
-        claim.__exit__(None, None, None)
 
 
 def _execute_claimed(opts: RunOptions, say: Callable[[str], None]) -> tuple[int, dict[str, Any], list[Check]]:

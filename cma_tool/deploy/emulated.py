@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cma_tool.deploy.sections import console_text
 from cma_tool.deploy.targets import Job, Prepared, TargetOptions
 from cma_tool.errors import ConfigError
 
@@ -124,7 +124,7 @@ class EmulatedTarget:
                                     prompt="=> ", max_line=UBOOT_LINE_LIMIT, left=left, on_stage=job.stage)
                 watch_agent(console, left, job.stage)
             qb.wait_for_power_off(15)
-        return read_console_log(job.out / "console.log")
+        return console_text((job.out / "console.log").read_bytes())
 
     def _run_ssh(self, job: Job, files: BootFiles, deadline: float) -> str:
         from cma_tool.deploy.emulated_ssh import booted_over_ssh
@@ -141,11 +141,7 @@ class EmulatedTarget:
                                    workdir=job.out, deadline=deadline, on_stage=job.stage,
                                    console=sb.console)
         # The boot log came on the console; the agent's sections over SSH: observe reads them as one text.
-        return read_console_log(job.out / "console.log").rstrip("\n") + "\n" + out
-
-
-def read_console_log(path: Path) -> str:
-    return path.read_bytes().decode(errors="replace").replace("\r\n", "\n")
+        return console_text((job.out / "console.log").read_bytes()).rstrip("\n") + "\n" + out
 
 
 def check_kernel_matches(board: Board, profile: KernelProfile, config: KernelConfig) -> None:

@@ -28,7 +28,13 @@ _BEGIN = re.compile(r"^==== CMA-TOOL BEGIN (?P<name>\S+) ====\s*$")
 _END = re.compile(r"^==== CMA-TOOL END (?P<name>\S+) rc=(?P<rc>-?\d+)"
                   r"(?: bytes=(?P<bytes>\d+) sha256=(?P<sha256>[0-9a-f]{64}))? ====\s*$")
 _DONE = re.compile(r"^==== CMA-TOOL DONE rc=(?P<rc>-?\d+) ====\s*$")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: A terminal escape (colour, cursor): a console's, never the board's words.
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def console_text(raw: bytes) -> str:
+    """Console bytes as text: what is not UTF-8 shown as U+FFFD, the tty's CR before LF dropped."""
+    return raw.decode(errors="replace").replace("\r\n", "\n")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def split_sections(text: str) -> AgentOutput:
         parts.pop()  # the text's last newline ends a line, it does not start one
     for raw in parts:
         raw = raw.removesuffix("\r")  # the tty's CR before LF is the console's, not the agent's
-        line = _ANSI.sub("", raw.replace("\r", ""))
+        line = ANSI.sub("", raw.replace("\r", ""))
         if m := _BEGIN.match(line):
             current = m.group("name")
             lines[current], raws[current] = [], []

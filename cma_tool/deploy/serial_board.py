@@ -27,6 +27,7 @@ from pathlib import Path
 from cma_tool.board.types import Board
 from cma_tool.deploy.console import Console
 from cma_tool.deploy.power import CommandPower, ManualPower, NetioPower, PowerCommands, PowerControl, powered
+from cma_tool.deploy.sections import console_text
 from cma_tool.deploy.targets import Job, Prepared, TargetOptions
 from cma_tool.deploy.uboot_boot import (
     COMMAND_TIMEOUT,
@@ -150,8 +151,7 @@ def run_via_serial(
         if not isinstance(err, ConfigError) and str(log_path) not in err.message:
             err.message += f"\n--- console log: {log_path}"
         raise
-    text = log_path.read_bytes()[start:]
-    return text.decode(errors="replace").replace("\r\n", "\n")
+    return console_text(log_path.read_bytes()[start:])
 
 
 def resolve_console(board: Board, console_url: str | None = None, *, wait: float = ADAPTER_WAIT) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cma_tool import __version__
+from cma_tool.deploy.sections import ANSI
 from cma_tool.errors import ConfigError
 from cma_tool.model.events import NO_PFN, Event, parse_trace_line
 from cma_tool.report.run_report import write_atomic
@@ -54,7 +55,6 @@ INDEX_HTML = "index.html"
 
 #: A console longer than this shows its head and tail (the whole log stays in console.log).
 _MAX_CONSOLE_LINES = 20000
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: Control characters HTML does not allow in text; the console can carry line noise.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CMA_TEXT = re.compile(r"Reserved memory: |OF: reserved mem: |\bcma: |\bCMA\b|Cma(?:Total|Free)|"
@@ -388,7 +388,7 @@ def _banks(run: RunFiles, panels: list[AreaPanel]) -> str:
 
 
 def _clean(line: str) -> str:
-    return _CONTROL.sub("\ufffd", _ANSI.sub("", line.replace("\r", "")))
+    return _CONTROL.sub("\ufffd", ANSI.sub("", line.replace("\r", "")))
 
 
 def _verdict_class(verdict: str) -> str:
