@@ -35,7 +35,7 @@ from cma_tool.captures import Schedule
 from cma_tool.check import Check
 from cma_tool.deploy.sections import console_text
 from cma_tool.errors import ConfigError, Diagnostic, TargetError
-from cma_tool.observe import Observation, refuse_damaged
+from cma_tool.observe import Observation, refuse_damaged, refuse_failed_capture
 
 if TYPE_CHECKING:
     from cma_tool.run import RunRecord
@@ -154,11 +154,7 @@ def refuse_untraced(obs: Observation, log: ConsoleLog) -> None:
         raise ConfigError(f"{where}: no output of the cma-tool agent (no '==== CMA-TOOL BEGIN ...' sections): the "
                           "log holds no trace section, so the kernel's CMA events are not in it", hint=HOW_TO_TRACE)
     refuse_damaged(obs, where)
-    capture_rc = obs.section_rc.get("capture")
-    if capture_rc not in (0, None) or obs.done_rc not in (0, None):
-        errors = [s.data for s in obs.capture if s.event == "error"]
-        raise TargetError(f"{where}: the capture program failed on the board (exit {capture_rc}, agent DONE rc="
-                          f"{obs.done_rc}): {errors[:1] or 'see the capture section'}")
+    refuse_failed_capture(obs, where, see="the capture section")
     if "trace" not in obs.sections:
         if obs.done_rc is None:
             raise TargetError(f"{where}: the agent's output stops before its trace section (it printed: "

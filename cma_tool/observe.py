@@ -173,3 +173,15 @@ def refuse_damaged(obs: Observation, where: str = "the agent's output") -> None:
             f"section {name}: {why}" for name, why in obs.damaged.items()),
             hint="the console lost or changed bytes on the way; nothing was compared with the model. The log "
                  "keeps what arrived; a retry (--retries) may pass")
+
+
+def refuse_failed_capture(obs: Observation, where: str = "", *, see: str = "console.log", hint: str = "") -> None:
+    """TargetError when the capture program or the agent ended non-zero: the board's failure, not a verdict."""
+    from cma_tool.errors import TargetError
+
+    rc = obs.section_rc.get("capture")
+    if rc not in (0, None) or obs.done_rc not in (0, None):
+        errors = [s.data for s in obs.capture if s.event == "error"]
+        prefix = f"{where}: " if where else ""
+        raise TargetError(f"{prefix}the capture program failed on the board (exit {rc}, agent DONE rc="
+                          f"{obs.done_rc}): {errors[:1] or 'see ' + see}", hint=hint)

@@ -33,7 +33,7 @@ from xml.etree import ElementTree as ET
 from cma_tool.board.types import Board
 from cma_tool.check import Check
 from cma_tool.deploy.targets import TargetOptions
-from cma_tool.errors import CmaToolError, ConfigError, ExitCode, TargetError
+from cma_tool.errors import CmaToolError, ConfigError, ExitCode
 from cma_tool.locks import BoardLock, FolderLock, new_run_folder
 from cma_tool.plan import Plan, make_plan
 from cma_tool.report.meta import file_hashes, header
@@ -242,7 +242,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     from cma_tool.check import cross_check
     from cma_tool.deploy.targets import Job, resolve_target
     from cma_tool.model.scenario import load_scenario
-    from cma_tool.observe import observe, refuse_damaged
+    from cma_tool.observe import observe, refuse_damaged, refuse_failed_capture
     from cma_tool.prediction import predict
     from cma_tool.report.plan_text import plan_dict
 
@@ -302,10 +302,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     write_atomic(opts.out / "observed.json", json.dumps(obs.to_json(), indent=2))
     record.stage("observe", events=len(obs.events), areas=[a.name for a in obs.areas])
     refuse_damaged(obs)
-    capture_rc = obs.section_rc.get("capture")
-    if capture_rc not in (0, None) or obs.done_rc not in (0, None):
-        errors = [s.data for s in obs.capture if s.event == "error"]
-        raise TargetError(f"the capture program failed (exit {capture_rc}): {errors[:1] or 'see console.log'}")
+    refuse_failed_capture(obs)
 
     say("[5/5] cross-check with the model")
     # The model predicts with the command line the kernel actually booted; ours is checked against it.

@@ -45,7 +45,7 @@ from cma_tool.deploy.shell import LinuxShell
 from cma_tool.deploy.watch import POWER_DOWN
 from cma_tool.errors import CmaToolError, ConfigError, TargetError
 from cma_tool.model.events import Event, parse_trace_line
-from cma_tool.observe import Observation, observe, parse_boot_log, parse_keyvalues
+from cma_tool.observe import Observation, observe, parse_boot_log, parse_keyvalues, refuse_failed_capture
 from cma_tool.plan import Plan
 from cma_tool.prediction import Prediction
 from cma_tool.report.run_report import write_atomic
@@ -147,14 +147,10 @@ class BoardSession:
         step = observe(output)
         step.events = list(_after(step.events, mark))
         self.released = self.released or any(e.kind == "release" for e in step.events)
-        capture_rc = step.section_rc.get("capture")
         if step.done_rc is None or "trace" not in step.sections:
             raise TargetError(f"cmatool-run stopped before its DONE line (exit status {status})",
                               hint=f"its output: {folder / 'agent-output.txt'}; the console: {self.console_log}")
-        if capture_rc not in (0, None) or step.done_rc != 0:
-            errors = [s.data for s in step.capture if s.event == "error"]
-            raise TargetError(f"the capture program failed (exit {capture_rc}): {errors[:1] or 'see its output'}",
-                              hint=f"{folder / 'agent-output.txt'}")
+        refuse_failed_capture(step, see="its output", hint=f"{folder / 'agent-output.txt'}")
         obs = self._as_if_just_booted(step, vmstat_before, dmesg_before)
         write_atomic(folder / "observed.json", json.dumps(obs.to_json(), indent=2))
         devices = schedule.model_devices(self.plan.board)
