@@ -211,10 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "generate, boot, capture, observe and cross-check against the model", _cmd_run)
     p.add_argument("board")
-    p.add_argument("--target", default="emulated", choices=("emulated", "serial", "ssh", "labgrid"),
+    p.add_argument("--target", default=None, choices=("emulated", "serial", "ssh", "labgrid"),
                    help="emulated (QEMU), serial (a board on its console, booted by U-Boot), ssh (a board "
                         "running Linux, reached with the board file's ssh: section) or labgrid (a board in a "
-                        "labgrid place: --place)")
+                        "labgrid place: --place, or the board file's lab: section); default: labgrid for a board "
+                        "with a lab: section, else emulated")
     p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None,
                    help="how the target is booted: emulated: direct (default: QEMU loads the kernel), uboot (real "
                         "U-Boot loads it over TFTP) or ssh (the agent runs over SSH); serial: uboot; ssh: ssh")

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 class RunOptions:
     board: Path
     out: Path
-    target: str = "emulated"
+    target: str | None = None  # None: the board's (labgrid when its file has a lab: section, else emulated)
     boot: str | None = None  # None: the target's usual way (emulated: direct, serial: uboot, ssh: ssh)
     bootargs: str = ""
     scenario: Path | None = None  # None: the board's declared needs
@@ -132,6 +132,7 @@ def execute(opts: RunOptions, say: Callable[[str], None] | None = None) -> tuple
     (the report returned then is not written anywhere).
     """
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    opts = with_lab_section(opts)
     try:
         with FolderLock(opts.out, replace=opts.replace):
             return _execute_claimed(opts, say)  # turns every CmaToolError into its verdict itself
@@ -247,7 +248,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     from cma_tool.report.plan_text import plan_dict
 
     # Everything that can be refused is refused before the board is touched.
-    way, target = resolve_target(opts.target, opts.boot, opts.target_options())
+    way, target = resolve_target(opts.target or "emulated", opts.boot, opts.target_options())
     record.data["boot"] = way.boot
     scenario = load_scenario(opts.scenario) if opts.scenario is not None else None
 
@@ -331,6 +332,28 @@ def _unshare(out: Path, files: Iterable[str]) -> None:
             tmp = path.with_name(path.name + ".copy")
             shutil.copyfile(path, tmp)
             os.replace(tmp, path)
+
+
+def with_lab_section(opts: RunOptions) -> RunOptions:
+    """The target, place and coordinator the board file's ``lab:`` section gives, where the options leave them.
+
+    A board that sits in a labgrid place runs there unless told otherwise;
+    ``--place``/``--coordinator`` win over the file. A board file that does
+    not load is left for the plan stage, which reports every error at once.
+    """
+    from cma_tool.board.load import read_board
+
+    if opts.target not in (None, "labgrid"):
+        return opts
+    try:
+        board, _ = read_board(opts.board)
+    except (OSError, CmaToolError):
+        board = None
+    lab = board.lab if board is not None else None
+    if lab is None:
+        return dataclasses.replace(opts, target=opts.target or "emulated")
+    return dataclasses.replace(opts, target="labgrid", place=opts.place or lab.place,
+                               coordinator=opts.coordinator or lab.coordinator)
 
 
 def board_resource(target: str, board: Board, console: str | None, place: str | None = None,

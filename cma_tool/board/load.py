@@ -10,6 +10,7 @@ replaces, and ``~`` (null) deletes what the included file said, like
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from cma_tool.board.types import (
     Emulation,
     FixedBuffer,
     Kernel,
+    LabPlace,
     Network,
     Power,
     Region,
@@ -306,7 +308,7 @@ def _reg_of(n: YNode, m: _Map, what: str) -> tuple[int, int] | None:
 # --- sections ---------------------------------------------------------------
 
 _TOP = ("name", "model", "compatible", "memory", "reserved-memory", "devices", "kernel", "console", "boot",
-        "emulation", "power", "network", "ssh", "description")
+        "emulation", "power", "network", "ssh", "lab", "description")
 _REGION = ("label", "compatible", "reusable", "no-map", "reg", "size", "alignment", "alloc-ranges",
            "linux,cma-default", "description")
 _DEVICE = ("compatible", "reg", "memory-region", "memory-region-names", "honours-memory-region",
@@ -323,6 +325,7 @@ _POWER_COMMAND = ("on", "off", "cycle", "state")
 _NETIO = ("url", "output", "user", "password")
 _NETWORK = ("server-ip", "board-ip", "tftp-port")
 _SSH = ("host", "port", "user", "key", "accept-new-host-keys")
+_LAB = ("place", "coordinator")
 _EMULATION = ("machine", "cpu", "memory", "capture-driver", "notes")
 
 
@@ -529,6 +532,17 @@ def _ssh(m: _Map | None) -> SshTarget | None:
                      m.text("key"), m.flag("accept-new-host-keys"), m.node.where)
 
 
+def _lab(m: _Map | None, ctx: _Ctx) -> LabPlace | None:
+    if m is None:
+        return None
+    place = m.text("place", required=True) or ""
+    coordinator = m.text("coordinator")
+    if coordinator is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", coordinator):
+        ctx.error(m.where("coordinator"), f"lab: coordinator {coordinator!r} is not HOST:PORT",
+                  hint="e.g. coordinator: labgrid.lab:20408")
+    return LabPlace(place, coordinator, m.node.where)
+
+
 def _emulation(m: _Map | None) -> Emulation | None:
     if m is None:
         return None
@@ -574,6 +588,7 @@ def read_board(path: Path, ctx: _Ctx | None = None) -> tuple[Board | None, Diagn
         power=_power(top.sub("power", _POWER, "power"), ctx),
         network=_network(top.sub("network", _NETWORK, "network")),
         ssh=_ssh(top.sub("ssh", _SSH, "ssh")),
+        lab=_lab(top.sub("lab", _LAB, "lab"), ctx),
         files=tuple(files),
     )
     return board, ctx.sink

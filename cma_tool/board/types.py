@@ -174,6 +174,15 @@ class Network:
 
 
 @dataclass(frozen=True)
+class LabPlace:
+    """Where the board sits in a lab rack: its labgrid place (``--target labgrid`` uses it)."""
+
+    place: str
+    coordinator: str | None = None  # HOST:PORT; None: --coordinator, else labgrid's default
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True)
 class SshTarget:
     """Linux on the board over SSH, once it is up."""
 
@@ -208,6 +217,7 @@ class Board:
     power: Power = field(default_factory=Power)
     network: Network = field(default_factory=Network)
     ssh: SshTarget | None = None
+    lab: LabPlace | None = None
     files: tuple[str, ...] = field(default=())  # the board file and everything it included
 
     def region(self, label_or_node: str) -> Region | None:

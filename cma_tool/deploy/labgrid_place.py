@@ -19,6 +19,13 @@ the place's resources:
   SerialDriver: the U-Boot path, the bad-pattern table, the byte-timed log
   and the framed agent sections are built on it, and it already speaks both
   protocols through pyserial, as labgrid's driver does.
+- files: when the place has a TFTPProvider (the lab's TFTP server), the
+  kernel, DTB and initrd are staged into its folder and U-Boot fetches them
+  from it under the provider's external path, as labgrid's
+  TFTPProviderDriver stages them; without one, our own TFTP server (or
+  YMODEM) as for any bench board. Staged by a plain copy, not labgrid's
+  ManagedFile: that one reaches the folder over SSH to the exporter's host,
+  and here the folder is this host's (a remote exporter's is refused, below).
 """
 
 from __future__ import annotations
@@ -30,11 +37,14 @@ import dataclasses
 import io
 import logging
 import shlex
+import socket
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from cma_tool.board.types import Board
+from cma_tool.deploy.serial_board import LabTftp
 from cma_tool.deploy.targets import Job, Prepared, TargetOptions
 from cma_tool.errors import InfraError, TargetError, UsageError
 
@@ -53,6 +63,8 @@ class PlaceAccess:
     console_url: str
     power_on: str
     power_off: str
+    #: The lab's TFTP server for this place (its TFTPProvider), or None: ours.
+    tftp: LabTftp | None = None
     #: Why the place's resources are no longer there (its exporter went away), or "" while they are.
     gone: Callable[[], str] = lambda: ""
 
@@ -82,12 +94,14 @@ class LabgridTarget:
         assert self.options.kernel is not None
         place = str(self.options.place)
         with acquired(self.coordinator, place) as access:
-            job.stage("place", place=place, coordinator=self.coordinator, console=access.console_url)
+            job.stage("place", place=place, coordinator=self.coordinator, console=access.console_url,
+                      tftp=str(access.tftp.folder) if access.tftp else None)
             board = with_place_power(job.plan.board, access)
             try:
                 return run_via_serial(board, kernel=self.options.kernel, dtb=self._serial._dtb,
                                       initrd=self._serial._initrd, bootargs=prepared.cmdline, workdir=job.out,
-                                      timeout=job.timeout, console_url=access.console_url, on_stage=job.stage)
+                                      timeout=job.timeout, console_url=access.console_url, on_stage=job.stage,
+                                      lab_tftp=access.tftp)
             except (TargetError, InfraError) as err:
                 # A console whose ser2net died reads as a board gone silent, or as a lost console: when the
                 # place's exporter has gone, say so (and the silence is the lab's, not the board's).
@@ -214,5 +228,20 @@ def access_of(session: Any, place: Any, coordinator: str, name: str) -> PlaceAcc
     else:
         url = f"socket://{port['host']}:{port['port']}"
     client = shlex.join([sys.executable, "-m", "labgrid.remote.client", "-x", coordinator, "-p", name, "power"])
-    return PlaceAccess(console_url=url, power_on=f"{client} on", power_off=f"{client} off")
+    return PlaceAccess(console_url=url, power_on=f"{client} on", power_off=f"{client} off",
+                       tftp=lab_tftp(name, [r for (_, cls), r in resources.items() if cls.endswith("TFTPProvider")]))
+
+
+def lab_tftp(place: str, providers: list[Any]) -> LabTftp | None:
+    """The place's TFTPProvider as a folder of this host and the path U-Boot asks under."""
+    if not providers:
+        return None
+    args: dict[str, Any] = dict(providers[0].args)
+    folder, external, host = Path(str(args.get("internal", ""))), str(args.get("external", "")), args.get("host")
+    if host not in (None, "localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()) or not folder.is_dir():
+        raise InfraError(f"labgrid place {place}: its TFTP folder {folder} (TFTPProvider on exporter host {host}) "
+                         "is not a folder of this host",
+                         hint="run cma-tool on the exporter's host, or share the TFTP folder with it at the same "
+                              "path (e.g. NFS)")
+    return LabTftp(folder, external)
 

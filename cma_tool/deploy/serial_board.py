@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from cma_tool.board.types import Board
@@ -48,6 +49,18 @@ from cma_tool.errors import CmaToolError, ConfigError
 
 #: How long a USB serial adapter named by a udev rule may take to (re)appear.
 ADAPTER_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class LabTftp:
+    """A TFTP server the lab runs (a labgrid place's TFTPProvider) instead of ours.
+
+    The files are staged into ``folder`` (the server's root for this board,
+    on this host) and U-Boot asks for them under ``prefix``.
+    """
+
+    folder: Path
+    prefix: str = ""
 
 
 class SerialTarget:
@@ -103,6 +116,7 @@ def run_via_serial(
     timeout: float,
     console_url: str | None = None,
     on_stage: Callable[[str], None] = lambda s: None,
+    lab_tftp: LabTftp | None = None,
 ) -> str:
     """Boot ``board`` through U-Boot with these files and bootargs; return the console text (LF line ends).
 
@@ -111,11 +125,17 @@ def run_via_serial(
     from power-on to the agent's last line. Stages reported through
     ``on_stage``: console (opened), power (switched on), uboot (at the
     prompt), loaded (files in RAM and verified, bootargs set), kernel (its
-    banner), init, captured. Raises ConfigError before touching the board
+    banner), init, captured. With ``lab_tftp`` U-Boot fetches from the
+    lab's TFTP server (at the board file's ``network: server-ip``) instead of
+    ours. Raises ConfigError before touching the board
     when the board file cannot say where things go; TargetError/InfraError
     (naming ``workdir/console.log``) for what happens on the bench.
     """
     loads = plan_loads(board, kernel=kernel, dtb=dtb, initrd=initrd)
+    if lab_tftp is not None and not board.network.server_ip:
+        raise ConfigError(f"{board.path}: the lab serves this board's files by TFTP, but the board file has "
+                          "no network: server-ip",
+                          hint="network: server-ip: the lab TFTP server's address as the board reaches it")
     if board.network.server_ip:
         tftp_names(loads)
     else:
@@ -140,7 +160,11 @@ def run_via_serial(
                 with ExitStack() as stack:  # the TFTP server lives while U-Boot loads, no longer
                     loader: Loader = YmodemLoader()
                     net = board.network
-                    if net.server_ip:
+                    if net.server_ip and lab_tftp is not None:
+                        loads = stage_in(lab_tftp.folder, loads)
+                        loader = TftpLoader(net.server_ip, lab_tftp.folder, board_ip=net.board_ip,
+                                            port=net.tftp_port, prefix=lab_tftp.prefix)
+                    elif net.server_ip:
                         loads = stage_in(workdir, loads)
                         port = stack.enter_context(host_tftp(workdir, host=net.server_ip, port=net.tftp_port))
                         loader = TftpLoader(net.server_ip, workdir, board_ip=net.board_ip, port=port)

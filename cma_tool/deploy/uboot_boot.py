@@ -73,6 +73,7 @@ class TftpLoader:
     folder: Path
     board_ip: str | None = None
     port: int = 69
+    prefix: str = ""  # the folder the server serves ``folder`` under (a lab server's), "" for our own server
     name: str = "TFTP"
 
     def prepare(self, uboot: UBoot, left: Callable[[float], float]) -> None:
@@ -87,7 +88,7 @@ class TftpLoader:
             uboot.setenv("tftpdstp", str(self.port))  # U-Boot's CONFIG_TFTP_PORT variable
 
     def load(self, uboot: UBoot, load: Load, left: Callable[[float], float]) -> int:
-        return uboot.tftpboot(load.addr, load.path.name, timeout=left(120.0))
+        return uboot.tftpboot(load.addr, self.prefix + load.path.name, timeout=left(120.0))
 
 
 @dataclass

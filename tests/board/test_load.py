@@ -124,3 +124,21 @@ def test_unquoted_compatible_in_flow_list_is_caught(tmp_path: Path) -> None:
     assert "quote each entry" in errs[0]
     board, _ = read_board(BOARDS / "aquila.yaml")
     assert board is not None and board.compatible == ("samsung,aquila", "samsung,s5pc110", "samsung,s5pv210")
+
+
+def test_a_lab_section_names_the_place_and_its_coordinator(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(f"include: {BOARDS / 'qemu-aquila.yaml'}\n"
+                                     "lab: {place: rack-3, coordinator: 'lab.example:20408'}\n")
+    board, sink = read_board(tmp_path / "b.yaml")
+    assert board is not None and not sink.errors
+    assert board.lab is not None and (board.lab.place, board.lab.coordinator) == ("rack-3", "lab.example:20408")
+
+
+def test_a_lab_section_without_a_place_or_with_a_bad_coordinator_is_refused_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(f"include: {BOARDS / 'qemu-aquila.yaml'}\n"
+                                     "lab:\n  coordinator: lab.example\n  places: x\n")
+    _, sink = read_board(tmp_path / "b.yaml")
+    said = [(d.line, d.message) for d in sink.errors]
+    assert (3, "lab: coordinator 'lab.example' is not HOST:PORT") in said
+    assert (3, "lab needs 'place'") in said  # where the section's mapping begins
+    assert any(line == 4 and "places" in msg for line, msg in said), said

@@ -1,9 +1,12 @@
-"""A labgrid lab on 127.0.0.1 for the tests: a real coordinator, a real exporter, one place.
+"""A labgrid lab on 127.0.0.1 for the tests: a real coordinator, a real exporter, one place per board.
 
-The exporter exports the bench-board simulator's pty (a RawSerialPort: the
-exporter serves it through ser2net, as a lab's exporter serves a USB serial
-adapter) and a NetworkPowerPort of labgrid's ``simplerest`` model: a small
-HTTP relay here that switches the simulator through its relay commands.
+Each board is a :class:`Place`: its console as the exporter exports it
+(the bench-board simulator's pty as a RawSerialPort, which the exporter
+serves through ser2net as it serves a USB serial adapter; or an emulated
+board's console socket as a NetworkSerialPort), a NetworkPowerPort of
+labgrid's ``simplerest`` model (a small HTTP relay here that runs the
+board's own switch commands), and optionally a TFTPProvider (the lab's TFTP
+server folder for that board).
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import yaml
 
 from tests.sim import SimBoard
 from tests.tools import need
 
 PLACE = "aquila-bench"
+ROOT = Path(__file__).parents[2]
 
 
 def free_tcp_port() -> int:
@@ -33,19 +40,36 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Place:
+    """One board of the lab: the exporter's console entry, its switch commands, its TFTP folder if any."""
+
+    name: str
+    console: dict[str, Any]
+    power: dict[str, str]  # "on", "off", "state" command lines
+    tftp: Path | None = None
+
+
+def sim_place(sim: SimBoard, name: str = PLACE) -> Place:
+    """The bench-board simulator's pty, exported through ser2net, and its relay."""
+    return Place(name, {"cls": "RawSerialPort", "port": str(sim.path), "speed": 115200}, sim.power_commands())
+
+
 class _Relay(http.server.BaseHTTPRequestHandler):
     """labgrid's simplerest power model: GET /relay/<index>/<1|0> switches, GET /relay/<index> reads."""
 
-    commands: dict[str, str] = {}
+    commands: list[dict[str, str]] = []
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         parts = self.path.strip("/").split("/")
+        commands = self.commands[int(parts[1])]
         if len(parts) == 3 and parts[2] in ("0", "1"):
-            subprocess.run(shlex.split(self.commands["on" if parts[2] == "1" else "off"]), check=True, timeout=30)
+            subprocess.run(shlex.split(commands["on" if parts[2] == "1" else "off"]), check=True, timeout=30,
+                           cwd=ROOT)
             body = b"ok"
         else:
-            said = subprocess.run(shlex.split(self.commands["state"]), capture_output=True, text=True,
-                                  check=True, timeout=30).stdout.strip()
+            said = subprocess.run(shlex.split(commands["state"]), capture_output=True, text=True,
+                                  check=True, timeout=30, cwd=ROOT).stdout.strip()
             body = b"1" if said == "on" else b"0"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -57,11 +81,11 @@ class _Relay(http.server.BaseHTTPRequestHandler):
 
 
 class Lab:
-    """Coordinator + exporter + place around a SimBoard; ``stop_exporter()`` takes the exporter away."""
+    """Coordinator + exporter + a place per board; ``stop_exporter()`` takes the exporter away."""
 
-    def __init__(self, folder: Path, sim: SimBoard) -> None:
+    def __init__(self, folder: Path, *places: Place) -> None:
         self.folder = folder
-        self.sim = sim
+        self.places = places
         self.address = f"127.0.0.1:{free_tcp_port()}"
         self.env = dict(os.environ, LG_COORDINATOR=self.address, PYTHONPATH=str(Path(__file__).parents[2]))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -69,9 +93,10 @@ class Lab:
         self.http: http.server.ThreadingHTTPServer | None = None
 
     def __enter__(self) -> Self:
-        need("ser2net")
+        if any(p.console["cls"] == "RawSerialPort" for p in self.places):
+            need("ser2net")
         self.folder.mkdir(parents=True, exist_ok=True)
-        relay = type("Relay", (_Relay,), {"commands": self.sim.power_commands()})
+        relay = type("Relay", (_Relay,), {"commands": [p.power for p in self.places]})
         self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), relay)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         coordinator = self._start([sys.executable, "-m", "labgrid.remote.coordinator", "-l", self.address],
@@ -79,24 +104,24 @@ class Lab:
         self.procs.append(coordinator)
         self._wait_for_port()
         config = self.folder / "exporter.yaml"
-        config.write_text(
-            "cma-bench:\n"
-            "  console:\n"
-            "    cls: RawSerialPort\n"
-            f"    port: {self.sim.path}\n"
-            "    speed: 115200\n"
-            "  power:\n"
-            "    cls: NetworkPowerPort\n"
-            "    model: simplerest\n"
-            f"    host: 'http://127.0.0.1:{self.http.server_address[1]}/relay/{{index}}/{{value}}'\n"
-            "    index: 0\n")
+        relay_url = f"http://127.0.0.1:{self.http.server_address[1]}/relay/{{index}}/{{value}}"
+        groups: dict[str, dict[str, Any]] = {}
+        for index, place in enumerate(self.places):
+            group: dict[str, Any] = {"console": place.console,
+                                     "power": {"cls": "NetworkPowerPort", "model": "simplerest", "host": relay_url,
+                                               "index": index}}
+            if place.tftp is not None:
+                group["tftp"] = {"cls": "TFTPProvider", "internal": f"{place.tftp}/", "external": ""}
+            groups[f"cma-{place.name}"] = group
+        config.write_text(yaml.safe_dump(groups))
         self.exporter = self._start([sys.executable, "-m", "labgrid.remote.exporter", "-c", self.address,
                                      "-n", "bench-host", "--hostname", "127.0.0.1", str(config)], "exporter.log")
         self.procs.append(self.exporter)
-        self.client("-p", PLACE, "create")
-        self.client("-p", PLACE, "add-match", "bench-host/cma-bench/*")
+        for place in self.places:
+            self.client("-p", place.name, "create")
+            self.client("-p", place.name, "add-match", f"bench-host/cma-{place.name}/*")
         deadline = time.monotonic() + 30
-        while "NetworkSerialPort" not in self.client("resources").stdout:
+        while self.client("resources").stdout.count("NetworkSerialPort") < len(self.places):
             if time.monotonic() > deadline:
                 raise RuntimeError("the exporter's resources never reached the coordinator: "
                                    + (self.folder / "exporter.log").read_text())
@@ -123,9 +148,9 @@ class Lab:
         return subprocess.run([sys.executable, "-m", "labgrid.remote.client", "-x", self.address, *args],
                               capture_output=True, text=True, env=env, timeout=60, check=False)
 
-    def holder(self) -> str:
+    def holder(self, place: str = PLACE) -> str:
         """Who holds the place, as the coordinator says ("None" when nobody does)."""
-        for line in self.client("-p", PLACE, "show").stdout.splitlines():
+        for line in self.client("-p", place, "show").stdout.splitlines():
             if line.strip().startswith("acquired:"):
                 return line.split(":", 1)[1].strip()
         return "?"

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
-from tests.labs.lab import PLACE, Lab
+from tests.labs.lab import PLACE, Lab, sim_place
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
 
 ROOT = Path(__file__).parents[2]
@@ -50,7 +50,7 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
         board = write_sim_aquila(tmp_path, sim, board_ip=None)
         kernel = tmp_path / "zImage"
         kernel.write_bytes(zimage(500_000, seed=5))
-        with Lab(tmp_path / "lab", sim) as lab:
+        with Lab(tmp_path / "lab", sim_place(sim)) as lab:
             yield Bench(lab, sim, board, kernel)
 
 
