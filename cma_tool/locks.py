@@ -153,6 +153,13 @@ class FolderLock:
         if report.exists() and not self.replace:
             self._lock.release()
             previous = _read_holder(report)
+            if previous.get("verdict") == "running":
+                # Its lock is free, so it is not running: it was killed (SIGKILL, a crash, the host went
+                # down). What it left is the only record of that, so it is kept unless told otherwise.
+                raise UsageError(f"--out {self.out} holds the artefacts of a run that never ended (started "
+                                 f"{previous.get('started', '?')}, verdict still 'running': it was killed or its "
+                                 "host went down); refusing to overwrite them",
+                                 hint="give --replace to run again into this folder, or another --out")
             raise UsageError(f"--out {self.out} holds an earlier run's {self.report_name} (verdict "
                              f"{previous.get('verdict', '?')}, started {previous.get('started', '?')}); "
                              "refusing to overwrite it",
