@@ -282,10 +282,7 @@ class Console:
             self._thread = None
         with self._port_lock:
             if self._port is not None:
-                try:
-                    self._port.close()
-                except (OSError, serial.SerialException):
-                    pass
+                _close_port(self._port)
                 self._port = None
         self._close_logs()
 
@@ -321,7 +318,9 @@ class Console:
                         hint="check the cable/adapter, the device path or URL, and that no other "
                         "program (a terminal, another run) holds the port",
                     ) from None
-                time.sleep(delay)  # backoff between open attempts, not a read loop
+                # Backoff between open attempts, cut short by close(): a console whose other end
+                # went away for good (QEMU powered off) must not hold up the run's end.
+                self._stopping.wait(delay)
                 delay = min(delay * 2, 1.0)
 
     # ---- the reader thread ----------------------------------------------
@@ -651,3 +650,23 @@ class Console:
             yield
         finally:
             self.default_timeout = saved
+
+
+def _close_port(port: Any) -> None:
+    """Close a pyserial port; a socket:// one without pyserial's close().
+
+    pyserial's socket close() sleeps 0.3 s after closing ("give the server
+    some time" for a quick reconnect): every run would end 0.3 s later for
+    nothing, as the run never reconnects to a console it closed. So the
+    socket is closed here and the port marked closed, as close() would.
+    """
+    sock = getattr(port, "_socket", None)
+    try:
+        if isinstance(sock, socket.socket):
+            sock.close()
+            port._socket = None
+            port.is_open = False
+        else:
+            port.close()
+    except (OSError, serial.SerialException):
+        pass
