@@ -131,15 +131,24 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
             gdts.compile_dts(path, path.with_suffix(".dtb"))
             written.append(path.with_suffix(".dtb"))
     if patch and tree is not None:
-        written += _write_patches(plan, out, tree, code)
+        patches, checked = _write_patches(plan, out, tree, code)
+        written += patches
+        notes += checked
     return Generated(written, notes)
 
 
-def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) -> list[Path]:
-    """The board-file patch when there is board-file code, else the dts patch; checked in ``tree``."""
+def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) -> tuple[list[Path], list[str]]:
+    """The board-file patch when there is board-file code, else the dts patch; checked in ``tree``.
+
+    Returns the files and what was checked: a dts patch in a kernel tree is
+    built with the tree's Makefile and validated with its bindings; anything
+    else is only known to apply.
+    """
+    from cma_tool.generate import kerneltree as kt
     from cma_tool.generate import patches as gp
 
     board, profile = plan.board, plan.profile
+    checked: list[str] = []
     if code is not None:
         meta, changes = gp.board_file_patch(tree, board, profile, code, plan.areas)
     else:
@@ -153,7 +162,15 @@ def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(mail)
     gp.check_applies(tree, path)
-    return [path]
+    checked.append(f"checked: {path.name} applies to {tree} (git apply --check)")
+    if code is None and kt.tree_top(tree / changes[0].path) == tree:
+        checked += gp.check_dts_patch(tree, changes[0], board, plan.areas)
+    elif code is None:
+        checked.append(f"NOT checked: {tree} has no kernel Makefile and scripts/dtc, so the DTB was not built "
+                       "and dt-validate did not run")
+    else:
+        checked.append("NOT checked: board-file C is not compiled against this tree (only that it applies)")
+    return [path], checked
 
 
 def generate_cli(board_path: Path, out: Path, *, kernel: str | None, only: list[str], patch: bool,
