@@ -25,7 +25,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -207,8 +206,9 @@ def defconfig_for(tree: Path, dts: str) -> str:
 
 
 def _tree_key(tree: Path, *parts: str) -> str:
+    """By content, not place: two checkouts of one commit share a build folder (make redoes what differs)."""
     head = _run(["git", "rev-parse", "HEAD"], "git rev-parse", cwd=tree).stdout.strip()
-    return hashlib.sha256("\0".join([str(tree.resolve()), head, *parts]).encode()).hexdigest()[:16]
+    return hashlib.sha256("\0".join([head, *parts]).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def processed_schema(tree: Path) -> Path:
                  cwd=tree).stdout
     key = hashlib.sha256(f"{ident.stdout.strip()}\0{dirty}\0{_dtschema_version()}".encode()).hexdigest()[:16]
     if ident.returncode != 0 or dirty:
-        key = _tree_key(tree, "bindings", dirty, _dtschema_version())  # uncommitted: this tree only
+        key = _tree_key(tree, str(tree.resolve()), dirty, _dtschema_version())  # uncommitted: this tree only
     out = cache_root() / "dt-schema" / f"{key}.json"
     with file_lock(out.with_suffix(".lock")):
         if out.is_file() and out.stat().st_size > 0:

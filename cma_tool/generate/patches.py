@@ -28,8 +28,8 @@ from cma_tool.binfmt import fdt
 from cma_tool.board.types import Board, Device, Region
 from cma_tool.errors import ConfigError, Diagnostic, InfraError
 from cma_tool.generate import dts as gdts
-from cma_tool.generate.boardfile import BoardCode
 from cma_tool.generate import kerneltree as kt
+from cma_tool.generate.boardfile import BoardCode
 from cma_tool.generate.kerneltree import TreeView
 from cma_tool.model.profiles import KernelProfile
 from cma_tool.plan import PlacedArea
