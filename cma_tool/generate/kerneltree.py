@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cma_tool.binfmt import fdt
-from cma_tool.errors import ConfigError, InfraError
+from cma_tool.errors import ConfigError, Diagnostic, InfraError
 
 CROSS_COMPILE = "arm-linux-gnueabihf-"
 #: What the kernel passes dtc for ARM dtbs (scripts/Makefile.lib, 6.1): the checks it silences.
@@ -73,8 +74,8 @@ def file_lock(path: Path) -> Iterator[None]:
 def _run(cmd: list[str], what: str, *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
          timeout: float = 900) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                              check=False, timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired as err:
         raise InfraError(f"{what} took longer than {timeout:.0f} s", hint="is the machine overloaded?") from err
 
@@ -99,8 +100,8 @@ def preprocess(source: Path, tree: Path | None, *, extra: tuple[Path, ...] = ())
            "-x", "assembler-with-cpp", str(source)]
     done = _run(cmd, "cpp")
     if done.returncode != 0:
-        raise ConfigError(f"cpp refused {source}:\n{done.stderr.strip()}",
-                          hint="a missing include: pass the kernel tree it belongs to (or --include DIR)")
+        raise _positioned(done.stderr, f"cpp refused {source}",
+                          "a missing include: pass the kernel tree it belongs to (or --include DIR)")
     return done.stdout
 
 
@@ -132,8 +133,26 @@ def compile_source(source: Path, tree: Path | None, *, text: str | None = None,
                f"-i{source.parent}", *(f"-i{d}" for d in _include_dirs(tree)), *_KERNEL_DTC_FLAGS, str(pre)]
         done = _run(cmd, "dtc")
         if done.returncode != 0:
-            raise ConfigError(f"dtc refused {source}:\n{done.stderr.strip()}", hint="is this a device-tree source?")
+            raise _positioned(done.stderr, f"dtc refused {source}", "is this a device-tree source?")
         return out.read_bytes()
+
+
+#: cpp's "file:line:col: error: what" and dtc's "Error: file:line.col-line.col what".
+_CPP_LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?:fatal )?error: (?P<what>.*)$")
+_DTC_LINE = re.compile(r"^(?:ERROR|Error)(?: \([\w_]+\))?: (?P<file>[^:\s]+):(?P<line>\d+)\.(?P<col>\d+)"
+                       r"(?:-[\d.]+)?:? (?P<what>.*)$")
+
+
+def _positioned(stderr: str, what: str, hint: str) -> ConfigError:
+    """cpp's or dtc's complaints as our diagnostics (the file and line in the user's source), else as said."""
+    diags = []
+    for line in stderr.splitlines():
+        m = _CPP_LINE.match(line) or _DTC_LINE.match(line)
+        if m:
+            diags.append(Diagnostic(m["what"], m["file"], int(m["line"]), int(m["col"]), "error", hint))
+    if diags:
+        return ConfigError(diagnostics=diags)
+    return ConfigError(f"{what}:\n{stderr.strip()}", hint=hint)
 
 
 @dataclass

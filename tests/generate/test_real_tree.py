@@ -11,106 +11,21 @@ and after.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import libfdt
 import pytest
 
 from cma_tool.board.load import read_board
 from cma_tool.board.types import Board
 from cma_tool.errors import ConfigError
 from cma_tool.generate import generate_all
-from cma_tool.generate import kerneltree as kt
 from cma_tool.plan import plan_board
-from tests.kernel import source
+from tests.kernel.tree import Tree, assert_only_additions, cells, fdt_nodes
 
-from .conftest import BOARDS, DATA, git, need
+from .conftest import BOARDS, DATA, git
+from .test_import import import_board, with_default_area
 
 MiB = 1 << 20
-DTS = "arch/arm/boot/dts"
-MAKE = ["ARCH=arm", "CROSS_COMPILE=arm-linux-gnueabihf-"]
-
-
-@dataclass
-class Tree:
-    path: Path
-    base: str  # the one commit every test starts from
-    build: Path  # the test's own out-of-tree build folder (defconfig done)
-    schema: Path
-
-    def make_dtb(self, stem: str) -> bytes:
-        out = self.build / DTS / f"{stem}.dtb"
-        out.unlink(missing_ok=True)
-        done = subprocess.run([need("make"), "-s", "-C", str(self.path), f"O={self.build}", *MAKE, f"{stem}.dtb"],
-                              capture_output=True, text=True, timeout=600, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return out.read_bytes()
-
-    def findings(self, blob: bytes, tmp: Path) -> list[str]:
-        """dt-validate's lines about the DTB (file name stripped), with one fixed hash seed."""
-        path = tmp / "v.dtb"
-        path.write_bytes(blob)
-        done = subprocess.run([need("dt-validate"), "-s", str(self.schema), str(path)], capture_output=True,
-                              text=True, timeout=600, check=False, env={"PYTHONHASHSEED": "0", "PATH": _path()})
-        return sorted(line.removeprefix(f"{path}: ") for line in (done.stdout + done.stderr).splitlines()
-                      if line.startswith(f"{path}: "))
-
-
-def _path() -> str:
-    import os
-
-    return os.environ.get("PATH", "")
-
-
-@pytest.fixture(scope="session")
-def linux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
-    for tool in ("arm-linux-gnueabihf-gcc", "cpp", "dtc", "dt-mk-schema", "dt-validate"):
-        need(tool)
-    base = source.extracted_tree()
-    folder = tmp_path_factory.mktemp("linux")
-    tree = source.worktree(base, folder / "linux-6.1")
-    build = folder / "build"
-    done = subprocess.run([need("make"), "-s", "-C", str(tree), f"O={build}", *MAKE, "s5pv210_defconfig"],
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    yield Tree(tree, git(tree, "rev-parse", "HEAD").strip(), build, kt.processed_schema(tree))
-    git(base, "worktree", "remove", "--force", str(tree))
-
-
-@pytest.fixture
-def tree(linux: Tree) -> Iterator[Tree]:
-    source.reset(linux.path, linux.base)
-    yield linux
-    source.reset(linux.path, linux.base)
-
-
-def fdt_nodes(blob: bytes) -> dict[str, dict[str, bytes]]:
-    """Every node of a DTB by path, with its properties, read by libfdt."""
-    f = libfdt.Fdt(blob)
-    out: dict[str, dict[str, bytes]] = {}
-
-    def visit(offset: int, path: str) -> None:
-        props: dict[str, bytes] = {}
-        poff = f.first_property_offset(offset, libfdt.QUIET_NOTFOUND)
-        while poff >= 0:
-            prop = f.get_property_by_offset(poff)
-            props[prop.name] = bytes(prop)
-            poff = f.next_property_offset(poff, libfdt.QUIET_NOTFOUND)
-        out[path] = props
-        child = f.first_subnode(offset, libfdt.QUIET_NOTFOUND)
-        while child >= 0:
-            visit(child, path.rstrip("/") + "/" + f.get_name(child))
-            child = f.next_subnode(child, libfdt.QUIET_NOTFOUND)
-
-    visit(0, "/")
-    return out
-
-
-def cells(raw: bytes) -> list[int]:
-    return [int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4)]
 
 
 def patch_and_build(board_file: Path, tree: Tree, out: Path, stem: str) -> tuple[bytes, bytes, list[str], Board]:
@@ -124,36 +39,6 @@ def patch_and_build(board_file: Path, tree: Tree, out: Path, stem: str) -> tuple
     assert len(patches) == 1
     git(tree.path, "am", "-q", str(patches[0]))
     return before, tree.make_dtb(stem), result.notes, board
-
-
-def _phandles(nodes: dict[str, dict[str, bytes]]) -> dict[int, str]:
-    return {cells(props["phandle"])[0]: path for path, props in nodes.items() if "phandle" in props}
-
-
-def _same(old: bytes, new: bytes, old_ph: dict[int, str], new_ph: dict[int, str]) -> bool:
-    """Equal, but a cell that is the phandle of node P before may be the phandle of P after.
-
-    dtc numbers phandles in tree order, so a new referenced node renumbers
-    the ones after it, and every <&label> cell with them.
-    """
-    if old == new:
-        return True
-    if len(old) != len(new) or len(old) % 4:
-        return False
-    return all(a == b or (a in old_ph and new_ph.get(b) == old_ph[a]) for a, b in zip(cells(old), cells(new)))
-
-
-def assert_only_additions(before: dict[str, dict[str, bytes]], after: dict[str, dict[str, bytes]],
-                          changed: set[tuple[str, str]]) -> None:
-    """Every node and property of ``before`` is in ``after`` unchanged, but the (path, property) in ``changed``."""
-    old_ph, new_ph = _phandles(before), _phandles(after)
-    for path, props in before.items():
-        assert path in after, f"{path} is gone"
-        for name, value in props.items():
-            if (path, name) in changed:
-                continue
-            assert name in after[path], f"{path}:{name} is gone"
-            assert _same(value, after[path][name], old_ph, new_ph), f"{path}:{name} changed"
 
 
 def assert_checked(notes: list[str]) -> None:
@@ -195,9 +80,12 @@ def test_goni(tree: Tree, tmp_path: Path) -> None:
     assert tree.findings(after, tmp_path) == tree.findings(before, tmp_path)
 
 
-def test_galaxys_keeps_the_dtsi_regions_and_adds_the_default_area(tree: Tree, tmp_path: Path) -> None:
-    before, after, notes, board = patch_and_build(DATA / "boards/galaxys-cma.yaml", tree, tmp_path / "out",
-                                                  "s5pv210-galaxys")
+def test_galaxys_imported_keeps_the_dtsi_regions_and_adds_the_default_area(tree: Tree, tmp_path: Path) -> None:
+    """How a new board starts: import its .dts, add a CMA area, generate the patch, apply it, build."""
+    imported = import_board(tree, "galaxys", tmp_path / "galaxys.yaml")
+    board_file = tmp_path / "galaxys-cma.yaml"
+    board_file.write_text(with_default_area(imported.read_text(), (0x40000000, 256 * MiB)))
+    before, after, notes, board = patch_and_build(board_file, tree, tmp_path / "out", "s5pv210-galaxys")
     assert_checked(notes)
     old, new = fdt_nodes(before), fdt_nodes(after)
     # s5pv210-aries.dtsi: mfc_left/mfc_right, 32 MiB no-map at 0x43000000 and 0x51000000
@@ -206,10 +94,11 @@ def test_galaxys_keeps_the_dtsi_regions_and_adds_the_default_area(tree: Tree, tm
         assert cells(old[path]["reg"]) == [base, 32 * MiB] and "no-map" in old[path]
         assert new[path] == old[path]
     cma = new["/reserved-memory/linux,cma"]
-    assert cells(cma["size"]) == [32 * MiB] and cells(cma["alloc-ranges"]) == [0x40000000, 256 * MiB]
+    assert cells(cma["size"]) == [16 * MiB] and cells(cma["alloc-ranges"]) == [0x40000000, 256 * MiB]
     # the plan puts it top-down in bank 1, clear of mfc_left
     area = next(a for a in plan_board(board).areas if a.is_default)
-    assert area.base == 0x40000000 + 256 * MiB - 32 * MiB
+    assert area.base == 0x40000000 + 256 * MiB - 16 * MiB
+    assert sorted(set(new) - set(old)) == ["/reserved-memory/linux,cma"]
     assert_only_additions(old, new, set())
     assert tree.findings(after, tmp_path) == tree.findings(before, tmp_path)
     # the .dts got a reserved-memory block that merges with the .dtsi's: no second #address-cells

@@ -73,3 +73,14 @@ def reset(tree: Path, commit: str) -> None:
     """Back to ``commit``: what a test applied is gone."""
     _run([*GIT, "reset", "-q", "--hard", commit], tree)
     _run([*GIT, "clean", "-q", "-fdx"], tree)
+
+
+def head(tree: Path) -> str:
+    done = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True, check=True,
+                          timeout=60)
+    return done.stdout.strip()
+
+
+def remove_worktree(base: Path, tree: Path) -> None:
+    with file_lock(base.parent.with_suffix(".lock")):
+        _run([*GIT, "worktree", "remove", "--force", str(tree)], base)
