@@ -97,8 +97,8 @@ def _console(view: TreeView) -> tuple[list[str], list[str]]:
     if consoles:
         # The last console= is /dev/console, as the kernel decides.
         dev, _, opts = consoles[-1].removeprefix("console=").partition(",")
-        baud = re.match(r"\d+", opts)
-        line = f"console: {{device: {dev}" + (f", baud: {baud.group(0)}" if baud else "") + "}"
+        speed = re.match(r"\d+", opts)
+        line = f"console: {{device: {dev}" + (f", baud: {speed.group(0)}" if speed else "") + "}"
         uart = re.fullmatch(r"ttySAC(\d+)", dev)
         if uart:
             line = line[:-1] + f", uart: UART{uart.group(1)}}}"
