@@ -99,9 +99,9 @@ def _console(view: TreeView) -> tuple[list[str], list[str]]:
         dev, _, opts = consoles[-1].removeprefix("console=").partition(",")
         speed = re.match(r"\d+", opts)
         line = f"console: {{device: {dev}" + (f", baud: {speed.group(0)}" if speed else "") + "}"
-        uart = re.fullmatch(r"ttySAC(\d+)", dev)
-        if uart:
-            line = line[:-1] + f", uart: UART{uart.group(1)}}}"
+        samsung = re.fullmatch(r"ttySAC(\d+)", dev)
+        if samsung:
+            line = line[:-1] + f", uart: UART{samsung.group(1)}}}"
         return [line], rest
     stdout = chosen.string("stdout-path") if "stdout-path" in chosen.properties else None
     if not stdout:
