@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cma_tool.errors import ConfigError, ExitCode
+from cma_tool.errors import ConfigError, Diagnostic, ExitCode
 from cma_tool.generate import bootargs as gboot
 from cma_tool.generate import dts as gdts
 from cma_tool.generate.boardfile import BoardCode, board_code, board_file_c
@@ -71,6 +71,41 @@ def _select(plan: Plan, only: Sequence[str]) -> list[str]:
     return [k for k in KINDS if k in wanted]
 
 
+def _check_expressed(plan: Plan, kinds: Sequence[str]) -> list[str]:
+    """Refuse a selection that leaves a planned CMA pool out of every file it writes.
+
+    On a board-file kernel a named pool exists only in the board-file C
+    (kind ``c``); the 3.5-5.9 default area only as ``cma=`` or
+    CONFIG_CMA_SIZE_MBYTES (kinds ``bootargs``, ``kconfig``); the 2011
+    series has no default area, so every pool is C. A device-tree kernel's
+    pools are in the dts, and its default area can also be ``cma=``.
+    A 3.5-5.9 default area is reserved by the arch whatever is written, so
+    leaving its size out is a note (the kernel's Kconfig size applies).
+    """
+    from cma_tool.model.profiles import BoardFileApi
+
+    board, profile = plan.board, plan.profile
+    if gboot.dt_kernel(profile):
+        return []  # --only bootargs for a DT board is a choice: the dts can come from elsewhere
+    c_only = profile.facts.reservation is BoardFileApi.CMA_2011
+    lost = []
+    notes = []
+    for region in board.cma_regions:
+        if region.cma_default and not c_only:
+            if not {"bootargs", "kconfig"} & set(kinds):
+                notes.append(f"the default area {region.display} ({region.requested_size >> 20} MiB) is in no file "
+                             f"written here: {profile.name} sizes it by cma= or CONFIG_CMA_SIZE_MBYTES "
+                             "(kinds bootargs, kconfig)")
+        elif "c" not in kinds:
+            lost.append((region, "c (the board file's .reserve hook)"))
+    if lost:
+        raise ConfigError(diagnostics=[
+            Diagnostic(f"--only {','.join(kinds)} leaves CMA region {r.display} out: on {profile.name} only "
+                       f"kind {how} reserves it", r.where.file, r.where.line, r.where.col, "error",
+                       "add that kind to --only (or leave --only out)") for r, how in lost])
+    return notes
+
+
 def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool = False,
                  kernel_tree: Path | None = None, files: gboot.BootFiles | None = None,
                  prefer_cmdline: bool = False) -> Generated:
@@ -81,6 +116,7 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
     """
     board, profile = plan.board, plan.profile
     kinds = _select(plan, only)
+    expressed_notes = _check_expressed(plan, kinds)
     if patch and kernel_tree is None:
         raise ConfigError("--patch needs --kernel-tree PATH",
                           hint="the patch is made against the board's files in your kernel tree and checked there")
@@ -91,7 +127,7 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
         tree = check_kernel_tree(kernel_tree)
     # Every text first: a value that cannot be written is a ConfigError before any file exists.
     texts: list[tuple[str, str]] = []
-    notes: list[str] = []
+    notes: list[str] = list(expressed_notes)
     dt = gboot.dt_kernel(profile)
     omit_default = dt and gboot.cma_on_cmdline(board, profile, prefer_cmdline=prefer_cmdline)
     cmdline = gboot.kernel_cmdline(board, profile, prefer_cmdline=prefer_cmdline)
