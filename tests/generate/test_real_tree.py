@@ -135,3 +135,15 @@ def test_device_the_tree_lacks_is_refused_with_did_you_mean(tree: Tree, tmp_path
     assert "device 'mfc0' matches no node of the kernel tree" in diag.message
     assert "did you mean 'mfc'" in diag.hint
     assert not (tmp_path / "out/patches").exists()
+
+
+def test_device_is_found_by_compatible_when_its_name_is_no_label(tree: Tree) -> None:
+    from cma_tool.generate import patches as gp
+
+    board, _ = read_board(DATA / "boards/aquila-codec-by-compatible.yaml")
+    assert board is not None
+    plan = plan_board(board)
+    _, change = gp.dts_patch(tree.path, board, plan.profile, plan.areas)
+    # s5pv210.dtsi: "mfc: codec@f1700000 { compatible = "samsung,mfc-v5"; ..."
+    assert "\n&mfc {\n\tmemory-region = <&mfc_left>, <&mfc_right>;\n" in change.new
+    assert "video_codec" not in change.new

@@ -20,7 +20,6 @@ from pathlib import Path
 from cma_tool.generate.kerneltree import cache_root, file_lock
 from tests import tools
 
-TARBALL = "/usr/src/linux-source-6.1.tar.xz"
 TOP = "linux-source-6.1"
 MEMBERS = ["Makefile", "Kbuild", "*Kconfig*", "scripts/*", "arch/arm/*", "include/dt-bindings/*",
            "include/uapi/*", "Documentation/devicetree/bindings/*"]
@@ -42,9 +41,10 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 def extracted_tree() -> Path:
     """The shared extraction (a git repository), made on first use."""
-    tarball = Path(tools.need(TARBALL))
-    for tool in ("git", "make", "flex", "bison", "bc"):
-        tools.need(tool)
+    tarball = Path(tools.need("/usr/src/linux-source-6.1.tar.xz"))
+    # make's defconfig builds kconfig with flex, bison; the kernel's Makefile calls bc
+    for path in (tools.need("git"), tools.need("make"), tools.need("flex"), tools.need("bison"), tools.need("bc")):
+        assert path
     entry = cache_root() / "linux-source" / _sha256(tarball)[:16]
     tree = entry / TOP
     with file_lock(entry.with_suffix(".lock")):
