@@ -307,7 +307,7 @@ def merge_dts_text(text: str, board: Board, view: TreeView, *, where: str) -> st
         if lines:
             edits.append.append(_override(_reference(view, path), lines))
     if new_nodes:
-        body = "\n".join(new_nodes)
+        body = "\n\n".join(new_nodes)
         own = next((b for b in children if _node_name(b.header) == "reserved-memory"), None)
         if own is not None:
             line_start = text.rfind("\n", 0, own.close) + 1
