@@ -249,6 +249,10 @@ def build_dtb(tree: Path, dts: str, *, overlay: Mapping[str, str] | None = None)
     rel = Path(dts)
     target = rel.relative_to("arch/arm/boot/dts").with_suffix(".dtb")
     base = [make, "-s", "-C", str(tree), f"O={build}", "ARCH=arm", f"CROSS_COMPILE={CROSS_COMPILE}"]
+    if (tree / ".config").is_file():
+        raise ConfigError(f"{tree} is configured in place (it has a .config): Kbuild builds out of tree "
+                          "(O=) only from a clean source tree", hint=f"make -C {tree} mrproper, or pass a clean "
+                          "checkout (git worktree add) as --kernel-tree")
     with file_lock(build.with_suffix(".lock")):
         build.mkdir(parents=True, exist_ok=True)
         if not (build / ".config").is_file():

@@ -147,3 +147,50 @@ def test_device_is_found_by_compatible_when_its_name_is_no_label(tree: Tree) -> 
     # s5pv210.dtsi: "mfc: codec@f1700000 { compatible = "samsung,mfc-v5"; ..."
     assert "\n&mfc {\n\tmemory-region = <&mfc_left>, <&mfc_right>;\n" in change.new
     assert "video_codec" not in change.new
+
+
+def _change(tree: Tree, stem: str, extra: str) -> "FileChange":
+    from cma_tool.generate.patches import FileChange
+
+    path = f"arch/arm/boot/dts/{stem}.dts"
+    old = (tree.path / path).read_text()
+    return FileChange(path, old, old + extra)
+
+
+def test_check_refuses_a_change_that_deletes_a_reserved_node(tree: Tree) -> None:
+    """The check can fail: a change that drops the aries .dtsi's mfc_left is caught in the built DTB."""
+    from cma_tool.generate.patches import check_dts_patch
+
+    board, _ = read_board(DATA / "boards/fascinate4g-reusable.yaml")
+    assert board is not None
+    # with the node, its user's reference: else the tree's own dtc refuses it first (also a refusal)
+    change = _change(tree, "s5pv210-galaxys", "\n&mfc {\n\t/delete-property/ memory-region;\n};\n"
+                                              "\n/delete-node/ &mfc_left;\n")
+    with pytest.raises(ConfigError, match=r"/reserved-memory/region@43000000 is gone"):
+        check_dts_patch(tree.path, change, board, [])
+    dangling = _change(tree, "s5pv210-galaxys", "\n/delete-node/ &mfc_left;\n")
+    with pytest.raises(ConfigError, match=r"make s5pv210-galaxys.dtb failed(.|\n)*non-existent node or label"):
+        check_dts_patch(tree.path, dangling, board, [])
+
+
+def test_check_refuses_a_change_dt_validate_warns_about(tree: Tree) -> None:
+    """The check can fail: reusable and no-map together is a finding of the tree's reserved-memory binding."""
+    from cma_tool.generate.patches import check_dts_patch
+
+    board, _ = read_board(BOARDS / "aquila.yaml")
+    assert board is not None
+    bad = ("\n/ {\n\treserved-memory {\n\t\t#address-cells = <1>;\n\t\t#size-cells = <1>;\n\t\tranges;\n\n"
+           "\t\tbad: region@34000000 {\n\t\t\tcompatible = \"shared-dma-pool\";\n\t\t\treusable;\n\t\t\tno-map;\n"
+           "\t\t\treg = <0x34000000 0x400000>;\n\t\t};\n\t};\n};\n")
+    with pytest.raises(ConfigError, match="dt-validate with .* warns about the patched s5pv210-aquila.dtb") as err:
+        check_dts_patch(tree.path, _change(tree, "s5pv210-aquila", bad), board, [])
+    assert "region@34000000" in str(err.value)
+
+
+def test_patch_failing_its_check_is_not_left_behind(tree: Tree, tmp_path: Path) -> None:
+    (tree.path / ".config").write_text("# configured in place\n")
+    board, _ = read_board(BOARDS / "aquila.yaml")
+    assert board is not None
+    with pytest.raises(ConfigError, match="configured in place"):
+        generate_all(plan_board(board), tmp_path / "out", only=["dts"], patch=True, kernel_tree=tree.path)
+    assert list((tmp_path / "out/patches").iterdir()) == []

@@ -82,5 +82,7 @@ def head(tree: Path) -> str:
 
 
 def remove_worktree(base: Path, tree: Path) -> None:
+    """Gone, and forgotten by the base repository (rmtree: git's own remove checks every file first)."""
+    shutil.rmtree(tree, ignore_errors=True)
     with file_lock(base.parent.with_suffix(".lock")):
-        _run([*GIT, "worktree", "remove", "--force", str(tree)], base)
+        _run([*GIT, "worktree", "prune"], base)
