@@ -19,6 +19,8 @@ from cma_tool.board.load import read_board
 from cma_tool.board.types import Board
 from cma_tool.errors import ConfigError
 from cma_tool.generate import generate_all
+from cma_tool.generate import patches as gp
+from cma_tool.generate.patches import FileChange, check_dts_patch
 from cma_tool.plan import plan_board
 from tests.kernel.tree import Tree, assert_only_additions, cells, fdt_nodes
 
@@ -138,8 +140,6 @@ def test_device_the_tree_lacks_is_refused_with_did_you_mean(tree: Tree, tmp_path
 
 
 def test_device_is_found_by_compatible_when_its_name_is_no_label(tree: Tree) -> None:
-    from cma_tool.generate import patches as gp
-
     board, _ = read_board(DATA / "boards/aquila-codec-by-compatible.yaml")
     assert board is not None
     plan = plan_board(board)
@@ -149,9 +149,7 @@ def test_device_is_found_by_compatible_when_its_name_is_no_label(tree: Tree) -> 
     assert "video_codec" not in change.new
 
 
-def _change(tree: Tree, stem: str, extra: str) -> "FileChange":
-    from cma_tool.generate.patches import FileChange
-
+def _change(tree: Tree, stem: str, extra: str) -> FileChange:
     path = f"arch/arm/boot/dts/{stem}.dts"
     old = (tree.path / path).read_text()
     return FileChange(path, old, old + extra)
@@ -159,8 +157,6 @@ def _change(tree: Tree, stem: str, extra: str) -> "FileChange":
 
 def test_check_refuses_a_change_that_deletes_a_reserved_node(tree: Tree) -> None:
     """The check can fail: a change that drops the aries .dtsi's mfc_left is caught in the built DTB."""
-    from cma_tool.generate.patches import check_dts_patch
-
     board, _ = read_board(DATA / "boards/fascinate4g-reusable.yaml")
     assert board is not None
     # with the node, its user's reference: else the tree's own dtc refuses it first (also a refusal)
@@ -175,8 +171,6 @@ def test_check_refuses_a_change_that_deletes_a_reserved_node(tree: Tree) -> None
 
 def test_check_refuses_a_change_dt_validate_warns_about(tree: Tree) -> None:
     """The check can fail: reusable and no-map together is a finding of the tree's reserved-memory binding."""
-    from cma_tool.generate.patches import check_dts_patch
-
     board, _ = read_board(BOARDS / "aquila.yaml")
     assert board is not None
     bad = ("\n/ {\n\treserved-memory {\n\t\t#address-cells = <1>;\n\t\t#size-cells = <1>;\n\t\tranges;\n\n"
