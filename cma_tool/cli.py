@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", metavar="PROFILE", help="linux-6.1, linux-6.12, linux-3.5, cma-2011")
     p.add_argument("--only", metavar="KIND,...", help="bootargs,dts,c,kconfig,uboot (default: all that apply)")
     p.add_argument("--patch", action="store_true", help="also write git format-patch files")
-    p.add_argument("--kernel-tree", metavar="PATH", help="check the patches with git apply --check there")
+    p.add_argument("--kernel-tree", metavar="PATH",
+                   help="the git kernel tree to patch: the patch adds to its .dts/.dtsi and is checked there "
+                        "(git apply --check; a dts patch also with its Makefile and dt-validate)")
 
     p = add("dtb", "show or patch a binary device tree", _cmd_dtb)
     dsub = p.add_subparsers(dest="dtb_command", required=True)

@@ -13,7 +13,8 @@ kconfig    cma.config (for merge_config.sh)                    all
 =========  ==================================================  =====================
 
 With ``patch``, git format-patch files under ``patches/`` change the board's
-real files in ``kernel_tree`` and are checked there with ``git apply --check``.
+real files in ``kernel_tree`` and are checked there with ``git apply --check``;
+a dts patch in a kernel tree also with its Makefile and dt-validate (patches.py).
 """
 
 from __future__ import annotations

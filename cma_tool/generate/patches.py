@@ -5,11 +5,15 @@ user's tree into a throw-away repository, committed, edited, committed
 again, and ``git format-patch`` writes the mail. So the blob ids in the
 ``index`` lines are those of the user's files (``git am -3`` works) and the
 format is git's, not an imitation. ``git apply --check`` in the user's tree
-then proves the patch applies.
+then proves the patch applies, and a dts patch is built and validated with
+the tree's own Makefile and bindings (:func:`check_dts_patch`).
 
-The edits themselves are small text surgery on C and DTS, done on a
-brace-level scan that skips comments and strings (no DTS or C parser in
-Python reads a .dts with cpp includes and writes it back unchanged).
+What the tree already has is read from the tree itself, compiled with its
+cpp and dtc (kerneltree.py): labels, phandles, the .dtsi's reserved-memory
+nodes, so a patch adds to them and never replaces them (:func:`merge_dts_text`).
+The edits themselves are small text insertions into the board's .dts, placed
+with a brace-level scan that skips comments and strings (no DTS or C parser
+in Python reads a .dts with cpp includes and writes it back unchanged).
 """
 
 from __future__ import annotations
