@@ -140,7 +140,17 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
         texts.append(("boot.cmd", gboot.boot_script(board, profile, cmdline.text, boot_files)))
         texts.append(("uboot-env.txt", gboot.uboot_env(board, cmdline.text, boot_files)))
     if "dts" in kinds:
-        texts.append((f"{board.name}-cma.dtsi", gdts.board_fragment(board, profile, omit_default=omit_default)))
+        refs = None
+        if tree is not None:
+            from cma_tool.generate import patches as gp
+
+            refs = gp.device_refs(board, gp.board_view(tree, board)[1])
+        elif any(d.memory_region for d in board.devices):
+            notes.append("the .dtsi fragment names each device by its board key as a DT label "
+                         f"({', '.join('&' + d.name for d in board.devices if d.memory_region)}); "
+                         "--kernel-tree maps them to the tree's own labels")
+        texts.append((f"{board.name}-cma.dtsi",
+                      gdts.board_fragment(board, profile, omit_default=omit_default, refs=refs)))
         texts.append((f"{board.name}-cma-check.dts",
                       gdts.standalone_dts(board, profile, omit_default=omit_default)))
     code = None

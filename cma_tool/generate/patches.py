@@ -549,10 +549,8 @@ def _para(text: str) -> str:
 
 
 def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[PlacedArea]) -> tuple[Patch, FileChange]:
-    path = find_board_dts(tree, board)
+    path, view = board_view(tree, board)
     old = (tree / path).read_text()
-    kernel = kt.tree_top(tree / path)
-    view = TreeView.of(kt.compile_source(tree / path, kernel), source=path)
     new = merge_dts_text(old, board, view, where=path)
     if new == old:
         raise ConfigError(f"{path} already holds exactly these reservations", hint="nothing to patch")
@@ -572,6 +570,17 @@ def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[Plac
         "through memory-region; the others use the linux,cma-default area.",
     ])
     return Patch("", subject, body), FileChange(path, old, new)
+
+
+def board_view(tree: Path, board: Board) -> tuple[str, TreeView]:
+    """The board's .dts in ``tree`` and its whole compiled tree (the tree's own cpp and dtc)."""
+    path = find_board_dts(tree, board)
+    return path, TreeView.of(kt.compile_source(tree / path, kt.tree_top(tree / path)), source=path)
+
+
+def device_refs(board: Board, view: TreeView) -> dict[str, str]:
+    """How the tree names each device that takes regions: ``&label`` or ``&{/path}``."""
+    return {dev.name: _reference(view, device_node(dev, view)) for dev in board.devices if dev.memory_region}
 
 
 def _children(view: TreeView, path: str) -> dict[str, dict[str, bytes]]:

@@ -24,7 +24,7 @@ from cma_tool.generate.patches import FileChange, check_dts_patch
 from cma_tool.plan import plan_board
 from tests.kernel.tree import Tree, assert_only_additions, cells, fdt_nodes
 
-from .conftest import BOARDS, DATA, git
+from .conftest import BOARDS, DATA, git, need
 from .test_import import import_board, with_default_area
 
 MiB = 1 << 20
@@ -188,3 +188,15 @@ def test_patch_failing_its_check_is_not_left_behind(tree: Tree, tmp_path: Path) 
     with pytest.raises(ConfigError, match="configured in place"):
         generate_all(plan_board(board), tmp_path / "out", only=["dts"], patch=True, kernel_tree=tree.path)
     assert list((tmp_path / "out/patches").iterdir()) == []
+
+
+def test_fragment_names_devices_as_the_tree_does(tree: Tree, tmp_path: Path) -> None:
+    """Without --patch but with the tree, the .dtsi fragment uses the tree's label for the codec too."""
+    need("dtc")
+    board, _ = read_board(DATA / "boards/aquila-codec-by-compatible.yaml")
+    assert board is not None
+    result = generate_all(plan_board(board), tmp_path, only=["dts"], kernel_tree=tree.path)
+    fragment = (tmp_path / "aquila-cma.dtsi").read_text()
+    assert "\n&mfc {\n\tmemory-region = <&mfc_left>, <&mfc_right>;\n" in fragment
+    assert "&video_codec" not in fragment
+    assert not any("board key" in n for n in result.notes)
