@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from cma_tool.board.types import Board, Device, Region
-from cma_tool.errors import ConfigError, Diagnostic
+from cma_tool.errors import ConfigError
+from cma_tool.generate.dts import error_at
 from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile
 from cma_tool.plan import PlacedArea
 from cma_tool.sizes import format_size
@@ -143,11 +144,10 @@ def _port_symbol(dev: Device, index: int, mach_dir: str) -> str:
                               hint="MFC v5's ports are called left and right")
         return port
     if index > 0:
-        w = dev.where
-        raise ConfigError(diagnostics=[Diagnostic(
+        raise error_at(
             f"device '{dev.name}' takes {len(dev.memory_region)} CMA regions; a board file gives a device one "
-            "area (dma_declare_contiguous, set_dev_cma_area)", w.file, w.line, w.col, "error",
-            "give the device one region, or use a device-tree profile (memory-region with several entries)")])
+            "area (dma_declare_contiguous, set_dev_cma_area)", dev.where,
+            "give the device one region, or use a device-tree profile (memory-region with several entries)")
     return _device_symbol(dev, mach_dir)
 
 
@@ -293,11 +293,10 @@ def _code_35(board: Board, profile: KernelProfile, prefix: str, mach_dir: str,
         devs = users[region.node]
         if not devs:
             # dma_declare_contiguous() reserves for a device; without one the pool cannot be said.
-            w = region.where
-            raise ConfigError(diagnostics=[Diagnostic(
+            raise error_at(
                 f"CMA region {region.display}: no device takes it, and {profile.name}'s board-file API "
-                "reserves a pool only for a device (dma_declare_contiguous)", w.file, w.line, w.col, "error",
-                "name it in a device's memory-region, make it the default area, or remove it")])
+                "reserves a pool only for a device (dma_declare_contiguous)", region.where,
+                "name it in a device's memory-region, make it the default area, or remove it")
         if len(devs) > 1:
             notes.append(f"{region.display}: dma_declare_contiguous() gives an area to one device; "
                          f"{len(devs) - 1} other user(s) fall back to the default area")

@@ -44,20 +44,21 @@ def cells_for(profile: KernelProfile) -> tuple[int, int]:
     return (2, 2) if profile.lpae or profile.arch == "dma-direct" else (1, 1)
 
 
-def _fail(message: str, where: Where, hint: str) -> ConfigError:
+def error_at(message: str, where: Where, hint: str) -> ConfigError:
+    """A ConfigError positioned at a board file's value: ``file:line:col: error: message``."""
     return ConfigError(diagnostics=[Diagnostic(message, where.file, where.line, where.col, "error", hint)])
 
 
 def check_node_name(name: str, where: Where = NOWHERE) -> str:
     if not _NODE_NAME.fullmatch(name):
-        raise _fail(f"{name!r} is not a device-tree node name", where,
+        raise error_at(f"{name!r} is not a device-tree node name", where,
                     "use letters, digits and , . _ + - (at most 31), then optionally @ and a hex unit address")
     return name
 
 
 def check_label(label: str, where: Where = NOWHERE) -> str:
     if not _LABEL.fullmatch(label):
-        raise _fail(f"{label!r} is not a device-tree label", where,
+        raise error_at(f"{label!r} is not a device-tree label", where,
                     "a label is a C identifier: letters, digits and _, not starting with a digit")
     return label
 
@@ -65,14 +66,14 @@ def check_label(label: str, where: Where = NOWHERE) -> str:
 def dt_string(text: str, where: Where = NOWHERE) -> str:
     """``text`` as a quoted DTS string; refuses quotes, backslashes and control characters."""
     if not _DT_STRING.fullmatch(text):
-        raise _fail(f"{text!r} cannot be written as a device-tree string", where,
+        raise error_at(f"{text!r} cannot be written as a device-tree string", where,
                     "use printable ASCII without \" and \\")
     return f'"{text}"'
 
 
 def _cells(value: int, count: int, what: str, where: Where) -> list[str]:
     if value < 0 or value >= 1 << (32 * count):
-        raise _fail(f"{what} {value:#x} does not fit in {count} cell(s)", where,
+        raise error_at(f"{what} {value:#x} does not fit in {count} cell(s)", where,
                     "a 1-cell tree (ARM32 without LPAE) holds values below 4 GiB; enable lpae in the kernel section")
     return [f"0x{(value >> (32 * i)) & 0xFFFFFFFF:08x}" for i in reversed(range(count))]
 
@@ -172,7 +173,7 @@ def consumer_dts(board: Board, refs: Mapping[str, str] | None = None) -> str:
         for label in dev.memory_region:
             region = board.region(label)
             if region is None or not region.label:
-                raise _fail(f"device '{dev.name}': memory-region '{label}' is not the label of a reserved-memory node",
+                raise error_at(f"device '{dev.name}': memory-region '{label}' is not the label of a reserved-memory node",
                             w, "give the region a 'label:' and refer to it by that label")
             handles.append(f"<&{check_label(region.label, w)}>")
         head = refs_of[dev.name] if dev.name in refs_of else f"&{check_label(dev.name, w)}"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cma_tool.binfmt import fdt
 from cma_tool.board.types import Board, Device, Region
-from cma_tool.errors import ConfigError, Diagnostic, InfraError
+from cma_tool.errors import ConfigError, InfraError
 from cma_tool.generate import dts as gdts
 from cma_tool.generate import kerneltree as kt
 from cma_tool.generate.boardfile import BoardCode
@@ -217,11 +217,10 @@ def device_node(dev: Device, view: TreeView) -> str:
     else:
         hint = (f"did you mean {' or '.join(repr(c) for c in close)}? (labels of the tree)" if close
                 else "name the device by its label in the tree, or give it the compatible of its node")
-    where = dev.where
-    raise ConfigError(diagnostics=[Diagnostic(
+    raise gdts.error_at(
         f"device '{dev.name}' matches no node of the kernel tree (no label '{dev.name}'"
         + (f", no single node with compatible {', '.join(dev.compatible)}" if dev.compatible else "") + ")",
-        where.file, where.line, where.col, "error", hint)])
+        dev.where, hint)
 
 
 @dataclass(frozen=True)
@@ -289,9 +288,9 @@ def merge_dts_text(text: str, board: Board, view: TreeView, *, where: str) -> st
         w = region.where
         path = view.labels.get(region.label) if region.label else None
         if path is not None and path.rsplit("/", 1)[0] != rsv_path:
-            raise ConfigError(diagnostics=[Diagnostic(
+            raise gdts.error_at(
                 f"region label '{region.label}' is the tree's label of {path}, not of a reserved-memory node",
-                w.file, w.line, w.col, "error", "give the region a label the tree does not use elsewhere")])
+                w, "give the region a label the tree does not use elsewhere")
         if path is None and view.node(f"{rsv_path}/{region.node}") is not None:
             path = f"{rsv_path}/{region.node}"
         wanted = _region_props(region, *rsv_cells)
@@ -338,10 +337,8 @@ def merge_dts_text(text: str, board: Board, view: TreeView, *, where: str) -> st
         for label in dev.memory_region:
             used = board.region(label)
             if used is None:
-                w = dev.where
-                raise ConfigError(diagnostics=[Diagnostic(
-                    f"device '{dev.name}': memory-region '{label}' is not a region of the board",
-                    w.file, w.line, w.col, "error", "refer to a reserved-memory node by its label")])
+                raise gdts.error_at(f"device '{dev.name}': memory-region '{label}' is not a region of the board",
+                                    dev.where, "refer to a reserved-memory node by its label")
             target = paths[used.label or used.node]
             targets.append(target)
             if view.node(target) is not None:
