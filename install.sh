@@ -18,6 +18,8 @@ DEB_PACKAGES=(
   libubootenv-tool        # fw_printenv, fw_setenv (the U-Boot environment tests)
   openssh-server openssh-sftp-server openssh-client   # a real sshd on 127.0.0.1 for the SSH deploy tests
   gcc cpp git curl        # the tests' host harnesses, the patch checks, curl's TFTP client
+  linux-source-6.1        # a real 6.1 tree: the dts patch and import tests build its s5pv210 DTBs
+  make flex bison bc      # ... with its own Makefile (defconfig builds kconfig; scripts/dtc)
   lrzsz                   # sb/sx: the reference YMODEM sender for the benchmark
   chromium fonts-liberation  # headless: the report tests open report.html in a real browser (fonts: legible screenshots)
   ser2net                 # labgrid's exporter serves a place's serial console through it (the lab tests)

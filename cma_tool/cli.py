@@ -35,6 +35,7 @@ EXAMPLES: dict[str, str] = {
     "plan": "cma-tool plan boards/aquila.yaml --json --svg aquila-map.svg",
     "model": "cma-tool model boards/qemu-aquila.yaml --requests configs/two-streams.yaml --bootargs 'cma=32M'",
     "generate": "cma-tool generate boards/aquila.yaml --out out/aquila --kernel linux-3.5 --only c,kconfig",
+    "import": "cma-tool import linux/arch/arm/boot/dts/s5pv210-galaxys.dts -o boards/galaxys.yaml",
     "dtb": "cma-tool dtb patch vendor.dtb --board boards/aquila.yaml -o patched.dtb",
     "run": "cma-tool run boards/qemu-aquila.yaml --out runs/first --junit runs/first/junit.xml",
     "suggest": "cma-tool suggest",
@@ -105,6 +106,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return generate_cli(Path(args.board), Path(args.out), kernel=args.kernel,
                         only=[k for k in (args.only or "").split(",") if k], patch=args.patch,
                         kernel_tree=Path(args.kernel_tree) if args.kernel_tree else None)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from cma_tool.importdt import import_cli
+
+    return import_cli(Path(args.source), Path(args.output) if args.output else None, name=args.name,
+                      includes=[Path(d) for d in args.include], kernel=args.kernel, max_order=args.max_order)
 
 
 def _cmd_dtb(args: argparse.Namespace) -> int:
@@ -197,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", metavar="PROFILE", help="linux-6.1, linux-6.12, linux-3.5, cma-2011")
     p.add_argument("--only", metavar="KIND,...", help="bootargs,dts,c,kconfig,uboot (default: all that apply)")
     p.add_argument("--patch", action="store_true", help="also write git format-patch files")
-    p.add_argument("--kernel-tree", metavar="PATH", help="check the patches with git apply --check there")
+    p.add_argument("--kernel-tree", metavar="PATH",
+                   help="the git kernel tree to patch: the patch adds to its .dts/.dtsi and is checked there "
+                        "(git apply --check; a dts patch also with its Makefile and dt-validate)")
 
     p = add("dtb", "show or patch a binary device tree", _cmd_dtb)
     dsub = p.add_subparsers(dest="dtb_command", required=True)
@@ -257,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", "rewrite a run folder's report.html from the files the run left there", _cmd_report)
     p.add_argument("folder", metavar="OUT_FOLDER", help="the --out folder of a cma-tool run")
+    p = add("import", "write a board file from a kernel .dts (with its includes) or a .dtb", _cmd_import)
+    p.add_argument("source", help="the board's .dts (preprocessed as Kbuild does) or a .dtb")
+    p.add_argument("-o", "--output", metavar="BOARD.yaml", help="write here and validate it (default: print)")
+    p.add_argument("--name", help="the board's name (default: the dts name without its SoC prefix)")
+    p.add_argument("--include", "-I", action="append", default=[], metavar="DIR",
+                   help="more folders for the .dts's includes (its kernel tree's are found by themselves)")
+    p.add_argument("--kernel", default="linux-6.1", help="kernel profile for the board (default linux-6.1)")
+    p.add_argument("--max-order", type=int, default=11, metavar="N",
+                   help="CONFIG_ARCH_FORCE_MAX_ORDER of the board's kernel (default 11, ARM's Kconfig default)")
+
     p = add("check", "cross-check a console log of a board booted elsewhere (LAVA, a flasher, by hand)", _cmd_check)
     p.add_argument("board", help="board YAML file the board was set up from")
     p.add_argument("log", help="the console log: plain text (timestamps or not) or a LAVA job log (YAML lines)")

@@ -18,7 +18,7 @@ def cma_tool(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-@pytest.mark.parametrize("command", ["validate", "plan", "model", "generate", "dtb", "run", "suggest"])
+@pytest.mark.parametrize("command", ["validate", "plan", "model", "generate", "import", "dtb", "run", "suggest"])
 def test_help_shows_an_example(command: str) -> None:
     res = cma_tool(command, "--help")
     assert res.returncode == 0

@@ -22,6 +22,12 @@ TOOL_PACKAGES = {
     "gcc": "gcc",
     "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf",
     "dt-validate": "pip:dtschema",
+    "dt-mk-schema": "pip:dtschema",
+    "make": "make",
+    "flex": "flex",
+    "bison": "bison",
+    "bc": "bc",
+    "/usr/src/linux-source-6.1.tar.xz": "linux-source-6.1",
     "mkimage": "u-boot-tools",
     "dumpimage": "u-boot-tools",
     "mkenvimage": "u-boot-tools",
@@ -56,7 +62,11 @@ def missing(what: str, package: str) -> None:
 def need(tool: str) -> str:
     """The path of ``tool``; a tool the table does not know is a mistake in the test itself."""
     package = TOOL_PACKAGES[tool]
-    path = tool if tool.startswith("/") and os.access(tool, os.X_OK) else shutil.which(tool)
+    if tool.startswith("/"):
+        # An absolute path: an executable, or a file a package installs (a source tarball).
+        path = tool if os.access(tool, os.R_OK if tool.endswith(".tar.xz") else os.X_OK) else None
+    else:
+        path = shutil.which(tool)
     if path is None:
         missing(tool, package)
     assert path is not None

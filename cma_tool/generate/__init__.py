@@ -13,7 +13,8 @@ kconfig    cma.config (for merge_config.sh)                    all
 =========  ==================================================  =====================
 
 With ``patch``, git format-patch files under ``patches/`` change the board's
-real files in ``kernel_tree`` and are checked there with ``git apply --check``.
+real files in ``kernel_tree`` and are checked there with ``git apply --check``;
+a dts patch in a kernel tree also with its Makefile and dt-validate (patches.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cma_tool.errors import ConfigError, ExitCode
+from cma_tool.errors import ConfigError, Diagnostic, ExitCode
 from cma_tool.generate import bootargs as gboot
 from cma_tool.generate import dts as gdts
 from cma_tool.generate.boardfile import BoardCode, board_code, board_file_c
@@ -71,6 +72,41 @@ def _select(plan: Plan, only: Sequence[str]) -> list[str]:
     return [k for k in KINDS if k in wanted]
 
 
+def _check_expressed(plan: Plan, kinds: Sequence[str]) -> list[str]:
+    """Refuse a selection that leaves a planned CMA pool out of every file it writes.
+
+    On a board-file kernel a named pool exists only in the board-file C
+    (kind ``c``); the 3.5-5.9 default area only as ``cma=`` or
+    CONFIG_CMA_SIZE_MBYTES (kinds ``bootargs``, ``kconfig``); the 2011
+    series has no default area, so every pool is C. A device-tree kernel's
+    pools are in the dts, and its default area can also be ``cma=``.
+    A 3.5-5.9 default area is reserved by the arch whatever is written, so
+    leaving its size out is a note (the kernel's Kconfig size applies).
+    """
+    from cma_tool.model.profiles import BoardFileApi
+
+    board, profile = plan.board, plan.profile
+    if gboot.dt_kernel(profile):
+        return []  # --only bootargs for a DT board is a choice: the dts can come from elsewhere
+    c_only = profile.facts.reservation is BoardFileApi.CMA_2011
+    lost = []
+    notes = []
+    for region in board.cma_regions:
+        if region.cma_default and not c_only:
+            if not {"bootargs", "kconfig"} & set(kinds):
+                notes.append(f"the default area {region.display} ({region.requested_size >> 20} MiB) is in no file "
+                             f"written here: {profile.name} sizes it by cma= or CONFIG_CMA_SIZE_MBYTES "
+                             "(kinds bootargs, kconfig)")
+        elif "c" not in kinds:
+            lost.append((region, "c (the board file's .reserve hook)"))
+    if lost:
+        raise ConfigError(diagnostics=[
+            Diagnostic(f"--only {','.join(kinds)} leaves CMA region {r.display} out: on {profile.name} only "
+                       f"kind {how} reserves it", r.where.file, r.where.line, r.where.col, "error",
+                       "add that kind to --only (or leave --only out)") for r, how in lost])
+    return notes
+
+
 def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool = False,
                  kernel_tree: Path | None = None, files: gboot.BootFiles | None = None,
                  prefer_cmdline: bool = False) -> Generated:
@@ -81,6 +117,7 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
     """
     board, profile = plan.board, plan.profile
     kinds = _select(plan, only)
+    expressed_notes = _check_expressed(plan, kinds)
     if patch and kernel_tree is None:
         raise ConfigError("--patch needs --kernel-tree PATH",
                           hint="the patch is made against the board's files in your kernel tree and checked there")
@@ -91,7 +128,7 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
         tree = check_kernel_tree(kernel_tree)
     # Every text first: a value that cannot be written is a ConfigError before any file exists.
     texts: list[tuple[str, str]] = []
-    notes: list[str] = []
+    notes: list[str] = list(expressed_notes)
     dt = gboot.dt_kernel(profile)
     omit_default = dt and gboot.cma_on_cmdline(board, profile, prefer_cmdline=prefer_cmdline)
     cmdline = gboot.kernel_cmdline(board, profile, prefer_cmdline=prefer_cmdline)
@@ -103,7 +140,17 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
         texts.append(("boot.cmd", gboot.boot_script(board, profile, cmdline.text, boot_files)))
         texts.append(("uboot-env.txt", gboot.uboot_env(board, cmdline.text, boot_files)))
     if "dts" in kinds:
-        texts.append((f"{board.name}-cma.dtsi", gdts.board_fragment(board, profile, omit_default=omit_default)))
+        refs = None
+        if tree is not None:
+            from cma_tool.generate import patches as gp
+
+            refs = gp.device_refs(board, gp.board_view(tree, board)[1])
+        elif any(d.memory_region for d in board.devices):
+            notes.append("the .dtsi fragment names each device by its board key as a DT label "
+                         f"({', '.join('&' + d.name for d in board.devices if d.memory_region)}); "
+                         "--kernel-tree maps them to the tree's own labels")
+        texts.append((f"{board.name}-cma.dtsi",
+                      gdts.board_fragment(board, profile, omit_default=omit_default, refs=refs)))
         texts.append((f"{board.name}-cma-check.dts",
                       gdts.standalone_dts(board, profile, omit_default=omit_default)))
     code = None
@@ -131,15 +178,24 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
             gdts.compile_dts(path, path.with_suffix(".dtb"))
             written.append(path.with_suffix(".dtb"))
     if patch and tree is not None:
-        written += _write_patches(plan, out, tree, code)
+        patches, checked = _write_patches(plan, out, tree, code)
+        written += patches
+        notes += checked
     return Generated(written, notes)
 
 
-def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) -> list[Path]:
-    """The board-file patch when there is board-file code, else the dts patch; checked in ``tree``."""
+def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) -> tuple[list[Path], list[str]]:
+    """The board-file patch when there is board-file code, else the dts patch; checked in ``tree``.
+
+    Returns the files and what was checked: a dts patch in a kernel tree is
+    built with the tree's Makefile and validated with its bindings; anything
+    else is only known to apply.
+    """
+    from cma_tool.generate import kerneltree as kt
     from cma_tool.generate import patches as gp
 
     board, profile = plan.board, plan.profile
+    checked: list[str] = []
     if code is not None:
         meta, changes = gp.board_file_patch(tree, board, profile, code, plan.areas)
     else:
@@ -152,8 +208,20 @@ def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) ->
     path = out / "patches" / f"0001-{slug[:52].rstrip('-')}.patch"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(mail)
-    gp.check_applies(tree, path)
-    return [path]
+    try:
+        gp.check_applies(tree, path)
+        checked.append(f"checked: {path.name} applies to {tree} (git apply --check)")
+        if code is None and kt.tree_top(tree / changes[0].path) == tree:
+            checked += gp.check_dts_patch(tree, changes[0], board, plan.areas)
+    except BaseException:
+        path.unlink()  # a patch that failed its check is not left where a checked one would be
+        raise
+    if code is not None:
+        checked.append("NOT checked: board-file C is not compiled against this tree (only that it applies)")
+    elif kt.tree_top(tree / changes[0].path) != tree:
+        checked.append(f"NOT checked: {tree} has no kernel Makefile and scripts/dtc, so the DTB was not built "
+                       "and dt-validate did not run")
+    return [path], checked
 
 
 def generate_cli(board_path: Path, out: Path, *, kernel: str | None, only: list[str], patch: bool,

@@ -30,6 +30,7 @@ from typing import assert_never
 
 from cma_tool.board.types import Board, Device, Region
 from cma_tool.errors import ConfigError
+from cma_tool.generate.dts import error_at
 from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile
 from cma_tool.plan import PlacedArea
 from cma_tool.sizes import format_size
@@ -62,19 +63,37 @@ class BoardCode:
     init_call: str | None  # statement for the end of <board>_machine_init(), or None
     kconfig_select: tuple[str, ...] = ()  # symbols MACH_<BOARD> must select
     notes: tuple[str, ...] = field(default=())
+    #: extern lines for the platform devices no header declares (a machine without plat/devs.h):
+    #: for the stand-alone file only, the real board file defines them itself.
+    declarations: str = ""
 
     @property
     def board_file(self) -> str:
         return f"{self.mach_dir}/mach-{self.prefix}.c"
 
 
+#: mach-* folders of the 3.5-5.9 era by the SoC's compatible prefix; others: mach-<vendor part of the SoC>.
+_MACH_DIRS = (("samsung,s5pv210", "s5pv210"), ("samsung,s5pc110", "s5pv210"), ("samsung,exynos", "exynos"),
+              ("fsl,imx", "imx"), ("ti,omap", "omap2"), ("ti,am33", "omap2"), ("nvidia,tegra", "tegra"),
+              ("st-ericsson,", "ux500"), ("marvell,kirkwood", "kirkwood"), ("marvell,dove", "dove"),
+              ("arm,vexpress", "vexpress"), ("arm,versatile", "versatile"), ("arm,realview", "realview"),
+              ("ste,", "ux500"), ("renesas,", "shmobile"), ("qcom,", "msm"), ("atmel,", "at91"))
+#: SoCs whose board files reserve MFC's two ports with plat-samsung's s5p_mfc_reserve_mem().
+_MFC_HELPER_DIRS = ("arch/arm/mach-s5pv210", "arch/arm/mach-exynos")
+
+
 def _mach_dir(board: Board) -> str:
-    for compat in board.compatible:
-        if compat in ("samsung,s5pv210", "samsung,s5pc110"):
-            return "arch/arm/mach-s5pv210"
-    raise ConfigError(
-        f"board '{board.name}' is not an S5PV210/S5PC110 machine (compatible: {', '.join(board.compatible) or 'none'})",
-        hint="board-file C is only generated for S5PV210 boards; use a device-tree profile (linux-6.1, linux-6.12)")
+    """The board file's folder, from the SoC compatible (the board's last), for any ARM machine."""
+    for compat in reversed(board.compatible):
+        for prefix, folder in _MACH_DIRS:
+            if compat.startswith(prefix):
+                return f"arch/arm/mach-{folder}"
+    if not board.compatible:
+        raise ConfigError(f"board '{board.name}' has no compatible: its mach-* folder is unknown",
+                          hint="add the board's and its SoC's compatible strings (the SoC last)")
+    soc = board.compatible[-1].split(",", 1)[-1]
+    stem = re.match(r"[a-z]+", soc)
+    return f"arch/arm/mach-{stem.group(0) if stem else _ident(soc)}"
 
 
 def _prefix(board: Board) -> str:
@@ -103,28 +122,47 @@ def _placed_text(region: Region, placed: dict[str, PlacedArea]) -> str:
     return f", planned at {area.base:#010x}" if area else ""
 
 
-def _device_symbol(dev: Device) -> str:
-    symbol = _S5PV210_DEVICES.get(dev.name)
-    if symbol is None:
-        raise ConfigError(
-            f"device '{dev.name}' has no known S5PV210 platform device for board-file code",
-            hint=f"board-file C knows {', '.join(sorted(_S5PV210_DEVICES))}; use a device-tree profile for others")
-    return symbol
+def _device_symbol(dev: Device, mach_dir: str) -> str:
+    """The struct platform_device of a board device: plat/devs.h's on S5PV210, else ``<name>_device``."""
+    if mach_dir == "arch/arm/mach-s5pv210":
+        symbol = _S5PV210_DEVICES.get(dev.name)
+        if symbol is None:
+            raise ConfigError(
+                f"device '{dev.name}' has no known S5PV210 platform device for board-file code",
+                hint=f"board-file C knows {', '.join(sorted(_S5PV210_DEVICES))}; use a device-tree profile for others")
+        return symbol
+    return f"{_ident(dev.name)}_device"
 
 
-def _port_symbol(dev: Device, index: int) -> str:
+def _port_symbol(dev: Device, index: int, mach_dir: str) -> str:
     """The struct device that takes a device's index-th region (MFC: one per port)."""
-    if dev.name == "mfc" and len(dev.memory_region) == 2:
+    if dev.name == "mfc" and len(dev.memory_region) == 2 and mach_dir in _MFC_HELPER_DIRS:
         names = dev.memory_region_names or ("left", "right")
         port = _MFC_PORTS.get(names[index])
         if port is None:
             raise ConfigError(f"device 'mfc': memory-region-names must be left/right, not {names[index]!r}",
                               hint="MFC v5's ports are called left and right")
         return port
-    return _device_symbol(dev)
+    if index > 0:
+        raise error_at(
+            f"device '{dev.name}' takes {len(dev.memory_region)} CMA regions; a board file gives a device one "
+            "area (dma_declare_contiguous, set_dev_cma_area)", dev.where,
+            "give the device one region, or use a device-tree profile (memory-region with several entries)")
+    return _device_symbol(dev, mach_dir)
 
 
-def _users(board: Board) -> dict[str, list[str]]:
+def _plat(mach_dir: str, users: dict[str, list[str]]) -> tuple[list[str], str, list[str]]:
+    """(headers that declare the devices, extern lines for the others, notes) for a machine."""
+    if mach_dir in _MFC_HELPER_DIRS:
+        return ["plat/devs.h"], "", []
+    symbols = sorted({u[1:].removesuffix(".dev") for devs in users.values() for u in devs})
+    externs = "".join(f"extern struct platform_device {s};\n" for s in symbols)
+    notes = [f"{mach_dir} has no plat/devs.h: the code names each device's platform device <device>_device "
+             f"({', '.join(symbols)}); rename them to the board file's own"] if symbols else []
+    return [], externs, notes
+
+
+def _users(board: Board, mach_dir: str) -> dict[str, list[str]]:
     """Region node -> the C expressions of the struct devices that take it."""
     users: dict[str, list[str]] = {r.node: [] for r in board.cma_regions}
     default = board.default_region
@@ -133,9 +171,9 @@ def _users(board: Board) -> dict[str, list[str]]:
         own_cma = [(i, r) for i, r in enumerate(own) if r is not None and r.is_cma]
         if own_cma:
             for index, region in own_cma:
-                users[region.node].append(f"&{_port_symbol(dev, index)}.dev")
+                users[region.node].append(f"&{_port_symbol(dev, index, mach_dir)}.dev")
         elif default is not None and (dev.captures or dev.buffers):
-            users[default.node].append(f"&{_device_symbol(dev)}.dev")
+            users[default.node].append(f"&{_device_symbol(dev, mach_dir)}.dev")
     return users
 
 
@@ -158,7 +196,7 @@ def board_code(board: Board, profile: KernelProfile, areas: list[PlacedArea] | N
 
 
 def _code_2011(board: Board, prefix: str, mach_dir: str, placed: dict[str, PlacedArea]) -> BoardCode:
-    users = _users(board)
+    users = _users(board, mach_dir)
     regions = board.cma_regions
     if not regions:
         raise ConfigError(f"board '{board.name}' declares no CMA region",
@@ -211,31 +249,33 @@ def _code_2011(board: Board, prefix: str, mach_dir: str, placed: dict[str, Place
         else:
             defs += ["\tif (cma) {", *(f"\t\tset_dev_cma_area({d}, cma);" for d in devs), "\t}"]
     defs.append("}")
+    headers, externs, notes = _plat(mach_dir, users)
     return BoardCode(
         api=BoardFileApi.CMA_2011.value, prefix=prefix, machine=prefix.upper(), mach_dir=mach_dir,
         includes=("linux/init.h", "linux/kernel.h", "linux/err.h", "linux/cma.h", "linux/dma-mapping.h",
-                  "linux/platform_device.h", "plat/devs.h"),
+                  "linux/platform_device.h", *headers),
         definitions="\n".join(defs) + "\n", reserve_hook=hook, init_call=f"{init}();", kconfig_select=("CMA",),
+        notes=tuple(notes), declarations=externs,
     )
 
 
 def _code_35(board: Board, profile: KernelProfile, prefix: str, mach_dir: str,
              placed: dict[str, PlacedArea]) -> BoardCode:
-    users = _users(board)
+    users = _users(board, mach_dir)
     default = board.default_region
     hook = f"{prefix}_reserve"
     body = [f"static void __init {hook}(void)", "{"]
-    includes = ["linux/init.h", "linux/kernel.h", "linux/dma-contiguous.h", "linux/platform_device.h",
-                "plat/devs.h"]
-    notes: list[str] = []
+    headers, externs, notes = _plat(mach_dir, users)
+    includes = ["linux/init.h", "linux/kernel.h", "linux/dma-contiguous.h", "linux/platform_device.h", *headers]
     done: set[str] = set()
     mfc = board.device("mfc")
-    if mfc is not None and mfc.honours_memory_region and len(mfc.memory_region) == 2:
+    if (mfc is not None and mfc.honours_memory_region and len(mfc.memory_region) == 2
+            and mach_dir in _MFC_HELPER_DIRS):
         by_port = {}
         for index, label in enumerate(mfc.memory_region):
             region = board.region(label)
             if region is not None and region.is_cma:
-                by_port[_port_symbol(mfc, index)] = region
+                by_port[_port_symbol(mfc, index, mach_dir)] = region
         if set(by_port) == set(_MFC_PORTS.values()):
             right, left = by_port["s5p_device_mfc_r"], by_port["s5p_device_mfc_l"]
             anywhere = " (base 0: anywhere)" if not (right.reg and left.reg) else ""
@@ -252,8 +292,11 @@ def _code_35(board: Board, profile: KernelProfile, prefix: str, mach_dir: str,
             continue
         devs = users[region.node]
         if not devs:
-            notes.append(f"{region.display}: no device takes it; not reserved in the board file")
-            continue
+            # dma_declare_contiguous() reserves for a device; without one the pool cannot be said.
+            raise error_at(
+                f"CMA region {region.display}: no device takes it, and {profile.name}'s board-file API "
+                "reserves a pool only for a device (dma_declare_contiguous)", region.where,
+                "name it in a device's memory-region, make it the default area, or remove it")
         if len(devs) > 1:
             notes.append(f"{region.display}: dma_declare_contiguous() gives an area to one device; "
                          f"{len(devs) - 1} other user(s) fall back to the default area")
@@ -278,6 +321,7 @@ def _code_35(board: Board, profile: KernelProfile, prefix: str, mach_dir: str,
         api=BoardFileApi.DMA_DECLARE_CONTIGUOUS.value, prefix=prefix, machine=prefix.upper(), mach_dir=mach_dir,
         includes=tuple(includes),
         definitions="\n".join(body) + "\n", reserve_hook=hook, init_call=None, notes=tuple(notes),
+        declarations=externs,
     )
 
 
@@ -323,6 +367,9 @@ def board_file_c(board: Board, profile: KernelProfile, code: BoardCode) -> str:
     lines += [f"#include <{i}>" for i in linux]
     lines.append("")
     lines += [f"#include <{i}>" for i in ["asm/mach/arch.h", *others]]
+    if code.declarations:
+        lines += ["", "/* The board's platform devices (defined in its board file). */",
+                  code.declarations.rstrip("\n")]
     lines += ["", code.definitions.rstrip("\n"), ""]
     lines += [f"static void __init {code.prefix}_machine_init(void)", "{"]
     lines.append(f"\t{code.init_call}" if code.init_call else "\t/* the board's devices are added here */")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cma_tool.board.types import Bank, Board, Device, Region
@@ -44,20 +44,21 @@ def cells_for(profile: KernelProfile) -> tuple[int, int]:
     return (2, 2) if profile.lpae or profile.arch == "dma-direct" else (1, 1)
 
 
-def _fail(message: str, where: Where, hint: str) -> ConfigError:
+def error_at(message: str, where: Where, hint: str) -> ConfigError:
+    """A ConfigError positioned at a board file's value: ``file:line:col: error: message``."""
     return ConfigError(diagnostics=[Diagnostic(message, where.file, where.line, where.col, "error", hint)])
 
 
 def check_node_name(name: str, where: Where = NOWHERE) -> str:
     if not _NODE_NAME.fullmatch(name):
-        raise _fail(f"{name!r} is not a device-tree node name", where,
+        raise error_at(f"{name!r} is not a device-tree node name", where,
                     "use letters, digits and , . _ + - (at most 31), then optionally @ and a hex unit address")
     return name
 
 
 def check_label(label: str, where: Where = NOWHERE) -> str:
     if not _LABEL.fullmatch(label):
-        raise _fail(f"{label!r} is not a device-tree label", where,
+        raise error_at(f"{label!r} is not a device-tree label", where,
                     "a label is a C identifier: letters, digits and _, not starting with a digit")
     return label
 
@@ -65,14 +66,14 @@ def check_label(label: str, where: Where = NOWHERE) -> str:
 def dt_string(text: str, where: Where = NOWHERE) -> str:
     """``text`` as a quoted DTS string; refuses quotes, backslashes and control characters."""
     if not _DT_STRING.fullmatch(text):
-        raise _fail(f"{text!r} cannot be written as a device-tree string", where,
+        raise error_at(f"{text!r} cannot be written as a device-tree string", where,
                     "use printable ASCII without \" and \\")
     return f'"{text}"'
 
 
 def _cells(value: int, count: int, what: str, where: Where) -> list[str]:
     if value < 0 or value >= 1 << (32 * count):
-        raise _fail(f"{what} {value:#x} does not fit in {count} cell(s)", where,
+        raise error_at(f"{what} {value:#x} does not fit in {count} cell(s)", where,
                     "a 1-cell tree (ARM32 without LPAE) holds values below 4 GiB; enable lpae in the kernel section")
     return [f"0x{(value >> (32 * i)) & 0xFFFFFFFF:08x}" for i in reversed(range(count))]
 
@@ -154,25 +155,29 @@ def reserved_memory_dts(board: Board, profile: KernelProfile, *, address_cells: 
     return _indent(lines, level)
 
 
-def consumer_dts(board: Board) -> str:
+def consumer_dts(board: Board, refs: Mapping[str, str] | None = None) -> str:
     """``&label { memory-region = ...; };`` for each device that names regions.
 
-    The device's name is taken as its DT label in the SoC dtsi (fimc0, mfc),
+    ``refs`` maps a device to how its kernel tree names its node (``&mfc``,
+    ``&{/soc/codec@f1700000}``: patches.device_node); without a tree the
+    device's name is taken as its DT label in the SoC dtsi (fimc0, mfc),
     which is how s5pv210.dtsi labels them.
     """
+    refs_of = refs or {}
     out: list[str] = []
     for dev in board.devices:
         if not dev.memory_region:
             continue
         w = dev.where
-        refs = []
+        handles = []
         for label in dev.memory_region:
             region = board.region(label)
             if region is None or not region.label:
-                raise _fail(f"device '{dev.name}': memory-region '{label}' is not the label of a reserved-memory node",
+                raise error_at(f"device '{dev.name}': memory-region '{label}' is not the label of a reserved-memory node",
                             w, "give the region a 'label:' and refer to it by that label")
-            refs.append(f"<&{check_label(region.label, w)}>")
-        lines = [f"&{check_label(dev.name, w)} {{", f"\tmemory-region = {', '.join(refs)};"]
+            handles.append(f"<&{check_label(region.label, w)}>")
+        head = refs_of[dev.name] if dev.name in refs_of else f"&{check_label(dev.name, w)}"
+        lines = [f"{head} {{", f"\tmemory-region = {', '.join(handles)};"]
         if dev.memory_region_names:
             lines.append(f"\tmemory-region-names = {', '.join(dt_string(n, w) for n in dev.memory_region_names)};")
         lines.append("};")
@@ -200,7 +205,8 @@ def _header(board: Board, profile: KernelProfile, what: str) -> list[str]:
     ]
 
 
-def board_fragment(board: Board, profile: KernelProfile, *, omit_default: bool = False) -> str:
+def board_fragment(board: Board, profile: KernelProfile, *, omit_default: bool = False,
+                   refs: Mapping[str, str] | None = None) -> str:
     """What the board's ``.dts`` needs: root-level nodes inside ``/ { };`` and the consumer overrides."""
     acells, scells = cells_for(profile)
     parts = "\n".join(_header(board, profile, "CMA reservations")) + "\n\n/ {\n"
@@ -211,7 +217,7 @@ def board_fragment(board: Board, profile: KernelProfile, *, omit_default: bool =
     if board.boot.banks_via == "usable-memory-range":
         parts += "\n" + usable_memory_dts(board, profile)
     parts += "};\n"
-    consumers = consumer_dts(board)
+    consumers = consumer_dts(board, refs)
     if consumers:
         parts += "\n" + consumers
     return parts

@@ -5,15 +5,20 @@ user's tree into a throw-away repository, committed, edited, committed
 again, and ``git format-patch`` writes the mail. So the blob ids in the
 ``index`` lines are those of the user's files (``git am -3`` works) and the
 format is git's, not an imitation. ``git apply --check`` in the user's tree
-then proves the patch applies.
+then proves the patch applies, and a dts patch is built and validated with
+the tree's own Makefile and bindings (:func:`check_dts_patch`).
 
-The edits themselves are small text surgery on C and DTS, done on a
-brace-level scan that skips comments and strings (no DTS or C parser in
-Python reads a .dts with cpp includes and writes it back unchanged).
+What the tree already has is read from the tree itself, compiled with its
+cpp and dtc (kerneltree.py): labels, phandles, the .dtsi's reserved-memory
+nodes, so a patch adds to them and never replaces them (:func:`merge_dts_text`).
+The edits themselves are small text insertions into the board's .dts, placed
+with a brace-level scan that skips comments and strings (no DTS or C parser
+in Python reads a .dts with cpp includes and writes it back unchanged).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -23,10 +28,13 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from cma_tool.board.types import Board
+from cma_tool.binfmt import fdt
+from cma_tool.board.types import Board, Device, Region
 from cma_tool.errors import ConfigError, InfraError
 from cma_tool.generate import dts as gdts
+from cma_tool.generate import kerneltree as kt
 from cma_tool.generate.boardfile import BoardCode
+from cma_tool.generate.kerneltree import TreeView
 from cma_tool.model.profiles import KernelProfile
 from cma_tool.plan import PlacedArea
 from cma_tool.sizes import format_size
@@ -163,67 +171,214 @@ def _label_of(header: str) -> str | None:
 
 # ------------------------------------------------------------------ the dts edit
 
-def _indent_block(block_text: str, label: str | None) -> str:
-    if label is None:
-        return block_text
-    first, rest = block_text.split("\n", 1)
-    stripped = first.lstrip("\t")
-    return "\t" * (len(first) - len(stripped)) + f"{label}: {stripped.split(': ', 1)[-1]}\n" + rest
+#: The properties of a reserved-memory node that the plan decides; any other stays as the tree has it.
+_OWNED = ("compatible", "reg", "size", "alignment", "alloc-ranges", "reusable", "no-map", "linux,cma-default")
 
 
-def patch_dts_text(text: str, board: Board, profile: KernelProfile, *, where: str) -> str:
-    """``text`` (a board .dts) with our /memory, /reserved-memory and memory-region properties."""
+def _region_props(region: Region, acells: int, scells: int) -> dict[str, bytes]:
+    """The owned properties of ``region`` as dtc would encode them."""
+    props = {"compatible": fdt.encode_string(region.compatible)}
+    if region.reg is not None:
+        props["reg"] = fdt.encode_ranges([region.reg], acells, scells)
+    elif region.size is not None:
+        props["size"] = fdt.encode_number(region.size, scells)
+    if region.alignment is not None:
+        props["alignment"] = fdt.encode_number(region.alignment, scells)
+    if region.alloc_ranges and region.reg is None:
+        props["alloc-ranges"] = fdt.encode_ranges(region.alloc_ranges, acells, scells)
+    for flag, on in (("reusable", region.reusable), ("no-map", region.no_map),
+                     ("linux,cma-default", region.cma_default)):
+        if on:
+            props[flag] = b""
+    return props
+
+
+def _reference(view: TreeView, path: str) -> str:
+    """How the board's .dts names a node of the tree: its first label, else its path."""
+    labels = view.labels_of(path)
+    return f"&{labels[0]}" if labels else f"&{{{path}}}"
+
+
+def device_node(dev: Device, view: TreeView) -> str:
+    """The tree's node for a board device: by label, else by compatible (and reg); ConfigError if none."""
+    if dev.name in view.labels:
+        return view.labels[dev.name]
+    found: set[str] = set()
+    for compatible in dev.compatible:
+        found |= set(view.with_compatible(compatible))
+    if len(found) > 1 and dev.reg is not None:
+        found = {p for p in found if p.rsplit("@", 1)[-1] == f"{dev.reg[0]:x}"}
+    if len(found) == 1:
+        return found.pop()
+    close = difflib.get_close_matches(dev.name, sorted(view.labels), n=3, cutoff=0.5)
+    if found:
+        hint = (f"compatible {', '.join(dev.compatible)} matches {len(found)} nodes ({', '.join(sorted(found))}): "
+                "name the device by the label of one of them")
+    else:
+        hint = (f"did you mean {' or '.join(repr(c) for c in close)}? (labels of the tree)" if close
+                else "name the device by its label in the tree, or give it the compatible of its node")
+    raise gdts.error_at(
+        f"device '{dev.name}' matches no node of the kernel tree (no label '{dev.name}'"
+        + (f", no single node with compatible {', '.join(dev.compatible)}" if dev.compatible else "") + ")",
+        dev.where, hint)
+
+
+@dataclass(frozen=True)
+class _Edits:
+    """Text edits on the board .dts: (start, end, replacement), applied from the back, then blocks appended."""
+
+    replace: list[tuple[int, int, str]]
+    append: list[str]
+
+    def apply(self, text: str) -> str:
+        out = text
+        for start, end, repl in sorted(self.replace, key=lambda e: (e[0], e[1]), reverse=True):
+            out = out[:start] + repl + out[end:]
+        if self.append:
+            out = out.rstrip("\n") + "\n\n" + "\n".join(self.append)
+        return out
+
+
+def _override(ref: str, lines: list[str]) -> str:
+    return "".join(f"{line}\n" for line in [f"{ref} {{", *("\t" + line for line in lines), "};"])
+
+
+def merge_dts_text(text: str, board: Board, view: TreeView, *, where: str) -> str:
+    """``text`` (the board's .dts) with the plan added to what its tree already has; nothing removed.
+
+    ``view`` is the board's whole tree as compiled from ``text`` and its
+    includes. New reserved-memory nodes go into the board's own
+    ``reserved-memory`` block, or into a new one in its root that dtc
+    merges with the .dtsi's node at the same path; a node the tree already
+    has is overridden by its label (or path) only where the plan differs;
+    consumers get ``memory-region`` by the tree's label for them. Memory
+    banks are rewritten only if they differ from the tree's.
+    """
     top = _blocks(text, 0, len(text))
     roots = [b for b in top if b.header == "/"]
     if not roots:
         raise ConfigError(f"{where} has no root node '/ {{ ... }};'", hint="is this the board's .dts?")
     root = roots[0]
-    acells, scells = gdts.cells_for(profile)
-    memory = gdts.memory_dts(board.banks, address_cells=acells, size_cells=scells)
-    reserved = gdts.reserved_memory_dts(board, profile)
     children = _blocks(text, root.body, root.close)
-    mem = next((b for b in children if _node_name(b.header).split("@")[0] == "memory"), None)
-    rsv = next((b for b in children if _node_name(b.header) == "reserved-memory"), None)
-    edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied from the back
-    if mem is not None:
-        edits.append((mem.start, mem.end, _indent_block(memory, _label_of(mem.header))))
-    if rsv is not None:
-        # A board without regions has no /reserved-memory node (generate/dts.py): drop the tree's.
-        edits.append((rsv.start, rsv.end, _indent_block(reserved, _label_of(rsv.header)) if reserved else ""))
-    if mem is None and rsv is None:
-        at = children[0].start if children else root.close
-        edits.append((at, at, memory + "\n" + (reserved + "\n" if reserved else "")))
-    elif rsv is None:
-        assert mem is not None
-        if reserved:
-            edits.append((mem.end, mem.end, "\n" + reserved))
-    elif mem is None:
-        edits.append((rsv.start, rsv.start, memory + "\n"))
-    appended: list[str] = []
-    overrides = {b.header[1:].strip(): b for b in top if b.header.startswith("&")}
-    for block in gdts.consumer_dts(board).split("\n\n"):
-        if not block.strip():
+    acells, scells = view.cells("/")
+    edits = _Edits([], [])
+    at_root = children[0].start if children else root.close  # where new root children go
+    root_inserts: list[str] = []
+
+    # /memory: only when the banks differ from the tree's.
+    banks = sorted((b.base, b.size) for b in board.banks)
+    if banks and view.memory_banks() != banks:
+        value = gdts._pairs(banks, acells, scells, "memory bank", board.banks[0].where)
+        mem_paths = [f"/{c.name}" for c in view.tree.root.children
+                     if c.properties.get("device_type") == b"memory\0"]
+        if mem_paths:
+            edits.append.append(_override(_reference(view, mem_paths[0]), [f"reg = {value};"]))
+        else:
+            root_inserts.append(gdts.memory_dts(board.banks, address_cells=acells, size_cells=scells))
+    mem_block = next((b for b in children if _node_name(b.header).split("@")[0] == "memory"), None)
+    if mem_block is not None:
+        at_root = mem_block.end
+
+    # /reserved-memory: new nodes added, changed ones overridden, the rest left as it is.
+    rsv_path = "/reserved-memory"
+    rsv_cells = view.cells(rsv_path) if view.node(rsv_path) is not None else (acells, scells)
+    new_nodes: list[str] = []
+    paths: dict[str, str] = {}  # board region label/node -> its path in the patched tree
+    for region in board.regions:
+        w = region.where
+        path = view.labels.get(region.label) if region.label else None
+        if path is not None and path.rsplit("/", 1)[0] != rsv_path:
+            raise gdts.error_at(
+                f"region label '{region.label}' is the tree's label of {path}, not of a reserved-memory node",
+                w, "give the region a label the tree does not use elsewhere")
+        if path is None and view.node(f"{rsv_path}/{region.node}") is not None:
+            path = f"{rsv_path}/{region.node}"
+        wanted = _region_props(region, *rsv_cells)
+        if path is None:
+            new_nodes.append(_indent_lines(gdts._region_lines(region, *rsv_cells), 1))
+            paths[region.label or region.node] = f"{rsv_path}/{region.node}"
             continue
-        label = block.split("{", 1)[0].strip()[1:].strip()
-        props = [line for line in block.splitlines()[1:-1]]
-        existing = overrides.get(label)
+        paths[region.label or region.node] = path
+        node = view.node(path)
+        assert node is not None
+        lines = []
+        for prop in _OWNED:
+            if prop in wanted and node.properties.get(prop) != wanted[prop]:
+                lines.append(_prop_line(prop, region, rsv_cells))
+            elif prop not in wanted and prop in node.properties:
+                lines.append(f"/delete-property/ {prop};")
+        if lines:
+            edits.append.append(_override(_reference(view, path), lines))
+    if new_nodes:
+        body = "\n\n".join(new_nodes)
+        own = next((b for b in children if _node_name(b.header) == "reserved-memory"), None)
+        if own is not None:
+            line_start = text.rfind("\n", 0, own.close) + 1
+            edits.replace.append((line_start, line_start, "\n" + _indent_lines(body.splitlines(), 1) + "\n"))
+        elif view.node(rsv_path) is not None:
+            # The .dtsi has the node: a block at the same path merges with it, its cells stay the .dtsi's.
+            root_inserts.append(_indent_lines(["reserved-memory {", *body.splitlines(), "};"], 1) + "\n")
+        else:
+            root_inserts.append(_indent_lines(["reserved-memory {", f"\t#address-cells = <{acells}>;",
+                                               f"\t#size-cells = <{scells}>;", "\tranges;", "",
+                                               *body.splitlines(), "};"], 1) + "\n")
+    if root_inserts:
+        # After the memory node (a blank line first), else before the root's first child (one after).
+        joined = "\n".join(root_inserts)
+        edits.replace.append((at_root, at_root, "\n" + joined if mem_block is not None else joined + "\n"))
+
+    # Consumers: memory-region on the tree's node for each device, unless it already says exactly that.
+    overrides = {b.header[1:].strip(): b for b in top if b.header.startswith("&")}
+    for dev in board.devices:
+        if not dev.memory_region:
+            continue
+        path = device_node(dev, view)
+        refs, targets = [], []
+        for label in dev.memory_region:
+            used = board.region(label)
+            if used is None:
+                raise gdts.error_at(f"device '{dev.name}': memory-region '{label}' is not a region of the board",
+                                    dev.where, "refer to a reserved-memory node by its label")
+            target = paths[used.label or used.node]
+            targets.append(target)
+            if view.node(target) is not None:
+                refs.append(f"<{_reference(view, target)}>")
+            elif used.label:
+                refs.append(f"<&{gdts.check_label(used.label, used.where)}>")
+            else:
+                refs.append(f"<&{{{target}}}>")
+        node = view.node(path)
+        assert node is not None
+        have = fdt.decode_cells(node.properties.get("memory-region", b""), what="memory-region")
+        names = fdt.encode_strings(dev.memory_region_names) if dev.memory_region_names else None
+        same_names = names is None or node.properties.get("memory-region-names") == names
+        if [view.phandles.get(h) for h in have] == targets and same_names:
+            continue
+        props = [f"memory-region = {', '.join(refs)};"]
+        if dev.memory_region_names:
+            props.append("memory-region-names = "
+                         f"{', '.join(gdts.dt_string(n, dev.where) for n in dev.memory_region_names)};")
+        ref = _reference(view, path)
+        existing = overrides.get(ref[1:])
         if existing is None:
-            appended.append(block if block.endswith("\n") else block + "\n")
+            edits.append.append(_override(ref, props))
             continue
         body = text[existing.body:existing.close]
-        kept = [line for line in body.split("\n")
-                if not re.match(r"\s*memory-region(-names)?\s*=", line)]
-        new_body = "\n" + "\n".join(props) + "\n" + "\n".join(kept).lstrip("\n")
-        if not new_body.endswith("\n"):
-            new_body += "\n"
-        edits.append((existing.body, existing.close, new_body))
-    edits.sort(key=lambda e: e[0], reverse=True)
-    out = text
-    for start, end, repl in edits:
-        out = out[:start] + repl + out[end:]
-    if appended:
-        out = out.rstrip("\n") + "\n\n" + "\n".join(appended)
-    return out
+        kept = [line for line in body.split("\n") if not re.match(r"\s*memory-region(-names)?\s*=", line)]
+        new_body = "\n" + "".join(f"\t{p}\n" for p in props) + "\n".join(kept).lstrip("\n")
+        edits.replace.append((existing.body, existing.close, new_body if new_body.endswith("\n") else new_body + "\n"))
+    return edits.apply(text)
+
+
+def _indent_lines(lines: list[str], level: int) -> str:
+    return "".join(("\t" * level + line if line else "") + "\n" for line in lines).rstrip("\n")
+
+
+def _prop_line(prop: str, region: Region, cells: tuple[int, int]) -> str:
+    """One owned property of ``region`` in DTS, as generate/dts.py writes it in a whole node."""
+    line = next(line.strip() for line in gdts._region_lines(region, *cells)
+                if re.match(rf"\s*{re.escape(prop)}\s*[=;]", line))
+    return line
 
 
 # ------------------------------------------------------------------ the board-file edit
@@ -391,18 +546,18 @@ def _para(text: str) -> str:
 
 
 def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[PlacedArea]) -> tuple[Patch, FileChange]:
-    path = find_board_dts(tree, board)
+    path, view = board_view(tree, board)
     old = (tree / path).read_text()
-    new = patch_dts_text(old, board, profile, where=path)
+    new = merge_dts_text(old, board, view, where=path)
     if new == old:
         raise ConfigError(f"{path} already holds exactly these reservations", hint="nothing to patch")
     soc = Path(path).stem.split("-", 1)[0]
     subject = f"ARM: dts: {soc}: {board.name}: reserve CMA areas for the multimedia devices"
     body = "\n".join([
-        _para(f"The {board.model} has {len(board.banks)} memory bank(s); describe them all in "
-              "the memory node and reserve the contiguous memory its camera and codec "
-              "drivers allocate with dma_alloc_coherent() as shared-dma-pool, reusable "
-              "nodes, so the pages serve movable allocations while no device holds them."),
+        _para(f"Reserve the contiguous memory the camera and codec drivers of the {board.model} "
+              "allocate with dma_alloc_coherent() as shared-dma-pool nodes beside the "
+              "reserved-memory nodes the board already has, which stay as they are; "
+              "reusable nodes serve movable allocations while no device holds them."),
         "",
         f"Planned with kernel profile {profile.name} (pageblock, and so the CMA unit,",
         f"{format_size(profile.cma_min_bytes)}):",
@@ -412,6 +567,78 @@ def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[Plac
         "through memory-region; the others use the linux,cma-default area.",
     ])
     return Patch("", subject, body), FileChange(path, old, new)
+
+
+def board_view(tree: Path, board: Board) -> tuple[str, TreeView]:
+    """The board's .dts in ``tree`` and its whole compiled tree (the tree's own cpp and dtc)."""
+    path = find_board_dts(tree, board)
+    return path, TreeView.of(kt.compile_source(tree / path, kt.tree_top(tree / path)), source=path)
+
+
+def device_refs(board: Board, view: TreeView) -> dict[str, str]:
+    """How the tree names each device that takes regions: ``&label`` or ``&{/path}``."""
+    return {dev.name: _reference(view, device_node(dev, view)) for dev in board.devices if dev.memory_region}
+
+
+def _children(view: TreeView, path: str) -> dict[str, dict[str, bytes]]:
+    node = view.node(path)
+    return {c.name: dict(c.properties) for c in (node.children if node else [])}
+
+
+def check_dts_patch(tree: Path, change: FileChange, board: Board, areas: list[PlacedArea]) -> list[str]:
+    """Build the board's DTB with and without the change using the tree's Makefile, and judge the pair.
+
+    Refused (ConfigError) when the patched tree does not build, when a
+    reserved-memory node of the tree is gone or a node the plan does not
+    own changed, when a planned region is not where the plan put it, or
+    when dt-validate with the tree's bindings warns about anything it did
+    not already warn about. Returns what was checked, for the user.
+    """
+    before = kt.build_dtb(tree, change.path)
+    after = kt.build_dtb(tree, change.path, overlay={change.path: change.new})
+    old_view, new_view = TreeView.of(before.dtb), TreeView.of(after.dtb)
+    old_rsv, new_rsv = _children(old_view, "/reserved-memory"), _children(new_view, "/reserved-memory")
+    problems = [f"/reserved-memory/{name} is gone" for name in old_rsv if name not in new_rsv]
+    owned = {r.node for r in board.regions} | {
+        old_view.labels[r.label].rsplit("/", 1)[-1] for r in board.regions if r.label in old_view.labels}
+    problems += [f"/reserved-memory/{name} changed although the plan does not own it"
+                 for name, props in old_rsv.items() if name not in owned and new_rsv.get(name) != props]
+    rcells = new_view.cells("/reserved-memory")
+    for area in areas:
+        region = next((r for r in board.regions if r.node == area.name), None)
+        if region is None:
+            continue
+        path = new_view.labels.get(region.label or "", f"/reserved-memory/{region.node}")
+        node = new_view.node(path)
+        if node is None:
+            problems.append(f"{area.label or area.name}: no node {path} in the built DTB")
+        elif region.reg is not None and new_view.reg_pairs(path) != [(area.base, area.size)]:
+            problems.append(f"{path}: reg is not <{area.base:#x} {area.size:#x}>")
+        elif region.reg is None and node.properties.get("size") != fdt.encode_number(area.size, rcells[1]):
+            problems.append(f"{path}: size is not {area.size:#x}")
+    if problems:
+        raise ConfigError(f"the patched {change.path} builds, but its DTB is wrong:\n  " + "\n  ".join(problems),
+                          hint="this is a cma-tool bug if the board file is right: please report it")
+    schema = kt.processed_schema(tree)
+    old_check, new_check = kt.validate(before.dtb, schema), kt.validate(after.dtb, schema)
+    remaining = list(old_check.findings)
+    added = []
+    for line in new_check.findings:
+        if line in remaining:
+            remaining.remove(line)
+        else:
+            added.append(line)
+    if added:
+        raise ConfigError(f"dt-validate with {tree.name}'s bindings warns about the patched "
+                          f"{Path(change.path).with_suffix('.dtb').name}:\n  " + "\n  ".join(added),
+                          hint="the unpatched tree does not give these warnings: fix the board's regions")
+    said = [f"dt-validate said about the bindings themselves (not the DTB): {line}"
+            for line in new_check.schema_notes if line not in old_check.schema_notes]
+    return [f"checked: {after.command} builds with the patch (the tree's Makefile, out of tree)",
+            f"checked: /reserved-memory keeps its {len(old_rsv)} node(s) and holds the plan's {len(areas)} "
+            "area(s) at the planned addresses",
+            f"checked: dt-validate with the tree's bindings (PYTHONHASHSEED=0): {len(old_check.findings)} "
+            f"warning(s) before, {len(new_check.findings)} after, none new", *said]
 
 
 def board_file_patch(tree: Path, board: Board, profile: KernelProfile, code: BoardCode,

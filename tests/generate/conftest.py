@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from cma_tool.board.types import Board
 from cma_tool.model.profiles import PROFILES
 from cma_tool.plan import Plan, plan_board
 from tests import tools
+from tests.kernel.tree import Tree, fresh, linux_tree
 
 DATA = Path(__file__).resolve().parent / "data"
 BOARDS = Path(__file__).resolve().parents[2] / "boards"
@@ -86,3 +88,14 @@ def arm_syntax_check(source: Path, api: str) -> subprocess.CompletedProcess[str]
         [gcc, "-fsyntax-only", "-std=gnu89", "-Wall", "-Wdeclaration-after-statement", "-Werror", "-nostdinc",
          f"-I{DATA / ('api-' + api)}", f"-I{INCLUDE}", str(source)],
         capture_output=True, text=True, check=False, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def linux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
+    """Debian's linux-source-6.1 (the parts the tests use), extracted once into the cache, in a worktree."""
+    yield from linux_tree(tmp_path_factory)
+
+
+@pytest.fixture
+def tree(linux: Tree) -> Iterator[Tree]:
+    yield from fresh(linux)

@@ -18,10 +18,12 @@ import pytest
 from cma_tool.board.load import read_board
 from cma_tool.board.types import Board
 from cma_tool.generate import dts as gdts
-from cma_tool.generate.patches import patch_dts_text
+from cma_tool.generate.kerneltree import TreeView, compile_source
+from cma_tool.generate.patches import merge_dts_text
 from cma_tool.model import boot
 from cma_tool.plan import boot_input, plan_board
 
+from .conftest import need
 from .test_dts import compile_tree
 
 ROOT = Path(__file__).parents[2]
@@ -72,10 +74,17 @@ def test_61_model_predicts_no_such_line(no_regions: Board) -> None:
     assert not any("reserved-memory node" in line for line in boot(plan.profile, boot_input(no_regions)).log)
 
 
-def test_dts_patch_drops_the_trees_reserved_memory_for_a_board_without_regions(no_regions: Board) -> None:
-    tree = ("/dts-v1/;\n/ {\n\tmemory@40000000 {\n\t\tdevice_type = \"memory\";\n\t\treg = <0x40000000 0x10000000>;\n"
+def test_dts_patch_keeps_the_trees_reserved_memory_for_a_board_without_regions(no_regions: Board,
+                                                                              tmp_path: Path) -> None:
+    """A board without regions asks for no reservation; what the tree reserves is not ours to delete."""
+    need("cpp")
+    need("dtc")
+    tree = ("/dts-v1/;\n/ {\n\t#address-cells = <1>;\n\t#size-cells = <1>;\n"
+            "\tmemory@40000000 {\n\t\tdevice_type = \"memory\";\n\t\treg = <0x40000000 0x10000000>;\n"
             "\t};\n\n\tresv: reserved-memory {\n\t\t#address-cells = <1>;\n\t\t#size-cells = <1>;\n\t\tranges;\n"
             "\t};\n};\n")
-    profile = plan_board(no_regions, kernel="linux-6.12").profile
-    patched = patch_dts_text(tree, no_regions, profile, where="test.dts")
-    assert "reserved-memory" not in patched and "memory@40000000" in patched
+    source = tmp_path / "test.dts"
+    source.write_text(tree)
+    view = TreeView.of(compile_source(source, None))
+    patched = merge_dts_text(tree, no_regions, view, where="test.dts")
+    assert "reserved-memory" in patched and "memory@40000000" in patched

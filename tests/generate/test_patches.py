@@ -176,3 +176,53 @@ def test_board_file_without_machine_record_is_refused(aquila: Board) -> None:
     code = board_code(aquila, PROFILES["linux-3.5"])
     with pytest.raises(ConfigError, match="MACHINE_START"):
         gp.patch_board_file_text("int x;\n", code, where="mach-aquila.c")
+
+
+RAMOOPS_DTS = """/dts-v1/;
+#include "s5pv210.dtsi"
+
+/ {
+	model = "Samsung Aquila based on S5PC110";
+	compatible = "samsung,aquila", "samsung,s5pv210";
+
+	memory@30000000 {
+		device_type = "memory";
+		reg = <0x30000000 0x05000000>, <0x40000000 0x18000000>;
+	};
+
+	reserved-memory {
+		#address-cells = <1>;
+		#size-cells = <1>;
+		ranges;
+
+		ramoops: ramoops@34f00000 {
+			compatible = "ramoops";
+			reg = <0x34f00000 0x100000>;
+			record-size = <0x20000>;
+		};
+	};
+};
+"""
+
+
+def test_new_regions_join_the_boards_own_reserved_memory_block(aquila: Board, kernel_tree: Path,
+                                                               tmp_path: Path) -> None:
+    """A .dts with a reserved-memory block of its own: the regions go into it, the ramoops node stays."""
+    from cma_tool.generate.kerneltree import TreeView, compile_source
+
+    need("cpp")
+    need("dtc")
+    dts = kernel_tree / "arch/arm/boot/dts/samsung/s5pv210-aquila.dts"
+    dts.write_text(RAMOOPS_DTS)
+    view = TreeView.of(compile_source(dts, None))
+    new = gp.merge_dts_text(RAMOOPS_DTS, aquila, view, where=dts.name)
+    assert new.count("reserved-memory {") == 1 and new.count("#address-cells") == RAMOOPS_DTS.count("#address-cells")
+    assert new.index("ramoops: ramoops@34f00000") < new.index("mfc_left: region@33000000") < new.index("\n};\n")
+    fdt = libfdt.Fdt(compile_source(dts, None, text=new))
+    ramoops = fdt.path_offset("/reserved-memory/ramoops@34f00000")
+    assert struct.unpack(">2I", bytes(fdt.getprop(ramoops, "reg"))) == (0x34f00000, 0x100000)
+    assert struct.unpack(">I", bytes(fdt.getprop(ramoops, "record-size"))) == (0x20000,)
+    assert struct.unpack(">2I", bytes(fdt.getprop(fdt.path_offset("/reserved-memory/region@33000000"), "reg"))) \
+        == (0x33000000, 16 * MiB)
+    # the banks are the board's already: the memory node is not touched
+    assert new.split("reserved-memory")[0] == RAMOOPS_DTS.split("reserved-memory")[0]

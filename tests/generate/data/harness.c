@@ -4,7 +4,7 @@
  * code would, and prints every CMA call and every device's area, one per
  * line, for the test to compare with the plan.
  *
- * Build: gcc -I api-<gen> -I include -DGENERATED='"file.c"' -DMACHINE=AQUILA
+ * Build: gcc -I api-<gen> -I include -DGENERATED='"file.c"' -DMACHINE=AQUILA [-DEXTRA_DEVICES=...]
  *        -DDYNAMIC_BASE=0x56000000 harness.c
  * DYNAMIC_BASE is where a "place anywhere" reservation lands (the plan's base).
  */
@@ -22,9 +22,23 @@ struct platform_device s5p_device_mfc = { .name = "mfc" };
 struct platform_device s5p_device_mfc_l = { .name = "mfc_l" };
 struct platform_device s5p_device_mfc_r = { .name = "mfc_r" };
 
+/*
+ * Another machine's platform devices: -DEXTRA_DEVICES='X(vpu_device, "vpu") ...'
+ * defines each and lists it with the others.
+ */
+#ifdef EXTRA_DEVICES
+#define X(sym, label) struct platform_device sym = { .name = label };
+EXTRA_DEVICES
+#undef X
+#define X(sym, label) &sym,
+#else
+#define EXTRA_DEVICES
+#endif
+
 static struct platform_device *all_devices[] = {
 	&s5p_device_fimc0, &s5p_device_fimc1, &s5p_device_fimc2,
 	&s5p_device_jpeg, &s5p_device_mfc, &s5p_device_mfc_l, &s5p_device_mfc_r,
+	EXTRA_DEVICES
 };
 
 static const char *dev_name(const struct device *dev)

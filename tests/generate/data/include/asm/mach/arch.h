@@ -1,8 +1,10 @@
 /* Stub: the machine descriptor and MACHINE_START/MACHINE_END. */
 #ifndef STUB_ASM_MACH_ARCH_H
 #define STUB_ASM_MACH_ARCH_H
-#define MACH_TYPE_AQUILA 2646
-#define MACH_TYPE_GONI 3107
+/* Numbers from arch/arm/tools/mach-types. */
+#define MACH_TYPE_AQUILA 2676
+#define MACH_TYPE_GONI 2862
+#define MACH_TYPE_MX53_LOCO 3273
 struct machine_desc {
 	unsigned int nr;
 	const char *name;
