@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-backoff", type=float, default=2.0, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, help="seconds for each cell's target session")
     p.add_argument("--cache", metavar="DIR")
+    p.add_argument("--boot-per-cell", action="store_true",
+                   help="boot the emulated board once per cell (default: cells of one board, kernel and command "
+                        "line share boots while each scenario leaves the allocator as it found it)")
 
     p = add("suggest", "list attached USB-serial adapters with a match rule to paste", _cmd_suggest)
     return parser

@@ -76,6 +76,7 @@ class MatrixSpec:
     cache: str | None = None
     overrides: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
     file: str | None = None
+    shared_boots: bool = True  # emulated direct cells of one board, kernel and command line share boots
 
     def cells(self) -> list[Cell]:
         out = []
@@ -154,7 +155,8 @@ def load_spec(path: Path | None, args: argparse.Namespace) -> MatrixSpec:
                       target=args.target or str(data.get("target", "emulated")),
                       boot=args.boot or data.get("boot"), retries=retries, retry_backoff=args.retry_backoff,
                       timeout=float(timeout) if timeout is not None else None, cache=args.cache,
-                      overrides=overrides, file=str(path) if path is not None else None)
+                      overrides=overrides, file=str(path) if path is not None else None,
+                      shared_boots=not getattr(args, "boot_per_cell", False))
 
 
 def refusal(cell: Cell) -> str | None:
@@ -205,6 +207,58 @@ def run_args(cell: Cell, spec: MatrixSpec, out: Path) -> list[str]:
     return argv
 
 
+def boot_groups(cells: Sequence[Cell], spec: MatrixSpec) -> list[list[Cell]]:
+    """The cells as units of work: cells that can share boots together, every other cell alone.
+
+    Sharing needs the emulated board booted directly and one command line:
+    the same board, kernel, --bootargs, timeout and --force, and a scenario
+    that adds nothing to the command line or the kernel (model pins are
+    per cell: the model's, not the board's).
+    """
+    from cma_tool.model.scenario import load_scenario
+
+    if not spec.shared_boots or spec.target != "emulated" or spec.boot not in (None, "direct"):
+        return [[c] for c in cells]
+    groups: dict[tuple[Any, ...], list[Cell]] = {}
+    alone = []
+    for cell in cells:
+        options = dict(cell.options)
+        scenario = load_scenario(Path(cell.scenario)) if cell.scenario != NEEDS else None
+        if scenario is not None and (scenario.bootargs or scenario.kernel):
+            alone.append([cell])
+            continue
+        key = (cell.board, cell.kernel, options.get("bootargs") or "", options.get("timeout", spec.timeout),
+               bool(options.get("force")))
+        groups.setdefault(key, []).append(cell)
+    return [*groups.values(), *alone]
+
+
+def group_args(cells: Sequence[Cell], spec: MatrixSpec, root: Path) -> list[str]:
+    """`python3 -m cma_tool.shared_boot` for a group of cells (their shared options from the first)."""
+    first = cells[0]
+    options = dict(first.options)
+    argv = [sys.executable, "-m", "cma_tool.shared_boot", first.board, "--boots",
+            str(root / "boots" / f"{Path(first.board).stem}~{first.kernel}")]
+    if first.kernel != DEFAULT_KERNEL:
+        argv += ["--suite", first.kernel]
+    if options.get("bootargs"):
+        argv += ["--bootargs", str(options["bootargs"])]
+    timeout = options.get("timeout", spec.timeout)
+    if timeout is not None:
+        argv += ["--timeout", str(timeout)]
+    if options.get("force"):
+        argv.append("--force")
+    if spec.cache:
+        argv += ["--cache", spec.cache]
+    for cell in cells:
+        out = root / cell.id
+        argv += ["--cell", f"{out}={cell.scenario}"]
+        pins = dict(cell.options).get("model-pin", [])
+        for pin in [pins] if isinstance(pins, str) else pins:
+            argv += ["--pin", f"{out}={pin}"]
+    return argv
+
+
 class _Children:
     """The cells' processes, so an interrupted matrix can stop each (they then write their reports)."""
 
@@ -235,15 +289,52 @@ class _Children:
                     proc.send_signal(sig)
 
 
+def run_group(cells: list[Cell], spec: MatrixSpec, root: Path, children: _Children,
+              board_locks: dict[str, threading.Lock], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """A unit of work: one cell as its own run, or cells sharing boots in one process."""
+    if len(cells) == 1:
+        return [run_cell(cells[0], spec, root, children, board_locks, say)]
+    started = time.monotonic()
+    (root / "boots").mkdir(parents=True, exist_ok=True)
+    log = root / "boots" / f"{Path(cells[0].board).stem}~{cells[0].kernel}.log"
+    proc = children.start(group_args(cells, spec, root), log)
+    if proc is None:
+        return [_row(c, root / c.id, {"verdict": "not run", "exit_code": int(ExitCode.INTERRUPTED),
+                                      "message": "the matrix was stopped before this cell started"}, 0.0)
+                for c in cells]
+    say(f"start {', '.join(c.id for c in cells)} (shared boots)")
+    stdout, _ = proc.communicate()
+    children.done(proc)
+    try:
+        reports = json.loads(stdout)
+    except ValueError:
+        reports = []
+    rows = []
+    for i, cell in enumerate(cells):
+        report = reports[i] if i < len(reports) else {
+            "verdict": "bug", "exit_code": proc.returncode,
+            "message": f"the shared boot printed no report for this cell (exit {proc.returncode}); see {log}"}
+        seconds = float(report.get("seconds", time.monotonic() - started))
+        row = _row(cell, root / cell.id, report, seconds)
+        if row["exit_code"] == ExitCode.INFRA and spec.retries:
+            # The lab failed this cell: it gets a run of its own, with the run's own retries and backoff.
+            row = run_cell(cell, spec, root, children, board_locks, say, replace=True)
+        else:
+            say(f"done  {cell.id}: {row['verdict']} ({row['seconds']:.1f} s, shared boot)")
+        rows.append(row)
+    return rows
+
+
 def run_cell(cell: Cell, spec: MatrixSpec, root: Path, children: _Children,
-             board_locks: dict[str, threading.Lock], say: Callable[[str], None]) -> dict[str, Any]:
+             board_locks: dict[str, threading.Lock], say: Callable[[str], None],
+             replace: bool = False) -> dict[str, Any]:
     out = root / cell.id
     started = time.monotonic()
     # One physical board takes one run at a time (the run locks it); an emulated board is each run's own.
     gate = board_locks.get(cell.board) if spec.target != "emulated" else None
     with gate if gate is not None else _nothing():
         out.mkdir(parents=True, exist_ok=True)
-        proc = children.start(run_args(cell, spec, out), out / "run.log")
+        proc = children.start(run_args(cell, spec, out) + (["--replace"] if replace else []), out / "run.log")
         if proc is None:
             return _row(cell, out, {"verdict": "not run", "exit_code": int(ExitCode.INTERRUPTED),
                                     "message": "the matrix was stopped before this cell started"}, 0.0)
@@ -320,16 +411,17 @@ def run_matrix(spec: MatrixSpec, root: Path, *, jobs: int, replace: bool = False
         previous = signal.signal(signal.SIGTERM, on_signal)
         try:
             say(f"matrix: {len(cells)} cells ({len(skipped)} combinations left out), {jobs} at a time, in {root}")
+            groups = boot_groups(cells, spec)
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {c.id: pool.submit(run_cell, c, spec, root, children, board_locks, say) for c in cells}
+                futures = [pool.submit(run_group, g, spec, root, children, board_locks, say) for g in groups]
                 try:
-                    for cid, fut in futures.items():
-                        rows[cid] = fut.result()
+                    for fut in futures:
+                        rows.update((r["id"], r) for r in fut.result())
                 except (KeyboardInterrupt, _Stop) as exc:
                     stopped = exc if isinstance(exc, _Stop) else _Stop(signal.SIGINT)
                     children.stop(stopped.signum)
-                    for cid, fut in futures.items():
-                        rows[cid] = fut.result()
+                    for fut in futures:
+                        rows.update((r["id"], r) for r in fut.result())
         finally:
             signal.signal(signal.SIGTERM, previous)
         ordered = [rows[c.id] for c in cells]
@@ -341,12 +433,28 @@ def run_matrix(spec: MatrixSpec, root: Path, *, jobs: int, replace: bool = False
             code = ExitCode(failing[0]["exit_code"]) if failing else ExitCode.OK
             verdict = "fail" if failing else "pass"
         summary.update({"seconds": round(time.monotonic() - started, 3), "verdict": verdict,
-                        "exit_code": int(code), "cells": ordered})
+                        "exit_code": int(code), "cells": ordered, "shared_boots": spec.shared_boots,
+                        "boots": sum(1 for g in groups for _ in _boots_of(g, rows, root))})
         write_atomic(root / "summary.json", json.dumps(summary, indent=2))
         if junit is not None:
             junit.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(junit, matrix_junit(ordered, skipped))
     return int(code), summary
+
+
+def _boots_of(group: list[Cell], rows: dict[str, dict[str, Any]], root: Path) -> set[str]:
+    """The boots a unit of work took: its cells' shared boot folders, or one per cell."""
+    if len(group) == 1:
+        return {group[0].id}
+    boots: set[str] = set()
+    for cell in group:
+        try:
+            report = json.loads((root / cell.id / "report.json").read_text())
+        except (OSError, ValueError):
+            continue
+        boots.update(s["shared_boot"] for s in report.get("stages", []) if s.get("stage") == "boot"
+                     and "shared_boot" in s)
+    return boots
 
 
 def matrix_junit(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> str:
@@ -410,6 +518,10 @@ def matrix_table(summary: dict[str, Any], width: int = 140) -> str:
 
 def matrix_cli(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.matrix) if args.matrix else None, args)
+    if args.boot_per_cell and (spec.target != "emulated" or spec.boot not in (None, "direct")):
+        raise UsageError(f"--boot-per-cell is for the emulated board booted directly, not --target {spec.target}"
+                         + (f" --boot {spec.boot}" if spec.boot else ""),
+                         hint="every other way boots once per cell already")
     jobs = args.jobs or default_jobs()
     if jobs < 1:
         raise UsageError(f"-j {jobs}: at least one cell must run at a time")
