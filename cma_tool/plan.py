@@ -15,7 +15,7 @@ from pathlib import Path
 from cma_tool import model as cma_model
 from cma_tool.board.load import read_board
 from cma_tool.board.types import Bank, Board, Device, Region
-from cma_tool.board.validate import bank_of, check_board
+from cma_tool.board.validate import bank_of, check_board, mask_where
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
 from cma_tool.model.profiles import PROFILES, KernelProfile
@@ -151,7 +151,8 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         if problem.severity == "info" or problem.code in STATICALLY_CHECKED:
             continue
         region = region_by_node.get(problem.subject)
-        where = region.where if region else board.kernel.where
+        # What the kernel says about a node is about where and how big it is: its reg or size line.
+        where = region.at("reg" if region.reg is not None else "size") if region else board.kernel.where
         add = sink.error if problem.severity == "error" else sink.warning
         add(f"the kernel would say: {problem.message}", file=where.file, line=where.line, col=where.col)
     needs = device_needs(board, booted.default_area)
@@ -181,7 +182,11 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         if result is not None and not result.fits:
             # Point at the first device that asks (the area may be the kernel's own default).
             first_user = board.device(placed.users[0]) if placed.users else None
-            where = placed.where if placed.label or first_user is None else first_user.where
+            region = region_by_node.get(placed.name)
+            if region is not None:
+                where = region.at("reg" if region.reg is not None else "size")  # the size that is too small
+            else:
+                where = placed.where if first_user is None else first_user.where
             (sink.error if misfit_is_error else sink.warning)(
                 f"'{placed.label or placed.name}' ({format_size(placed.size)}) cannot hold its users' buffers: "
                 f"{result.failed} failed; {', '.join(placed.users)} need {format_size(placed.need)} "
@@ -190,17 +195,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
                 file=where.file, line=where.line, col=where.col,
                 hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, profile.cma_min_bytes))}"
                      " or reduce buffer counts")
-    for dev in board.devices:
-        for label in dev.memory_region if dev.honours_memory_region else ():
-            region = board.region(label)
-            if region is None or region.reg is not None:
-                continue  # a static region's end is known before placement: board/validate.py says it
-            placed_area = next((a for a in areas if a.name == region.node), None)
-            if placed_area and placed_area.end > dev.dma_limit:
-                sink.error(f"device '{dev.name}': region '{label}' is placed at {placed_area.base:#x}..{placed_area.end:#x},"
-                           f" beyond its {dev.dma_mask_bits}-bit DMA mask",
-                           file=dev.where.file, line=dev.where.line, col=dev.where.col,
-                           hint="restrict it with alloc-ranges below the mask")
+    _check_dma_masks(board, areas, booted.default_area, sink)
     needs_without_area = [n for n in needs if n.area is None]
     if needs_without_area and profile.arch == "arm32":
         devs = sorted({n.device for n in needs_without_area})
@@ -208,6 +203,42 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         sink.warning(f"no CMA area serves {', '.join(devs)}: their buffers will come from normal pages "
                      "and large ones may fail", file=w.file, line=w.line, col=w.col)
     return Plan(board, profile, inp.cmdline, areas, list(booted.log), needs, sink.items)
+
+
+def device_areas(board: Board, dev: Device, default_area: str | None) -> list[tuple[str, str | None]]:
+    """Every CMA area a device's DMA allocations can come from, with the memory-region label that leads there.
+
+    The default area counts too: a driver that never reads memory-region, or a
+    device without one, allocates from it (label None).
+    """
+    out: list[tuple[str, str | None]] = []
+    labels: list[str | None] = list(dev.memory_region) if dev.honours_memory_region and dev.memory_region else [None]
+    for label in labels:
+        area = device_area(board, dev, label, default_area)
+        if area is not None and all(area != a for a, _ in out):
+            out.append((area, label if area != default_area else None))
+    return out
+
+
+def _check_dma_masks(board: Board, areas: list[PlacedArea], default_area: str | None, sink: DiagnosticSink) -> None:
+    """Each user of each area must reach all of it with its DMA mask, the default area's users included."""
+    by_name = {a.name: a for a in areas}
+    for dev in board.devices:
+        for area_name, label in device_areas(board, dev, default_area):
+            placed = by_name.get(area_name)
+            if placed is None or placed.end <= dev.dma_limit:
+                continue
+            region = board.region(label) if label else None
+            if region is not None and region.reg is not None:
+                continue  # a static region's end is known before placement: board/validate.py says it
+            what = f"region '{label}'" if label else f"the default area '{placed.label or placed.name}'"
+            how = ("restrict it with alloc-ranges below the mask" if label or placed.label
+                   else "place the default area below the mask (a linux,cma-default node with alloc-ranges, "
+                        "or cma=SIZE@BASE-LIMIT)")
+            where = mask_where(dev, label)
+            sink.error(f"device '{dev.name}': {what} is placed at {placed.base:#x}..{placed.end:#x}, beyond its "
+                       f"{dev.dma_mask_bits}-bit DMA mask ({dev.dma_limit:#x})",
+                       file=where.file, line=where.line, col=where.col, hint=how)
 
 
 @dataclass(frozen=True)

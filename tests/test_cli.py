@@ -104,7 +104,7 @@ def test_missing_board_is_a_config_error() -> None:
 # order 10 capped to CONFIG_CMA_ALIGNMENT 8) starts on the next 256-page boundary: 0x67100, 0x67500.
 
 REFUSED = "tests/run/boards/e-dt-12m-refused.yaml"
-REFUSED_AT = f"{REFUSED}:6:3"
+REFUSED_AT = f"{REFUSED}:7:11"  # the size: line, the value at fault
 TRACES = ROOT / "tests" / "data"
 
 

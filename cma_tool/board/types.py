@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.model.profiles import KernelProfile
 
+#: Where each key of an entry was written: ("size", Where), ("alloc-ranges[1]", Where), ...
+FieldWheres = tuple[tuple[str, Where], ...]
+
+
+def _field_where(fields: FieldWheres, key: str, default: Where) -> Where:
+    return next((w for k, w in fields if k == key), default)
+
 
 @dataclass(frozen=True)
 class Bank:
@@ -42,6 +49,13 @@ class Region:
     alloc_ranges: tuple[tuple[int, int], ...] = ()
     cma_default: bool = False
     where: Where = NOWHERE
+    fields: FieldWheres = ()
+    #: Size keys written as a plain decimal number ("size: 64"): bytes, and rarely meant so.
+    bare: frozenset[str] = frozenset()
+
+    def at(self, key: str) -> Where:
+        """Where ``key`` (or ``alloc-ranges[i]``) was written; the node's line when it was not."""
+        return _field_where(self.fields, key, self.where)
 
     @property
     def is_cma(self) -> bool:
@@ -103,6 +117,11 @@ class Device:
     driver: str | None = None
     video_node: str | None = None
     where: Where = NOWHERE
+    fields: FieldWheres = ()
+
+    def at(self, key: str) -> Where:
+        """Where ``key`` (or ``memory-region[i]``) was written; the device's line when it was not."""
+        return _field_where(self.fields, key, self.where)
 
     @property
     def dma_limit(self) -> int:
