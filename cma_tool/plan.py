@@ -81,6 +81,7 @@ def boot_input(board: Board, extra_bootargs: str = "", pinned: tuple[tuple[str, 
         cmdline=cmdline,
         early=tuple(cma_model.EarlyReservation(what, base, size) for what, base, size in board.boot.early_reservations),
         pinned=pinned,
+        arm_layout=board.kernel.layout,
     )
 
 

@@ -31,6 +31,7 @@ from cma_tool.board.types import (
 )
 from cma_tool.board.yamlpos import Where, YamlLoadError, YNode, load_file
 from cma_tool.errors import DiagnosticSink
+from cma_tool.model.lowmem import ArmLayout
 from cma_tool.model.profiles import PROFILES, KernelProfile, profile_with
 from cma_tool.sizes import SizeError, bare_bytes_hint, format_size, is_bare_decimal, parse_size
 
@@ -350,7 +351,8 @@ _NEEDS = ("captures", "buffers")
 _CAPTURE = ("width", "height", "format", "buffers", "frames")
 _BUFFER = ("name", "size", "region")
 _KERNEL = ("profile", "max-order", "page-size", "cma-alignment", "cma-size-mbytes", "cma-size-percentage",
-           "cma-areas", "lpae", "hugetlb-pageblock-order", "arch", "atomic-pool", "bootargs")
+           "cma-areas", "lpae", "hugetlb-pageblock-order", "arch", "atomic-pool", "bootargs", "page-offset",
+           "phys-offset", "dma-zone-size")
 _CONSOLE = ("uart", "device", "baud", "port", "udev")
 _BOOT = ("bootloader", "uboot-prompt", "kernel-addr", "fdt-addr", "initrd-addr", "early-reservations", "banks-via")
 _POWER = ("manual", "command", "netio")
@@ -408,7 +410,10 @@ def _kernel(m: _Map | None, ctx: _Ctx, top: Where) -> Kernel:
     profile: KernelProfile = profile_with(name, **overrides)
     if not m.has("max-order") and not m.has("hugetlb-pageblock-order"):
         _warn_defaulted_max_order(m.node.where, profile, ctx)
-    return Kernel(profile, m.text("bootargs", "") or "", m.node.where)
+    layout = ArmLayout(page_offset=m.size("page-offset", 0xC0000000, allow_zero=True) or 0,
+                       phys_offset=m.size("phys-offset", allow_zero=True),
+                       dma_zone_size=m.size("dma-zone-size"))
+    return Kernel(profile, m.text("bootargs", "") or "", m.node.where, layout)
 
 
 def _region(node_name: str, n: YNode, ctx: _Ctx) -> Region | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cma_tool.board.yamlpos import NOWHERE, Where
+from cma_tool.model.lowmem import ArmLayout
 from cma_tool.model.profiles import KernelProfile
 
 #: Where each key of an entry was written: ("size", Where), ("alloc-ranges[1]", Where), ...
@@ -209,6 +210,8 @@ class Kernel:
     profile: KernelProfile
     bootargs: str = ""  # extra arguments beyond what the plan generates
     where: Where = NOWHERE
+    #: PAGE_OFFSET, PHYS_OFFSET, the machine's DMA zone: where board-file era kernels' lowmem ends.
+    layout: ArmLayout = field(default_factory=ArmLayout)
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,15 @@ from cma_tool.model.area import AllocResult, AreaSource, CmaArea, CmaState
 from cma_tool.model.cmdline import CmaCmdline, parse_cma_cmdline
 from cma_tool.model.events import Event
 from cma_tool.model.ksort import kernel_sort
+from cma_tool.model.lowmem import ArmLayout, ArmLimits, arm_limits
 from cma_tool.model.memblock import ALLOC_ANYWHERE, Memblock
-from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile, NodeOrder
+from cma_tool.model.profiles import (
+    BoardFileApi,
+    DeviceTreeReservation,
+    KernelProfile,
+    NodeOrder,
+    board_file_lowmem,
+)
 
 SZ_1M = 1 << 20
 SMP_CACHE_BYTES = 64
@@ -72,6 +79,8 @@ class BootInput:
     early: tuple[EarlyReservation, ...] = ()
     pinned: tuple[tuple[str, int], ...] = ()  # (area name, observed base) overrides placement
     dma_limit: int | None = None  # arm_dma_limit / lowmem end; None = end of memory
+    #: PAGE_OFFSET, PHYS_OFFSET and the machine's DMA zone: where board-file kernels' lowmem ends.
+    arm_layout: ArmLayout = field(default_factory=ArmLayout)
 
 
 @dataclass(frozen=True)
@@ -504,16 +513,32 @@ class _Booter:
 
     # --- older kernels: board-file areas ----------------------------------------
 
+    def board_file_limits(self, api: BoardFileApi) -> ArmLimits:
+        """arm_lowmem_limit and arm_dma_limit for this board (model/lowmem.py); a given dma_limit overrides the zone."""
+        limits = arm_limits([(b.base, b.size) for b in self.inp.banks], self.inp.arm_layout,
+                            board_file_lowmem(api), self.inp.cmdline)
+        if self.inp.dma_limit is not None:
+            limits = dataclasses.replace(limits, dma_limit=self.inp.dma_limit)
+        return limits
+
     def declare_board_file(self, api: BoardFileApi) -> None:
-        """3.5 dma_declare_contiguous() / 2011 cma_reserve(): one call per CMA node, in order."""
+        """3.5 dma_declare_contiguous() / 2011 cma_reserve(): one call per CMA node, in order.
+
+        Neither kernel places an area above lowmem: without a base, memblock
+        allocates below its current limit, arm_lowmem_limit (model/lowmem.py).
+        """
         p = self.p
         match api:
             case BoardFileApi.CMA_2011:
                 alignment, dma_contiguous = p.cma_min_bytes, False
             case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
-                alignment, dma_contiguous = p.page_size << max(p.max_order - 1, p.pageblock_order), True
+                # 3.5's drivers/base/dma-contiguous.c: PAGE_SIZE << max(MAX_ORDER, pageblock_order);
+                # "mm: cma: fix alignment requirements for contiguous regions" (Aug 2012, after 3.5)
+                # relaxed it to MAX_ORDER - 1. With MAX_ORDER 11 that is 8 MiB, not 4.
+                alignment, dma_contiguous = p.page_size << max(p.max_order, p.pageblock_order), True
             case _ as unhandled:
                 assert_never(unhandled)
+        limits = self.board_file_limits(api)
         for node in self.inp.nodes:
             if not (node.compatible == "shared-dma-pool" and node.reusable and not node.no_map):
                 self.problem(node.name, "not-cma", "only reusable shared-dma-pool nodes become areas here", "info")
@@ -530,12 +555,12 @@ class _Booter:
                     self.mem.reserve(base, size)
                     addr = base
             else:
-                limit = self.inp.dma_limit or self.mem.end_of_dram
-                addr = self.place(node.name, size, alignment, 0, limit)
+                addr = self.place(node.name, size, alignment, 0, limits.lowmem_end)
             if addr is None:
                 if dma_contiguous:
                     self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
-                self.problem(node.name, "no-room", f"could not reserve {size // SZ_1M} MiB")
+                self.problem(node.name, "no-room", f"could not reserve {size // SZ_1M} MiB below the end of lowmem "
+                             f"({self.pa(limits.lowmem_end)})")
                 continue
             source: AreaSource = "board-file"
             self.init_reserved_mem(addr, size, node.name, source)
@@ -544,9 +569,10 @@ class _Booter:
             if dma_contiguous:
                 self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
         if dma_contiguous and self.default is None:
-            self._declare_35_default(alignment)
+            self._declare_35_default(alignment, limits)
 
-    def _declare_35_default(self, alignment: int) -> None:
+    def _declare_35_default(self, alignment: int, limits: ArmLimits) -> None:
+        """dma_contiguous_reserve(min(arm_dma_limit, arm_lowmem_limit)) -> dma_declare_contiguous(NULL, size, 0, limit)."""
         size = self.cmd.size if self.cmd.given else self.p.cma_size_mbytes * SZ_1M
         if self.cmd.given:
             for warning in self.cmd.warnings:
@@ -554,11 +580,12 @@ class _Booter:
         if not size:
             return
         size = _align_up(size, alignment)
-        limit = (self.inp.dma_limit or self.mem.end_of_dram) & ~(alignment - 1)
+        limit = limits.default_area_limit & ~(alignment - 1)
         addr = self.place("reserved", size, alignment, 0, limit)
         if addr is None:
             self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
-            self.problem("cma=", "no-room", f"no free {size // SZ_1M} MiB block")
+            self.problem("cma=", "no-room", f"no free {size // SZ_1M} MiB block below {self.pa(limit)} "
+                         "(the lowmem and DMA-zone limit)")
             return
         self.init_reserved_mem(addr, size, "reserved", "cmdline" if self.cmd.given else "kconfig")
         self.default = "reserved"
