@@ -139,10 +139,11 @@ def _resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
 
 
 def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
-               pinned: tuple[tuple[str, int], ...] = (), misfit_is_error: bool = True) -> Plan:
+               pinned: tuple[tuple[str, int], ...] = (), misfit_is_error: bool = True, advise: bool = False) -> Plan:
     """Boot the board through the model and replay its needs. Never raises for fit problems:
     they become diagnostics on the plan (warnings when ``misfit_is_error`` is false: a run
-    that means to exhaust an area)."""
+    that means to exhaust an area). ``advise`` adds the sizing advice `plan` and `validate`
+    give (areas without users, areas more than twice their need); a run does not repeat it."""
     profile = _resolve_profile(board, kernel)
     inp = boot_input(board, bootargs, pinned)
     booted = cma_model.boot(profile, inp)
@@ -197,6 +198,8 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
                 hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, profile.cma_min_bytes))}"
                      " or reduce buffer counts")
     _check_dma_masks(board, areas, booted.default_area, sink)
+    if advise:
+        _check_use(board, profile, areas, booted.default_area, sink)
     needs_without_area = [n for n in needs if n.area is None]
     if needs_without_area and profile.arch == "arm32":
         devs = sorted({n.device for n in needs_without_area})
@@ -204,6 +207,38 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         sink.warning(f"no CMA area serves {', '.join(devs)}: their buffers will come from normal pages "
                      "and large ones may fail", file=w.file, line=w.line, col=w.col)
     return Plan(board, profile, inp.cmdline, areas, list(booted.log), needs, sink.items)
+
+
+def _area_where(board: Board, area: PlacedArea) -> Where:
+    """Where an area's size was said: its node's size/reg line, else the kernel section (cma=, Kconfig)."""
+    region = board.region(area.label) if area.label else next((r for r in board.regions if r.node == area.name), None)
+    if region is not None:
+        return region.at("reg" if region.reg is not None else "size")
+    return board.kernel.where
+
+
+def _check_use(board: Board, profile: KernelProfile, areas: list[PlacedArea], default_area: str | None,
+               sink: DiagnosticSink) -> None:
+    """An area nothing uses, or one more than twice what its users need, holds memory for nobody.
+
+    CMA pages still serve movable allocations meanwhile, but the page allocator
+    cannot give them to anything unmovable, and a board file that asks for
+    512 MiB for a 9 MiB need usually meant something else.
+    """
+    reached = {area for dev in board.devices for area, _ in device_areas(board, dev, default_area)}
+    for area in areas:
+        where = _area_where(board, area)
+        name = f"'{area.label or area.name}' ({format_size(area.size)})"
+        if area.name not in reached:
+            sink.warning(f"{name} has no user: no device's DMA allocations reach it", file=where.file,
+                         line=where.line, col=where.col,
+                         hint="remove it, or name it in the memory-region of a device whose driver reads it")
+        elif area.need and area.fits and area.footprint * 2 < area.size:
+            smallest = _round_up(area.footprint, profile.cma_min_bytes)
+            sink.warning(f"{name} is more than twice what its users need ({format_size(area.footprint)} with "
+                         "alignment): more than half of it is never used", file=where.file, line=where.line,
+                         col=where.col, hint=f"{format_size(smallest)} holds every declared need "
+                                             f"(`cma-tool size {board.path}` sizes every area)")
 
 
 def device_areas(board: Board, dev: Device, default_area: str | None) -> list[tuple[str, str | None]]:
@@ -321,7 +356,7 @@ class CheckedBoard:
 
 
 def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str = "",
-                       allow_misfit: bool = False) -> CheckedBoard:
+                       allow_misfit: bool = False, advise: bool = False) -> CheckedBoard:
     """Every check there is (syntax, schema, static rules, placement and fit), all reported at once."""
     board, sink = read_board(path)
     if board is None:
@@ -329,7 +364,7 @@ def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str =
     check_board(board, sink, extra_bootargs=bootargs, profile=_resolve_profile(board, kernel))
     plan = None
     if board.banks:
-        plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit)
+        plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit, advise=advise)
         # Every finding is shown, the model's beside the static ones on the same line
         # (a refused node's boot hang is news next to its refusal); only repeats go.
         said = set(sink.items)
@@ -346,6 +381,49 @@ def forced_note(diagnostics: list[Diagnostic]) -> str | None:
     if not n_err:
         return None
     return f"--force: {n_err} error(s) overridden; the result is what the model predicts for the board as written"
+
+
+def area_errors(plan: Plan) -> dict[str, list[Diagnostic]]:
+    """The errors said at a line of each area's node (its size:, reg:, ... or the node itself), by area name."""
+    out: dict[str, list[Diagnostic]] = {}
+    for area in plan.areas:
+        region = next((r for r in plan.board.regions if r.node == area.name), None)
+        if region is None:
+            continue
+        spots = {(region.where.file, region.where.line)} | {(w.file, w.line) for _, w in region.fields}
+        mine = [d for d in plan.diagnostics if d.severity == "error" and (d.file, d.line) in spots]
+        if mine:
+            out[area.name] = mine
+    return out
+
+
+def missing_regions(plan: Plan) -> list[Region]:
+    """CMA nodes the board declares that the kernel would not turn into areas (refused, bypassed, no room)."""
+    made = {a.name for a in plan.areas}
+    return [r for r in plan.board.cma_regions if r.node not in made and plan.profile.reads_device_tree]
+
+
+def diagnostic_dict(d: Diagnostic) -> dict[str, object]:
+    return {"severity": d.severity, "file": d.file, "line": d.line, "col": d.col, "message": d.message,
+            "hint": d.hint}
+
+
+def plan_or_errors(path: Path, *, kernel: str | None = None, bootargs: str = "",
+                   ) -> tuple[Plan | None, list[Diagnostic], str]:
+    """`plan`'s view: the plan with every diagnostic on it (errors included), or, for a board that
+    could not be planned at all, None and a JSON document that says why (``--json`` always prints one)."""
+    import json
+
+    try:
+        checked = load_checked_board(path, kernel=kernel, bootargs=bootargs, advise=True)
+    except ConfigError as err:
+        checked = CheckedBoard(None, err.diagnostics or [Diagnostic(str(err), str(path), 0, 0, "error", err.hint)])
+    if checked.board is not None and checked.plan is not None:
+        checked.plan.diagnostics = checked.diagnostics
+        return checked.plan, checked.diagnostics, ""
+    doc = {"board": checked.board.name if checked.board else path.stem, "valid": False, "regions": [],
+           "diagnostics": [diagnostic_dict(d) for d in checked.diagnostics]}
+    return None, checked.diagnostics, json.dumps(doc, indent=2)
 
 
 def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "", allow_misfit: bool = False,

@@ -31,8 +31,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cma_tool.model.cmdline import memparse
 from cma_tool.model.profiles import BoardFileLowmem
-from cma_tool.sizes import SizeError, parse_size
 
 SZ_16M = 16 << 20
 SZ_32M = 32 << 20
@@ -73,10 +73,7 @@ def vmalloc_min(facts: BoardFileLowmem, layout: ArmLayout, cmdline: str) -> int:
     given = _VMALLOC_WORD.findall(cmdline)
     if not given:
         return facts.vmalloc_end - facts.default_vmalloc_reserve - facts.default_vmalloc_offset
-    try:
-        reserve = parse_size(given[-1])
-    except SizeError:
-        reserve = 0  # memparse() of something that is no number reads 0, clamped up just below
+    reserve, _ = memparse(given[-1])  # no number reads as 0, which the clamp below makes 16 MiB
     reserve = max(reserve, SZ_16M)
     reserve = min(reserve, facts.vmalloc_end - (layout.page_offset + SZ_32M))
     return facts.vmalloc_end - reserve

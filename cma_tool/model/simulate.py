@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,9 +234,24 @@ def simulate(
     devices: Mapping[str, Device],
 ) -> ModelRun:
     """Boot, then run each step; every event, log line and counter the kernel would show."""
-    booted = boot(profile, boot_input)
+    return run_steps(profile, boot(profile, boot_input), steps, devices)
+
+
+def run_steps(
+    profile: KernelProfile,
+    booted: BootResult,
+    steps: Sequence[Step],
+    devices: Mapping[str, Device],
+    after_step: Callable[[CmaState], None] | None = None,
+) -> ModelRun:
+    """Run each step on an already booted model; ``after_step`` sees the allocator after every step
+    (sizing reads the highest page each area held)."""
     runner = _Runner(profile, booted, devices)
-    records = [runner.run(i, step) for i, step in enumerate(steps)]
+    records = []
+    for i, step in enumerate(steps):
+        records.append(runner.run(i, step))
+        if after_step is not None:
+            after_step(runner.state)
     events = list(booted.events)
     for rec in records:
         events.extend(rec.events)
