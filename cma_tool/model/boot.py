@@ -563,7 +563,10 @@ class _Booter:
                              f"({self.pa(limits.lowmem_end)})")
                 continue
             source: AreaSource = "board-file"
-            self.init_reserved_mem(addr, size, node.name, source)
+            if self.init_reserved_mem(addr, size, node.name, source):
+                # No slot left: 3.5 refuses before reserving ("Not enough slots ..." is logged already).
+                self.mem.free(addr, size)
+                continue
             if node.cma_default and self.default is None:
                 self.default = node.name
             if dma_contiguous:
@@ -587,7 +590,9 @@ class _Booter:
             self.problem("cma=", "no-room", f"no free {size // SZ_1M} MiB block below {self.pa(limit)} "
                          "(the lowmem and DMA-zone limit)")
             return
-        self.init_reserved_mem(addr, size, "reserved", "cmdline" if self.cmd.given else "kconfig")
+        if self.init_reserved_mem(addr, size, "reserved", "cmdline" if self.cmd.given else "kconfig"):
+            self.mem.free(addr, size)  # no slot left: refused before reserving, as 3.5 does
+            return
         self.default = "reserved"
         self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
 

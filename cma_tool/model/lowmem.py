@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 
 from cma_tool.model.cmdline import memparse
-from cma_tool.model.profiles import BoardFileLowmem
+from cma_tool.model.profiles import BoardFileApi, BoardFileLowmem, KernelProfile, board_file_lowmem
 
 SZ_16M = 16 << 20
 SZ_32M = 32 << 20
@@ -101,3 +101,16 @@ def arm_limits(banks: list[tuple[int, int]], layout: ArmLayout, facts: BoardFile
     else:
         dma_limit = NO_DMA_ZONE_LIMIT
     return ArmLimits(vmin, lowmem_end, dma_limit)
+
+
+def lowmem_end(profile: KernelProfile, banks: list[tuple[int, int]], layout: ArmLayout, cmdline: str) -> int | None:
+    """Where lowmem ends on this kernel (highmem above), for pictures; None where there is no highmem (arm64).
+
+    Device-tree kernels compute vmalloc_min exactly as 3.5 did (arch/arm/mm/mmu.c keeps
+    ``VMALLOC_END - (240 << 20) - VMALLOC_OFFSET`` with VMALLOC_END 0xff000000 through 6.12).
+    """
+    if profile.arch != "arm32":
+        return None
+    reservation = profile.facts.reservation
+    api = reservation if isinstance(reservation, BoardFileApi) else BoardFileApi.DMA_DECLARE_CONTIGUOUS
+    return arm_limits(banks, layout, board_file_lowmem(api), cmdline).lowmem_end

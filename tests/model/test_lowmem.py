@@ -87,3 +87,16 @@ def test_2011_series_on_aquila_with_the_s5pv210_phys_offset(tmp_path: Path) -> N
     checked = load_checked_board(board)
     assert checked.plan is not None and not [d for d in checked.diagnostics if d.severity == "error"]
     assert [(a.name, a.base, a.size) for a in checked.plan.areas] == [("linux,cma", 0x33000000, 32 * MIB)]
+
+
+def test_35_more_nodes_than_slots_refuses_the_rest_and_keeps_going() -> None:
+    # MAX_CMA_AREAS is a fixed 8 on 3.5 (profiles.py: no CMA_AREAS symbol yet): the ninth call is refused ("Not enough slots"),
+    # the global area too, and the atomic pool then comes from normal pages (no cma_alloc at boot).
+    from cma_tool.model import PROFILES, Bank, BootInput, ReservedNode, boot
+
+    nodes = tuple(ReservedNode(f"region@{0x41000000 + i * 0x800000:x}", reg=(0x41000000 + i * 0x800000, 8 * MIB),
+                               reusable=True) for i in range(8))
+    nodes += (ReservedNode("linux,cma", size=16 * MIB, reusable=True, cma_default=True),)
+    r = boot(PROFILES["linux-3.5"], BootInput((Bank(0x40000000, 1 << 30),), nodes=nodes))
+    assert len(r.areas) == 8 and r.default_area is None and r.preallocations == ()
+    assert "cma: Not enough slots for CMA reserved regions!" in r.log
