@@ -18,7 +18,7 @@ from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.validate import bank_of, check_board, mask_where
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
-from cma_tool.model.profiles import PROFILES, KernelProfile
+from cma_tool.model.profiles import PROFILES, KernelProfile, area_alignment
 from cma_tool.sizes import format_size
 
 #: Model problem codes that board/validate.py already reports, in the user's terms and
@@ -195,7 +195,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
                 f"({len([n for n in needs if n.area == placed.name])} buffers, "
                 f"{format_size(result.wanted_footprint)} with alignment)",
                 file=where.file, line=where.line, col=where.col,
-                hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, profile.cma_min_bytes))}"
+                hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, area_alignment(profile)))}"
                      " or reduce buffer counts")
     _check_dma_masks(board, areas, booted.default_area, sink)
     if advise:
@@ -234,7 +234,7 @@ def _check_use(board: Board, profile: KernelProfile, areas: list[PlacedArea], de
                          line=where.line, col=where.col,
                          hint="remove it, or name it in the memory-region of a device whose driver reads it")
         elif area.need and area.fits and area.footprint * 2 < area.size:
-            smallest = _round_up(area.footprint, profile.cma_min_bytes)
+            smallest = _round_up(area.footprint, area_alignment(profile))
             sink.warning(f"{name} is more than twice what its users need ({format_size(area.footprint)} with "
                          "alignment): more than half of it is never used", file=where.file, line=where.line,
                          col=where.col, hint=f"{format_size(smallest)} holds every declared need "

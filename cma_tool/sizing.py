@@ -22,7 +22,7 @@ from cma_tool import model as cma_model
 from cma_tool.board.types import Board
 from cma_tool.errors import ConfigError
 from cma_tool.model.area import CmaState
-from cma_tool.model.profiles import PROFILES, CmdlineCma, KernelProfile
+from cma_tool.model.profiles import PROFILES, CmdlineCma, KernelProfile, area_alignment
 from cma_tool.model.scenario import AllocStep, CaptureStep, DmaAllocStep, Step
 from cma_tool.model.simulate import run_steps
 from cma_tool.plan import MAX_MODELLED_PAGES, _resolve_profile, boot_input
@@ -59,7 +59,7 @@ class Sizing:
 
     @property
     def unit(self) -> int:
-        return self.profile.cma_min_bytes
+        return area_alignment(self.profile)
 
     @property
     def default(self) -> AreaSize | None:
@@ -144,7 +144,7 @@ def size_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         for area_name, high in _high_water(prof, boot_result, steps, devices).items():
             if area_name in best and high > best[area_name][0]:
                 best[area_name] = (high, name)
-    unit = profile.cma_min_bytes
+    unit = area_alignment(profile)
     region_by_node = {r.node: r for r in board.regions}
     areas = []
     for area in booted.areas:
@@ -178,7 +178,9 @@ def sizing_text(sizing: Sizing) -> str:
     console.print(table)
     default = sizing.default
     if default is not None:
-        where = f"size: {format_size(default.smallest)} in its node, or " if default.label else ""
+        from cma_tool.generate.bootargs import memparse_text
+
+        where = f"size: {memparse_text(default.smallest)} in its node, or " if default.label else ""
         cma = sizing.cma_argument
         console.print(f"default area: {where}{cma or 'no cma= on this kernel (its board file sets the size)'}",
                       markup=False)

@@ -56,6 +56,7 @@ def _vendor_dtb(tmp_path: Path, bootargs: str) -> Path:
 
 def test_patch_keeps_root_and_rootwait_and_replaces_only_cma(tmp_path: Path) -> None:
     need("dtc")
+    need("fdtget")
     # The vendor line, with a cma= of the vendor's own that would bypass the planned DT default node.
     vendor = _vendor_dtb(tmp_path, "console=ttymxc0,115200 cma=64M root=/dev/mmcblk0p2 rootwait quiet")
     out = tmp_path / "patched.dtb"
@@ -72,6 +73,7 @@ def test_patch_keeps_root_and_rootwait_and_replaces_only_cma(tmp_path: Path) -> 
 
 def test_patch_puts_the_planned_cma_in_the_vendors_place(tmp_path: Path) -> None:
     need("dtc")
+    need("fdtget")
     # linux-3.5 reads no /reserved-memory: its default area comes from cma= (Aquila's 32 MiB node).
     board = tmp_path / "aquila-35.yaml"
     board.write_text(f"include: {ROOT / 'boards/aquila.yaml'}\nkernel: {{profile: linux-3.5}}\n")

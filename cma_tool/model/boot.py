@@ -37,6 +37,7 @@ from cma_tool.model.profiles import (
     DeviceTreeReservation,
     KernelProfile,
     NodeOrder,
+    area_alignment,
     board_file_lowmem,
 )
 
@@ -527,15 +528,12 @@ class _Booter:
         Neither kernel places an area above lowmem: without a base, memblock
         allocates below its current limit, arm_lowmem_limit (model/lowmem.py).
         """
-        p = self.p
+        alignment = area_alignment(self.p)  # 8 MiB on 3.5 with MAX_ORDER 11, not 4 (see area_alignment)
         match api:
             case BoardFileApi.CMA_2011:
-                alignment, dma_contiguous = p.cma_min_bytes, False
+                dma_contiguous = False
             case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
-                # 3.5's drivers/base/dma-contiguous.c: PAGE_SIZE << max(MAX_ORDER, pageblock_order);
-                # "mm: cma: fix alignment requirements for contiguous regions" (Aug 2012, after 3.5)
-                # relaxed it to MAX_ORDER - 1. With MAX_ORDER 11 that is 8 MiB, not 4.
-                alignment, dma_contiguous = p.page_size << max(p.max_order, p.pageblock_order), True
+                dma_contiguous = True
             case _ as unhandled:
                 assert_never(unhandled)
         limits = self.board_file_limits(api)

@@ -87,6 +87,23 @@ def board_file_lowmem(api: BoardFileApi) -> BoardFileLowmem:
             assert_never(unhandled)
 
 
+def area_alignment(profile: KernelProfile) -> int:
+    """What the kernel rounds each CMA area's base and size to when it reserves it.
+
+    One pageblock (CMA_MIN_ALIGNMENT) everywhere but in 3.5's dma_declare_contiguous(),
+    which aligned to ``PAGE_SIZE << max(MAX_ORDER, pageblock_order)``: 8 MiB with
+    MAX_ORDER 11 ("mm: cma: fix alignment requirements for contiguous regions",
+    Aug 2012, relaxed it to MAX_ORDER - 1 after 3.5).
+    """
+    match profile.facts.reservation:
+        case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+            return profile.page_size << max(profile.max_order, profile.pageblock_order)
+        case BoardFileApi.CMA_2011 | DeviceTreeReservation():
+            return profile.cma_min_bytes
+        case _ as unhandled:
+            assert_never(unhandled)
+
+
 # ----------------------------------------------------------------------------------------------
 
 

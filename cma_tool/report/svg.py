@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import escape
 
 from cma_tool.model.lowmem import lowmem_end
+from cma_tool.model.profiles import area_alignment
 from cma_tool.plan import PlacedArea, Plan
 from cma_tool.sizes import format_size, hexaddr
 
@@ -121,7 +122,7 @@ def memory_map_svg(plan: Plan) -> str:
         f'<text class="label" x="20" y="28" font-size="18" font-weight="bold">'
         f'{escape(_clip(plan.board.name, 40))}: CMA memory map</text>',
         f'<text class="label" x="20" y="50" fill="#444">{escape(_clip(plan.board.model, 40))} · kernel '
-        f'{escape(plan.profile.name)} · CMA unit {escape(format_size(plan.profile.cma_min_bytes))} · '
+        f'{escape(plan.profile.name)} · CMA unit {escape(format_size(area_alignment(plan.profile)))} · '
         'bars to scale within the largest bank</text>',
     ]
     drew_lowmem = False

@@ -46,6 +46,16 @@ def test_aquila_board_needs() -> None:
     assert json.loads(cma_tool("size", "boards/aquila.yaml", "--json").stdout)["cma"] == "cma=28M"
 
 
+def test_on_35_the_unit_is_dma_declare_contiguous_alignment() -> None:
+    # 3.5 rounds board-file areas to PAGE_SIZE << max(MAX_ORDER 11, pageblock_order 10) = 8 MiB = 2048 pages:
+    # 6806 pages -> 4 units = 32 MiB (headroom 8192 - 6806 = 1386 pages); 1 MiB and 4 MiB -> 8 MiB each.
+    doc = json.loads(cma_tool("size", "boards/aquila.yaml", "--kernel", "linux-3.5", "--json").stdout)
+    assert doc["cma_unit"] == 8 * MIB and doc["cma"] == "cma=32M"
+    areas = {a["label"]: a for a in doc["areas"]}
+    assert (areas["cma_default"]["smallest"], areas["cma_default"]["headroom"]) == (32 * MIB, (8192 - 6806) * PAGE)
+    assert areas["mfc_left"]["smallest"] == areas["mfc_right"]["smallest"] == 8 * MIB
+
+
 def test_a_scenario_that_needs_more_sets_the_size(tmp_path: Path) -> None:
     # Eight 1080p YUYV buffers at once on fimc0: 256 + 1024 * k for k = 0..7; the last ends at
     # 7424 + 1013 = 8437 pages > the board needs' 6806: 9 units = 36 MiB, headroom 9216 - 8437 = 779 pages.
