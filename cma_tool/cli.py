@@ -110,10 +110,10 @@ def _cmd_size(args: argparse.Namespace) -> int:
     from cma_tool.plan import load_checked_board
     from cma_tool.sizing import size_board, sizing_text
 
+    # allow_misfit: an area too small for its needs is a warning here, since sizing is the answer to it;
+    # any error left means the board is not what it says.
     checked = load_checked_board(Path(args.board), kernel=args.kernel, allow_misfit=True)
-    # Misfits are what sizing answers; any other error means the board is not what it says.
-    errors = [d for d in checked.diagnostics if d.severity == "error" and "cannot hold its users" not in d.message]
-    if checked.board is None or errors:
+    if checked.board is None or any(d.severity == "error" for d in checked.diagnostics):
         raise ConfigError(diagnostics=checked.diagnostics)
     sizing = size_board(checked.board, kernel=args.kernel, scenarios=tuple(Path(s) for s in args.scenario or ()))
     print(json.dumps(sizing.to_json(), indent=2) if args.json else sizing_text(sizing))
