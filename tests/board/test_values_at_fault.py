@@ -22,6 +22,15 @@ def _board(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _placed_default(path: Path) -> tuple[int, int]:
+    """Base and size of the board's linux,cma area, for a board without errors."""
+    checked = load_checked_board(path)
+    assert not [d for d in checked.diagnostics if d.severity == "error"], checked.diagnostics
+    assert checked.plan is not None
+    (area,) = [a for a in checked.plan.areas if a.name == "linux,cma"]
+    return area.base, area.size
+
+
 def _diags(path: Path, severity: str) -> list[tuple[int, str, str]]:
     checked = load_checked_board(path)
     return [(d.line, d.message, d.hint) for d in checked.diagnostics if d.severity == severity]
@@ -73,21 +82,14 @@ def test_alloc_ranges_over_a_hole_are_accepted_and_placed_top_down(tmp_path: Pat
     # 0x42000000 - 32 MiB = 0x40000000, 4 MiB aligned, >= the part's start: the area lands there.
     path = _board(tmp_path, f"include: {AQUILA}\nreserved-memory:\n  linux,cma:\n    size: 32M\n"
                             "    alloc-ranges: [[0x34000000, 0x0e000000]]\n")
-    checked = load_checked_board(path)
-    assert not [d for d in checked.diagnostics if d.severity == "error"], checked.diagnostics
-    assert checked.plan is not None
-    (area,) = [a for a in checked.plan.areas if a.name == "linux,cma"]
-    assert (area.base, area.size) == (0x40000000, 32 << 20)
+    assert _placed_default(path) == (0x40000000, 32 << 20)
 
 
 def test_the_issues_range_over_both_banks_places_the_default_at_the_top(tmp_path: Path) -> None:
     # [0, 0xc0000000) holds both banks; the highest free 32 MiB block is 0x58000000 - 32 MiB = 0x56000000.
     path = _board(tmp_path, f"include: {AQUILA}\nreserved-memory:\n  linux,cma:\n"
                             "    alloc-ranges: [[0x0, 0xc0000000]]\n")
-    checked = load_checked_board(path)
-    assert not [d for d in checked.diagnostics if d.severity == "error"], checked.diagnostics
-    assert checked.plan is not None
-    assert [(a.base, a.size) for a in checked.plan.areas if a.name == "linux,cma"] == [(0x56000000, 32 << 20)]
+    assert _placed_default(path) == (0x56000000, 32 << 20)
 
 
 def test_an_area_cannot_span_the_hole(tmp_path: Path) -> None:
