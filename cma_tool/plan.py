@@ -183,12 +183,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         result = fit.get(placed.name)
         if result is not None and not result.fits:
             # Point at the first device that asks (the area may be the kernel's own default).
-            first_user = board.device(placed.users[0]) if placed.users else None
-            region = region_by_node.get(placed.name)
-            if region is not None:
-                where = region.at("reg" if region.reg is not None else "size")  # the size that is too small
-            else:
-                where = placed.where if first_user is None else first_user.where
+            where = _area_where(board, placed)  # the size that is too small
             (sink.error if misfit_is_error else sink.warning)(
                 f"'{placed.label or placed.name}' ({format_size(placed.size)}) cannot hold its users' buffers: "
                 f"{result.failed} failed; {', '.join(placed.users)} need {format_size(placed.need)} "
@@ -196,7 +191,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
                 f"{format_size(result.wanted_footprint)} with alignment)",
                 file=where.file, line=where.line, col=where.col,
                 hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, area_alignment(profile)))}"
-                     " or reduce buffer counts")
+                     " or reduce buffer counts" + _how_to_size(board, placed))
     _check_dma_masks(board, areas, booted.default_area, sink)
     if advise:
         _check_use(board, profile, areas, booted.default_area, sink)
@@ -214,7 +209,19 @@ def _area_where(board: Board, area: PlacedArea) -> Where:
     region = board.region(area.label) if area.label else next((r for r in board.regions if r.node == area.name), None)
     if region is not None:
         return region.at("reg" if region.reg is not None else "size")
-    return board.kernel.where
+    # The kernel's own default area: sized by cma= (the board's bootargs, when it is there) or Kconfig.
+    if area.source == "cmdline" and "cma=" in board.kernel.bootargs:
+        return board.kernel.at("bootargs")
+    return board.kernel.at("cma-size-mbytes")
+
+
+def _how_to_size(board: Board, area: PlacedArea) -> str:
+    """Where the size of an area without a node of its own is set, for a hint."""
+    if board.region(area.label or area.name) is not None or any(r.node == area.name for r in board.regions):
+        return ""
+    if area.source == "cmdline":
+        return " (cma= on the command line sets it)"
+    return " (it is the Kconfig default area: kernel: cma-size-mbytes:, a linux,cma-default node or cma= sets it)"
 
 
 def _check_use(board: Board, profile: KernelProfile, areas: list[PlacedArea], default_area: str | None,

@@ -413,7 +413,7 @@ def _kernel(m: _Map | None, ctx: _Ctx, top: Where) -> Kernel:
     layout = ArmLayout(page_offset=m.size("page-offset", 0xC0000000, allow_zero=True) or 0,
                        phys_offset=m.size("phys-offset", allow_zero=True),
                        dma_zone_size=m.size("dma-zone-size"))
-    return Kernel(profile, m.text("bootargs", "") or "", m.node.where, layout)
+    return Kernel(profile, m.text("bootargs", "") or "", m.node.where, layout, m.fields())
 
 
 def _region(node_name: str, n: YNode, ctx: _Ctx) -> Region | None:

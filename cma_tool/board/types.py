@@ -212,6 +212,11 @@ class Kernel:
     where: Where = NOWHERE
     #: PAGE_OFFSET, PHYS_OFFSET, the machine's DMA zone: where board-file era kernels' lowmem ends.
     layout: ArmLayout = field(default_factory=ArmLayout)
+    fields: FieldWheres = ()
+
+    def at(self, key: str) -> Where:
+        """Where ``key`` of the kernel section was written; the section's line when it was not."""
+        return _field_where(self.fields, key, self.where)
 
 
 @dataclass(frozen=True)

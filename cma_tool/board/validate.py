@@ -195,16 +195,17 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                 f"CMA areas are aligned to at least {unit_text} on this kernel", warning=True)
         end = region.reg[0] + region.reg[1] if region.reg else None
         if end is not None and end > addr_limit:
-            _at(sink, region, f"{name} ends above {format_size(addr_limit)}")
+            _at(sink, region.at("reg"), f"{name} ends above {format_size(addr_limit)}")
     if len(defaults) > 1:
         for extra in defaults[1:]:
-            _at(sink, extra, f"more than one node has linux,cma-default ('{defaults[0].node}' and '{extra.node}')",
+            _at(sink, extra.at("linux,cma-default"),
+                f"more than one node has linux,cma-default ('{defaults[0].node}' and '{extra.node}')",
                 hint="the kernel keeps only the last one it sees; mark exactly one")
     statics = sorted((r for r in board.regions if r.reg is not None), key=lambda r: r.reg[0] if r.reg else 0)
     for lower, upper in zip(statics, statics[1:], strict=False):
         assert lower.reg is not None and upper.reg is not None
         if upper.reg[0] < lower.reg[0] + lower.reg[1]:
-            _at(sink, upper, f"reserved-memory node '{upper.node}' overlaps '{lower.node}'")
+            _at(sink, upper.at("reg"), f"reserved-memory node '{upper.node}' overlaps '{lower.node}'")
 
     # CMA area slots: every DT CMA node, plus the default area when DT has none.
     cma_nodes = [r for r in board.regions if r.is_cma]
