@@ -179,6 +179,8 @@ def memory_map_svg(plan: Plan) -> str:
         if lowmem is not None and bank.base < lowmem < bank.end:
             drew_lowmem = True
             lx = _LEFT + (lowmem - bank.base) * scale
+            parts.append(f'<rect class="highmem" x="{lx:.2f}" y="{y}" width="{_LEFT + bank.size * scale - lx:.2f}" '
+                         f'height="{_BAR_H}" fill="{_LOWMEM_COLOUR}" fill-opacity="0.08"/>')
             parts.append(f'<line class="lowmem" data-addr="{hexaddr(lowmem, digits)}" x1="{lx:.2f}" x2="{lx:.2f}" '
                          f'y1="{y - 4}" y2="{y + _BAR_H + 22}" stroke="{_LOWMEM_COLOUR}" stroke-width="2" '
                          'stroke-dasharray="5 3"/>')
@@ -187,6 +189,8 @@ def memory_map_svg(plan: Plan) -> str:
             parts.append(f'<text class="label" x="{nx:.1f}" y="{y + _BAR_H + 36}" fill="{_LOWMEM_COLOUR}">'
                          f'{escape(note)}</text>')
         elif lowmem is not None and lowmem <= bank.base:
+            parts.append(f'<rect class="highmem" x="{_LEFT}" y="{y}" width="{bank.size * scale:.2f}" '
+                         f'height="{_BAR_H}" fill="{_LOWMEM_COLOUR}" fill-opacity="0.08"/>')
             parts.append(f'<text class="label" x="{_LEFT}" y="{y + _BAR_H + 36}" fill="{_LOWMEM_COLOUR}">'
                          'all highmem (lowmem ended below this bank)</text>')
     # The legend: one row per thing on the bars, in the box's own colour, need against size.
@@ -224,9 +228,9 @@ def memory_map_svg(plan: Plan) -> str:
     if drew_lowmem:
         parts.append(f'<line x1="420" x2="420" y1="{ky - 2}" y2="{ky + 16}" stroke="{_LOWMEM_COLOUR}" '
                      f'stroke-width="2" stroke-dasharray="5 3"/><text class="label" x="430" y="{ky + 12}">'
-                     'end of lowmem</text>')
-    parts.append(f'<rect x="600" y="{ky}" width="14" height="14" fill="none" stroke="#d00" stroke-width="3"/>'
-                 f'<text class="label" x="620" y="{ky + 12}">does not fit its need</text>')
+                     'end of lowmem (highmem shaded)</text>')
+    parts.append(f'<rect x="680" y="{ky}" width="14" height="14" fill="none" stroke="#d00" stroke-width="3"/>'
+                 f'<text class="label" x="700" y="{ky + 12}">does not fit its need</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

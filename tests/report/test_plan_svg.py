@@ -116,4 +116,6 @@ def test_lowmem_boundary_is_drawn_where_the_kernel_computes_it(tmp_path: Path) -
     _assert_no_overlap(boxes)
     (line,) = dom.find_all("line", cls="lowmem")
     assert line.attrs["data-addr"] == "0x6f800000" and line.attrs["x1"] == "483.98"
+    (high,) = dom.find_all("rect", cls="highmem")  # shaded from there to the bank's end: 150 + 900 - 483.98
+    assert (high.attrs["x"], high.attrs["width"]) == ("483.98", "566.02")
     assert "lowmem ends 0x6f800000" in text
