@@ -537,9 +537,16 @@ class _Booter:
             case _ as unhandled:
                 assert_never(unhandled)
         limits = self.board_file_limits(api)
+        default_node: ReservedNode | None = None
         for node in self.inp.nodes:
             if not (node.compatible == "shared-dma-pool" and node.reusable and not node.no_map):
                 self.problem(node.name, "not-cma", "only reusable shared-dma-pool nodes become areas here", "info")
+                continue
+            if dma_contiguous and node.cma_default and default_node is None:
+                # 3.5's board file makes no call for the global area: arm_memblock_init() makes it after
+                # .reserve with dma_contiguous_reserve(), sized by cma= (generate/bootargs.py writes the
+                # node's size there), placed below the lowmem/DMA limit whatever the node's reg or ranges.
+                default_node = node
                 continue
             base = node.reg[0] if node.reg else 0
             size = node.reg[1] if node.reg else (node.size or 0)
@@ -553,7 +560,8 @@ class _Booter:
                     self.mem.reserve(base, size)
                     addr = base
             else:
-                addr = self.place(node.name, size, alignment, 0, limits.lowmem_end)
+                addr = self.place(node.name, size, alignment, 0, self._board_file_limit(node, alignment, limits,
+                                                                                       dma_contiguous))
             if addr is None:
                 if dma_contiguous:
                     self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
@@ -570,28 +578,54 @@ class _Booter:
             if dma_contiguous:
                 self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
         if dma_contiguous and self.default is None:
-            self._declare_35_default(alignment, limits)
+            self._declare_35_default(alignment, limits, default_node)
 
-    def _declare_35_default(self, alignment: int, limits: ArmLimits) -> None:
-        """dma_contiguous_reserve(min(arm_dma_limit, arm_lowmem_limit)) -> dma_declare_contiguous(NULL, size, 0, limit)."""
-        size = self.cmd.size if self.cmd.given else self.p.cma_size_mbytes * SZ_1M
+    @staticmethod
+    def _board_file_limit(node: ReservedNode, alignment: int, limits: ArmLimits, dma_contiguous: bool) -> int:
+        """Where memblock may place a board-file area without a base.
+
+        3.5's generated call passes the end of the first alloc-range as
+        dma_declare_contiguous()'s limit (generate/boardfile.py), which aligns it
+        down and hands it to __memblock_alloc_base() as is: memblock's lowmem
+        limit applies only to a limit of 0 (MEMBLOCK_ALLOC_ACCESSIBLE). The
+        2011 cma_reserve() takes no limit at all.
+        """
+        if dma_contiguous and node.alloc_ranges:
+            start, length = node.alloc_ranges[0]
+            return (start + length) & ~(alignment - 1)
+        return limits.lowmem_end
+
+    def _declare_35_default(self, alignment: int, limits: ArmLimits, node: ReservedNode | None) -> None:
+        """dma_contiguous_reserve(min(arm_dma_limit, arm_lowmem_limit)) -> dma_declare_contiguous(NULL, size, 0, limit).
+
+        The size is cma='s; without it, the default node's (which the generated
+        command line carries as cma=), else CONFIG_CMA_SIZE_MBYTES. The area keeps
+        the node's name so that the plan can say which node it is.
+        """
         if self.cmd.given:
+            size = self.cmd.size or 0
             for warning in self.cmd.warnings:
                 self.problem("cma=", "cmdline", warning, "warning")
+        elif node is not None:
+            size = node.reg[1] if node.reg else (node.size or 0)
+        else:
+            size = self.p.cma_size_mbytes * SZ_1M
         if not size:
             return
+        name = node.name if node is not None else "reserved"
         size = _align_up(size, alignment)
         limit = limits.default_area_limit & ~(alignment - 1)
-        addr = self.place("reserved", size, alignment, 0, limit)
+        addr = self.place(name, size, alignment, 0, limit)
         if addr is None:
             self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
-            self.problem("cma=", "no-room", f"no free {size // SZ_1M} MiB block below {self.pa(limit)} "
-                         "(the lowmem and DMA-zone limit)")
+            self.problem(name if node is not None else "cma=", "no-room",
+                         f"no free {size // SZ_1M} MiB block below {self.pa(limit)} (the lowmem and DMA-zone limit)")
             return
-        if self.init_reserved_mem(addr, size, "reserved", "cmdline" if self.cmd.given else "kconfig"):
+        source: AreaSource = "cmdline" if self.cmd.given or node is not None else "kconfig"
+        if self.init_reserved_mem(addr, size, name, source):
             self.mem.free(addr, size)  # no slot left: refused before reserving, as 3.5 does
             return
-        self.default = "reserved"
+        self.default = name
         self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
 
     # --- boot-time allocations ----------------------------------------------------

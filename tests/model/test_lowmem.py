@@ -100,3 +100,25 @@ def test_35_more_nodes_than_slots_refuses_the_rest_and_keeps_going() -> None:
     r = boot(PROFILES["linux-3.5"], BootInput((Bank(0x40000000, 1 << 30),), nodes=nodes))
     assert len(r.areas) == 8 and r.default_area is None and r.preallocations == ()
     assert "cma: Not enough slots for CMA reserved regions!" in r.log
+
+
+def test_35_default_node_is_the_global_area_and_a_pool_range_is_a_limit(tmp_path: Path) -> None:
+    # Aquila on 3.5, the default node moved to bank 0 by alloc-ranges and an 8 MiB pool limited to bank 0.
+    # The default node is no board-file call: dma_contiguous_reserve(min(0xffffffff, lowmem 0x58000000))
+    # places its 32 MiB (cma=32M on the generated command line) top-down: 0x58000000 - 32 MiB = 0x56000000,
+    # whatever its alloc-ranges say. The pool's call is dma_declare_contiguous(dev, 8M, 0, 0x35000000):
+    # memblock top-down below 0x35000000, where bank 0 is free only above mfc_left (0x34000000): 0x34800000.
+    # Order: the .reserve hook's calls (mfc_left, mfc_right, the pool), then the global area.
+    board = tmp_path / "b.yaml"
+    board.write_text(f"include: {Path(__file__).parents[2] / 'boards' / 'aquila.yaml'}\n"
+                     "kernel: {profile: linux-3.5}\n"
+                     "reserved-memory:\n  linux,cma:\n    alloc-ranges: [[0x30000000, 80M]]\n"
+                     "  pool:\n    label: pool\n    compatible: shared-dma-pool\n    reusable: true\n    size: 8M\n"
+                     "    alloc-ranges: [[0x30000000, 80M]]\n"
+                     "devices:\n  jpeg:\n    memory-region: [pool]\n")
+    checked = load_checked_board(board)
+    assert checked.plan is not None
+    assert [(a.name, a.base) for a in checked.plan.areas] == [
+        ("region@33000000", 0x33000000), ("region@44000000", 0x44000000), ("pool", 0x34800000),
+        ("linux,cma", 0x56000000)]
+    assert checked.plan.areas[-1].is_default
