@@ -14,7 +14,7 @@ from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.yamlpos import Where
 from cma_tool.errors import DiagnosticSink
 from cma_tool.model.cmdline import parse_cma_cmdline
-from cma_tool.model.profiles import KernelProfile
+from cma_tool.model.profiles import BoardFileApi, KernelProfile
 from cma_tool.sizes import bare_bytes_hint, format_size
 
 
@@ -190,6 +190,12 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
             _at(sink, region.at("size"), f"{name} size {format_size(region.size)} is larger than the memory of "
                 f"any one bank inside its alloc-ranges (largest: {format_size(largest)})",
                 hint="an area is one contiguous block: it cannot span a hole between banks")
+        if (region.cma_default and region.is_cma and (region.reg or region.alloc_ranges)
+                and profile.facts.reservation is BoardFileApi.DMA_DECLARE_CONTIGUOUS):
+            key = "reg" if region.reg else "alloc-ranges"
+            _at(sink, region.at(key), f"{name}: {key} has no effect on {profile.name}: the default area is made by "
+                "dma_contiguous_reserve() after the board file's hook, top-down below the lowmem/DMA limit",
+                hint="give the area a device of its own (dma_declare_contiguous) to place it", warning=True)
         if region.alignment is not None and region.is_cma and region.alignment < unit:
             _at(sink, region.at("alignment"), f"{name} alignment {format_size(region.alignment)} has no effect: "
                 f"CMA areas are aligned to at least {unit_text} on this kernel", warning=True)

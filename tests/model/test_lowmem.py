@@ -122,3 +122,8 @@ def test_35_default_node_is_the_global_area_and_a_pool_range_is_a_limit(tmp_path
         ("region@33000000", 0x33000000), ("region@44000000", 0x44000000), ("pool", 0x34800000),
         ("linux,cma", 0x56000000)]
     assert checked.plan.areas[-1].is_default
+    # And validation says that the default node's range does nothing there, at the range's line (5).
+    warned = [(d.line, d.message) for d in checked.diagnostics if d.severity == "warning" and "no effect" in d.message]
+    assert warned == [(5, "reserved-memory node 'linux,cma': alloc-ranges has no effect on linux-3.5: the default "
+                          "area is made by dma_contiguous_reserve() after the board file's hook, top-down below the "
+                          "lowmem/DMA limit")]
