@@ -125,7 +125,7 @@ def device_needs(board: Board, default_area: str | None) -> list[Need]:
     return out
 
 
-def _resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
+def resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
     if kernel is None:
         return board.kernel.profile
     if kernel not in PROFILES:
@@ -144,7 +144,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     they become diagnostics on the plan (warnings when ``misfit_is_error`` is false: a run
     that means to exhaust an area). ``advise`` adds the sizing advice `plan` and `validate`
     give (areas without users, areas more than twice their need); a run does not repeat it."""
-    profile = _resolve_profile(board, kernel)
+    profile = resolve_profile(board, kernel)
     inp = boot_input(board, bootargs, pinned)
     booted = cma_model.boot(profile, inp)
     sink = DiagnosticSink()
@@ -368,7 +368,7 @@ def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str =
     board, sink = read_board(path)
     if board is None:
         return CheckedBoard(None, sink.items)
-    check_board(board, sink, extra_bootargs=bootargs, profile=_resolve_profile(board, kernel))
+    check_board(board, sink, extra_bootargs=bootargs, profile=resolve_profile(board, kernel))
     plan = None
     if board.banks:
         plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit, advise=advise)

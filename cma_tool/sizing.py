@@ -7,8 +7,10 @@ their planned bases. cma_alloc is first fit from the area's lowest bit, so an
 allocation lands where it would in any area at least as large as the highest
 page the workload ever held: that high-water mark, rounded up to the
 kernel's CMA unit, is the smallest area that lets every allocation succeed
-exactly as planned. (The bases stay unit-aligned, and no DMA alignment
-exceeds the unit, so moving an area does not move its buffers within it.)
+exactly as planned. (Bases stay multiples of the unit, and a buffer's
+alignment, capped by CONFIG_CMA_ALIGNMENT at order 8, is finer than the unit,
+order 10 or more: an area of the new size, wherever it lands, holds its
+buffers at the same offsets.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cma_tool.model.area import CmaState
 from cma_tool.model.profiles import PROFILES, CmdlineCma, KernelProfile, area_alignment
 from cma_tool.model.scenario import AllocStep, CaptureStep, DmaAllocStep, Step
 from cma_tool.model.simulate import run_steps
-from cma_tool.plan import MAX_MODELLED_PAGES, _resolve_profile, boot_input
+from cma_tool.plan import MAX_MODELLED_PAGES, resolve_profile, boot_input
 from cma_tool.sizes import format_size
 
 BOARD_NEEDS = "board needs"
@@ -128,7 +130,7 @@ def size_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     """The smallest size of every CMA area of ``board`` for its needs and ``scenarios``."""
     from cma_tool.modelrun import board_devices, board_steps
 
-    profile = _resolve_profile(board, kernel)
+    profile = resolve_profile(board, kernel)
     inp = boot_input(board, bootargs)
     booted = cma_model.boot(profile, inp)
     devices = board_devices(board)
