@@ -27,7 +27,7 @@ from cma_tool.model.area import CmaState
 from cma_tool.model.profiles import PROFILES, CmdlineCma, KernelProfile, area_alignment
 from cma_tool.model.scenario import AllocStep, CaptureStep, DmaAllocStep, Step
 from cma_tool.model.simulate import run_steps
-from cma_tool.plan import MAX_MODELLED_PAGES, resolve_profile, boot_input
+from cma_tool.plan import MAX_MODELLED_PAGES, boot_input, resolve_profile
 from cma_tool.sizes import format_size
 
 BOARD_NEEDS = "board needs"
