@@ -89,6 +89,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     if plan is None:
+        print(f"{n_err} error(s), {len(diagnostics) - n_err} warning(s)", file=sys.stderr)
         if args.json:
             print(doc)
         return ExitCode.CONFIG

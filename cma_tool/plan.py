@@ -182,7 +182,6 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     for placed in areas:
         result = fit.get(placed.name)
         if result is not None and not result.fits:
-            # Point at the first device that asks (the area may be the kernel's own default).
             where = _area_where(board, placed)  # the size that is too small
             (sink.error if misfit_is_error else sink.warning)(
                 f"'{placed.label or placed.name}' ({format_size(placed.size)}) cannot hold its users' buffers: "
@@ -204,9 +203,14 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     return Plan(board, profile, inp.cmdline, areas, list(booted.log), needs, sink.items)
 
 
+def _region_of(board: Board, area_name: str) -> Region | None:
+    """The node an area came from (the kernel names a device-tree area after its node); None for cma=/Kconfig."""
+    return next((r for r in board.regions if r.node == area_name), None)
+
+
 def _area_where(board: Board, area: PlacedArea) -> Where:
     """Where an area's size was said: its node's size/reg line, else the kernel section (cma=, Kconfig)."""
-    region = board.region(area.label) if area.label else next((r for r in board.regions if r.node == area.name), None)
+    region = _region_of(board, area.name)
     if region is not None:
         return region.at("reg" if region.reg is not None else "size")
     # The kernel's own default area: sized by cma= (the board's bootargs, when it is there) or Kconfig.
@@ -217,7 +221,7 @@ def _area_where(board: Board, area: PlacedArea) -> Where:
 
 def _how_to_size(board: Board, area: PlacedArea) -> str:
     """Where the size of an area without a node of its own is set, for a hint."""
-    if board.region(area.label or area.name) is not None or any(r.node == area.name for r in board.regions):
+    if _region_of(board, area.name) is not None:
         return ""
     if area.source == "cmdline":
         return " (cma= on the command line sets it)"
@@ -394,7 +398,7 @@ def area_errors(plan: Plan) -> dict[str, list[Diagnostic]]:
     """The errors said at a line of each area's node (its size:, reg:, ... or the node itself), by area name."""
     out: dict[str, list[Diagnostic]] = {}
     for area in plan.areas:
-        region = next((r for r in plan.board.regions if r.node == area.name), None)
+        region = _region_of(plan.board, area.name)
         if region is None:
             continue
         spots = {(region.where.file, region.where.line)} | {(w.file, w.line) for _, w in region.fields}
