@@ -151,15 +151,8 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                 _at(sink, region.at("reg"),
                     f"{name} at {base:#010x} size {format_size(size)} is not aligned to {unit_text}: the kernel refuses it "
                     f"(\"Reserved memory: incorrect alignment of CMA region\"){fallback}", hint=hint)
-            elif "reg" in region.bare and size < profile.page_size:
-                _at(sink, region.at("reg"), f"{name} size {size} is {format_size(size)}: a plain number is bytes",
-                    hint=bare_bytes_hint(size), warning=True)
         elif bypassed and region.size is not None and region.is_cma and region.size % unit:
             _bypassed_misaligned(sink, region, name, unit_text)
-        elif region.size is not None and "size" in region.bare and not (region.is_cma and region.size % unit) \
-                and region.size < profile.page_size:
-            _at(sink, region.at("size"), f"{name} size {region.size} is {format_size(region.size)}: a plain number "
-                "is bytes", hint=bare_bytes_hint(region.size), warning=True)
         elif region.size is not None and region.is_cma and region.size % unit:
             if region.cma_default:
                 consequence = (f"and silently creates the Kconfig default area instead "
@@ -175,6 +168,12 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
             _at(sink, region.at("size"),
                 f"{name} size {format_size(region.size)} is not a multiple of {unit_text}: the kernel refuses it "
                 f"(\"Reserved memory: incorrect alignment of CMA region\") {consequence}", hint=hint)
+        size_key = "reg" if region.reg is not None else "size"
+        requested = region.requested_size
+        if size_key in region.bare and 0 < requested < profile.page_size and not (region.is_cma and requested % unit):
+            # Not said twice: a CMA node's unit error above already explains the bytes in its hint.
+            _at(sink, region.at(size_key), f"{name} size {requested} is {format_size(requested)}: a plain number "
+                "is bytes", hint=bare_bytes_hint(requested), warning=True)
         # alloc-ranges are address ranges, not banks: memblock allocates inside the memory they
         # overlap, so a range may span a hole between banks; only a range with no memory is moot.
         pieces = []

@@ -128,3 +128,14 @@ def test_a_board_without_its_soc_include_warns_what_defaulted(tmp_path: Path) ->
     warnings = _diags(path, "warning")
     assert any("no kernel max-order given" in msg and "12 (CMA unit: 8 MiB)" in msg and "include:" in hint
                for _, msg, hint in warnings), warnings
+
+
+def test_a_bare_reg_size_and_a_bare_carveout_size_are_explained(tmp_path: Path) -> None:
+    # reg: [0x33000000, 64] on a CMA node: 64 bytes, not a 4 MiB multiple: the error's hint says bytes.
+    # A no-map carveout of size 512 is no CMA area (no unit to miss): a warning that 512 is bytes.
+    path = _board(tmp_path, f"include: {AQUILA}\nreserved-memory:\n  region@33000000:\n    reg: [0x33000000, 64]\n"
+                            "  carveout:\n    compatible: shared-dma-pool\n    no-map: true\n    size: 512\n")
+    (err,) = [e for e in _diags(path, "error") if e[0] == 4]
+    assert "not aligned to 4 MiB" in err[1] and "64 means 64 bytes" in err[2] and "use a base" not in err[2]
+    (warn,) = [w for w in _diags(path, "warning") if "plain number" in w[1]]
+    assert warn[0] == 8 and "512 means 512 bytes" in warn[2]
