@@ -428,7 +428,7 @@ def plan_or_errors(path: Path, *, kernel: str | None = None, bootargs: str = "",
     try:
         checked = load_checked_board(path, kernel=kernel, bootargs=bootargs, advise=True)
     except ConfigError as err:
-        checked = CheckedBoard(None, err.diagnostics or [Diagnostic(str(err), str(path), 0, 0, "error", err.hint)])
+        checked = CheckedBoard(None, err.diagnostics or [Diagnostic(err.message, str(path), 0, 0, "error", err.hint)])
     if checked.board is not None and checked.plan is not None:
         checked.plan.diagnostics = checked.diagnostics
         return checked.plan, checked.diagnostics, ""

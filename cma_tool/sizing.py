@@ -97,7 +97,7 @@ def _requested_pages(profile: KernelProfile, steps: list[Step]) -> int:
 
 
 def _high_water(profile: KernelProfile, booted: cma_model.BootResult, steps: list[Step],
-                devices: dict[str, cma_model.Device]) -> dict[str, int]:
+                devices: dict[str, cma_model.Device], source: str) -> dict[str, int]:
     """Per area: bytes from its base to the highest page held at any point, in areas made large enough."""
     slack = 2 * _requested_pages(profile, steps) + sum(p.count for p in booted.preallocations) \
         + (1 << (profile.cma_alignment + 1))
@@ -121,7 +121,7 @@ def _high_water(profile: KernelProfile, booted: cma_model.BootResult, steps: lis
                 peak[area.name] = max(peak[area.name], end * profile.page_size)
 
     record(inflated.new_state())  # the boot-time allocations (atomic pool) alone
-    run_steps(profile, inflated, steps, devices, after_step=record)
+    run_steps(profile, inflated, steps, devices, after_step=record, source=source)
     return peak
 
 
@@ -134,16 +134,16 @@ def size_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     inp = boot_input(board, bootargs)
     booted = cma_model.boot(profile, inp)
     devices = board_devices(board)
-    workloads: list[tuple[str, KernelProfile, cma_model.BootResult, list[Step]]] = [
-        (BOARD_NEEDS, profile, booted, list(board_steps(board)))]
+    workloads: list[tuple[str, str, KernelProfile, cma_model.BootResult, list[Step]]] = [
+        (BOARD_NEEDS, board.path, profile, booted, list(board_steps(board)))]
     for path in scenarios:
         scenario = cma_model.load_scenario(path)
         prof = PROFILES[scenario.kernel] if scenario.kernel is not None else profile
         sinp = dataclasses.replace(inp, cmdline=f"{inp.cmdline} {scenario.bootargs}".strip()) if scenario.bootargs else inp
-        workloads.append((path.name, prof, cma_model.boot(prof, sinp), list(scenario.steps)))
+        workloads.append((path.name, str(path), prof, cma_model.boot(prof, sinp), list(scenario.steps)))
     best: dict[str, tuple[int, str]] = {a.name: (0, BOARD_NEEDS) for a in booted.areas}
-    for name, prof, boot_result, steps in workloads:
-        for area_name, high in _high_water(prof, boot_result, steps, devices).items():
+    for name, source, prof, boot_result, steps in workloads:
+        for area_name, high in _high_water(prof, boot_result, steps, devices, source).items():
             if area_name in best and high > best[area_name][0]:
                 best[area_name] = (high, name)
     unit = area_alignment(profile)

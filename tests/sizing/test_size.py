@@ -98,3 +98,12 @@ def test_waste_and_unused_areas_are_warned_by_plan_and_validate(tmp_path: Path) 
         assert ":4:11: warning: 'cma_default' (128 MiB) is more than twice what its users need" in res.stderr
         assert "28 MiB holds every declared need" in res.stderr
         assert ":9:10: warning: 'spare' (16 MiB) has no user" in res.stderr
+
+
+def test_a_scenario_step_on_a_device_the_board_lacks_is_refused_at_its_line(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("steps:\n  - capture: {device: fimc0, width: 640, height: 480, format: YUYV, buffers: 1}\n"
+                        "  - capture: {device: vivid, width: 640, height: 480, format: YUYV, buffers: 1}\n")
+    res = cma_tool("size", "boards/aquila.yaml", "--scenario", str(scenario))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{scenario}:3: error: no device named 'vivid' on this board" in res.stderr
