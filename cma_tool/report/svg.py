@@ -28,8 +28,6 @@ _REGION_OPACITY = 0.75
 #: Label tiers above a bank's bar: a tag that would touch another goes one tier up.
 _TIERS = 4
 _TIER_H = 15
-_ROW_TOP = 22 + _TIERS * _TIER_H  # from a bank row's top to its bar
-_ROW_H = _ROW_TOP + _BAR_H + 46
 _LEGEND_ROW_H = 34
 _WIDTH = _LEFT + _BAR_W + 60
 #: Conservative text widths (px per character at 12 px, DejaVu Sans's widest common glyphs): layout
@@ -63,27 +61,27 @@ class _Item:
 def _place_tags(wanted: list[tuple[float, float, str]]) -> list[tuple[float, int]]:
     """Left x and tier for tags of (centre x, width, text), so that no two share any pixel.
 
-    Greedy, left to right: each tag takes the lowest tier where it clears every
-    tag already there by 4 px; when all tiers are taken near it, it moves right
-    along the top tier. Returned in the order given.
+    Greedy, left to right: each tag is centred over its box (kept on the bar's
+    span) and takes the lowest tier where it clears every tag already there by
+    4 px, opening a new tier when none has room. Returned in the order given.
     """
-    placed: list[list[tuple[float, float]]] = [[] for _ in range(_TIERS)]
+    placed: list[list[tuple[float, float]]] = []
     out: dict[int, tuple[float, int]] = {}
-    order = sorted(range(len(wanted)), key=lambda i: wanted[i][0])
-    for i in order:
+    for i in sorted(range(len(wanted)), key=lambda i: wanted[i][0]):
         cx, w, _ = wanted[i]
         left = min(max(cx - w / 2, _LEFT), _LEFT + _BAR_W - w)
-        for tier in range(_TIERS):
-            if all(left + w + 4 <= a or b + 4 <= left for a, b in placed[tier]):
-                placed[tier].append((left, left + w))
-                out[i] = (left, tier)
-                break
-        else:
-            top = placed[_TIERS - 1]
-            left = max([left] + [b + 4 for a, b in top if b + 4 > left - w - 4])
-            top.append((left, left + w))
-            out[i] = (left, _TIERS - 1)
+        tier = next((t for t, spans in enumerate(placed) if all(left + w + 4 <= a or b + 4 <= left for a, b in spans)),
+                    len(placed))
+        if tier == len(placed):
+            placed.append([])
+        placed[tier].append((left, left + w))
+        out[i] = (left, tier)
     return [out[i] for i in range(len(wanted))]
+
+
+def _tiers(spots: list[tuple[float, int]]) -> int:
+    """Tiers a bank's labels need above its bar (at least _TIERS: rows line up when there is room)."""
+    return max([_TIERS] + [tier + 1 for _, tier in spots])
 
 
 def memory_map_svg(plan: Plan) -> str:
@@ -111,7 +109,23 @@ def memory_map_svg(plan: Plan) -> str:
     for j, (what, base, size) in enumerate(plan.board.boot.early_reservations):
         items.append(_Item(chr(ord("a") + j % 26), f"{what} (early reservation)", base, size, _EARLY_COLOUR, 1.0,
                            f"{what} {hexaddr(base, digits)} +{format_size(size)}"))
-    legend_top = 90 + _ROW_H * len(banks) + 10
+    # Each bank's boxes, and which names go inside them and which above as tags (a name goes inside
+    # its box when it fits there and no other box overlaps it), before drawing: tags set row heights.
+    layouts = []
+    for bank in banks:
+        boxes = [(it, _LEFT + (it.base - bank.base) * scale, max(min(it.size, bank.end - it.base) * scale, 3))
+                 for it in items if bank.base <= it.base < bank.end]
+        inside: list[tuple[_Item, float, float]] = []
+        tags: list[tuple[_Item, float, float]] = []
+        for it, x, w in boxes:
+            alone = all(o is it or x + w <= ox or ox + ow <= x for o, ox, ow in boxes)
+            (inside if alone and _text_w(f"{it.tag} {it.name}", bold=True) + 8 <= w else tags).append((it, x, w))
+        spots = _place_tags([(x + w / 2, _text_w(it.tag, bold=True) + 4, it.tag) for it, x, w in tags])
+        layouts.append((boxes, inside, tags, spots))
+    row_tops = [90]
+    for *_, spots in layouts:
+        row_tops.append(row_tops[-1] + 22 + _tiers(spots) * _TIER_H + _BAR_H + 46)
+    legend_top = row_tops[-1] + 10
     height = legend_top + 24 + _LEGEND_ROW_H * len(items) + 40
     parts: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" '
@@ -126,9 +140,8 @@ def memory_map_svg(plan: Plan) -> str:
         'bars to scale within the largest bank</text>',
     ]
     drew_lowmem = False
-    for row, bank in enumerate(banks):
-        top = 90 + row * _ROW_H
-        y = top + _ROW_TOP
+    for row, (bank, (boxes, inside, tags, spots)) in enumerate(zip(banks, layouts, strict=True)):
+        y = row_tops[row] + 22 + _tiers(spots) * _TIER_H
         parts.append(f'<text class="label" x="20" y="{y + 18}" font-weight="bold">bank {row}</text>')
         parts.append(f'<text class="label" x="20" y="{y + 34}" fill="#444">{escape(format_size(bank.size))}</text>')
         parts.append(f'<rect class="bank" data-base="{hexaddr(bank.base, digits)}" x="{_LEFT}" y="{y}" '
@@ -141,12 +154,7 @@ def memory_map_svg(plan: Plan) -> str:
         else:  # a bar too short for both ends under it: one range, reading on to the right
             parts.append(f'<text class="label" x="{_LEFT}" y="{y + _BAR_H + 16}" fill="#444">'
                          f'{start_text}–{end_text}</text>')
-        mine = [it for it in items if bank.base <= it.base < bank.end]
-        boxes: list[tuple[_Item, float, float]] = []
-        for it in mine:
-            x = _LEFT + (it.base - bank.base) * scale
-            w = max(min(it.size, bank.end - it.base) * scale, 3)
-            boxes.append((it, x, w))
+        for it, x, w in boxes:
             area = it.area
             parts.append(f'<rect class="{"region" if area else "early"}" data-name="{escape(it.name)}" '
                          f'x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}" fill="{it.colour}" '
@@ -158,17 +166,9 @@ def memory_map_svg(plan: Plan) -> str:
             if area is not None and not area.fits:
                 parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}" fill="none" '
                              'stroke="#d00" stroke-width="3"/>')
-        # A name goes inside its box when it fits there and no other box overlaps it; else a tag.
-        tags: list[tuple[_Item, float, float]] = []
-        for it, x, w in boxes:
-            inside = f"{it.tag} {it.name}"
-            alone = all(o is it or x + w <= ox or ox + ow <= x for o, ox, ow in boxes)
-            if alone and _text_w(inside, bold=True) + 8 <= w:
-                parts.append(f'<text class="label" x="{x + 4:.1f}" y="{y + _BAR_H - 6}" font-weight="bold" '
-                             f'fill="#000">{escape(inside)}</text>')
-            else:
-                tags.append((it, x, w))
-        spots = _place_tags([(x + w / 2, _text_w(it.tag, bold=True) + 4, it.tag) for it, x, w in tags])
+        for it, x, _ in inside:
+            parts.append(f'<text class="label" x="{x + 4:.1f}" y="{y + _BAR_H - 6}" font-weight="bold" '
+                         f'fill="#000">{escape(f"{it.tag} {it.name}")}</text>')
         for (it, x, w), (left, tier) in zip(tags, spots, strict=True):
             ty = y - 6 - tier * _TIER_H
             tw = _text_w(it.tag, bold=True) + 4
@@ -508,21 +508,34 @@ class BankArea:
 
 
 def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
-    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's in a strip under it."""
+    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's in a strip under it.
+
+    Area names go above the bar in tiers with leader lines (the plan map's placement,
+    :func:`_place_tags`), so small neighbouring areas never print over each other.
+    """
     banks = sorted(banks)
     largest = max((size for _, size in banks), default=1)
     scale = _BAR_W / largest
     # One neutral colour for areas: on this page colours belong to the streams that own buffers.
     fill, ink = "#6f84a3", "#2f4058"
-    row_h = 104 if any(a.mismatch for a in areas) else 90
-    height = 30 + row_h * len(banks)
+    # Per bank: the tiers of names, the bar and strip, the ends, and one line per mismatch.
+    mismatches = [sum(1 for a in areas if a.mismatch and a.kernel is not None and base <= a.kernel[0] < base + size)
+                  for base, size in banks]
+    named = [[(a, _LEFT + (a.planned[0] - base) * scale, max(a.planned[1] * scale, 3)) for a in areas
+              if a.planned is not None and base <= a.planned[0] < base + size] for base, size in banks]
+    spots_of = [_place_tags([(x + w / 2, _text_w(_clip(a.title, 40), bold=True), a.title) for a, x, w in row])
+                for row in named]
+    row_hs = [14 + _tiers(spots) * _TIER_H + 62 + 14 * n for spots, n in zip(spots_of, mismatches, strict=True)]
+    height = 20 + sum(row_hs) + 20
     parts = [f'<svg class="banks-svg" viewBox="0 0 {_LEFT + _BAR_W + 40} {height}" width="{_LEFT + _BAR_W + 40}" '
              f'height="{height}" role="img" aria-label="memory banks and CMA areas" '
              'font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="12">',
              f'<defs><pattern id="bank-mismatch" width="6" height="6" patternUnits="userSpaceOnUse" '
              f'patternTransform="rotate(45)"><rect width="3" height="6" fill="{MISMATCH_COLOUR}"/></pattern></defs>']
+    top = 20
     for row, (base, size) in enumerate(banks):
-        y = 36 + row * row_h
+        y = top + 14 + _tiers(spots_of[row]) * _TIER_H
+        top += row_hs[row]
         end = base + size
         parts.append(f'<text x="10" y="{y + 15}" font-weight="bold">bank {row}</text>'
                      f'<text x="10" y="{y + 30}" fill="#555">{escape(format_size(size))}</text>')
@@ -531,17 +544,11 @@ def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
         parts.append(f'<text x="{_LEFT}" y="{y + 48}" fill="#555" font-size="11">0x{base:08x}</text>'
                      f'<text x="{_LEFT + size * scale:.1f}" y="{y + 48}" fill="#555" font-size="11" '
                      f'text-anchor="end">0x{end:08x}</text>')
-        inside = [a for a in areas if any(r is not None and base <= r[0] < end for r in (a.planned, a.kernel))]
-        for i, a in enumerate(inside):
-            if a.planned is not None and base <= a.planned[0] < end:
-                x = _LEFT + (a.planned[0] - base) * scale
-                w = max(a.planned[1] * scale, 3)
-                parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="22" '
-                             f'fill="{fill}" stroke="#222"><title>{escape(a.title)} (plan)</title></rect></a>')
-                right = x + w / 2 > _LEFT + _BAR_W / 2
-                tx, anchor = (x + w, "end") if right else (x, "start")
-                parts.append(f'<text x="{tx:.1f}" y="{y - 6 - (i % 2) * 13}" text-anchor="{anchor}" '
-                             f'font-weight="bold" fill="{ink}">{escape(a.title)}</text>')
+        for a, x, w in named[row]:
+            parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="22" '
+                         f'fill="{fill}" stroke="#222"><title>{escape(a.title)} (plan)</title></rect></a>')
+        n_mismatch = 0
+        for a in areas:
             if a.kernel is not None and base <= a.kernel[0] < end:
                 x = _LEFT + (a.kernel[0] - base) * scale
                 w = max(a.kernel[1] * scale, 3)
@@ -550,11 +557,17 @@ def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
                 parts.append(f'<rect class="kernel-area" x="{x:.1f}" y="{y + 25}" width="{w:.1f}" height="8" '
                              f'{look}><title>{escape(a.name)} as the kernel created it</title></rect>')
                 if a.mismatch:
-                    right = x + w / 2 > _LEFT + _BAR_W / 2
-                    tx, anchor = (x + w, "end") if right else (x, "start")
-                    parts.append(f'<text x="{tx:.1f}" y="{y + 64}" font-size="11" font-weight="bold" '
-                                 f'text-anchor="{anchor}" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
-                                 f'{escape(a.name)} at 0x{a.kernel[0]:08x}</text>')
+                    parts.append(f'<text x="{_LEFT}" y="{y + 64 + 14 * n_mismatch}" font-size="11" '
+                                 f'font-weight="bold" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
+                                 f'{escape(_clip(a.name, 40))} at 0x{a.kernel[0]:08x}</text>')
+                    n_mismatch += 1
+        for (a, x, w), (left, tier) in zip(named[row], spots_of[row], strict=True):
+            text = _clip(a.title, 40)
+            ty = y - 6 - tier * _TIER_H
+            parts.append(f'<line class="leader" x1="{x + w / 2:.1f}" y1="{y}" '
+                         f'x2="{left + _text_w(text, bold=True) / 2:.1f}" y2="{ty + 2}" stroke="#999"/>')
+            parts.append(f'<a href="#area-{a.index}"><text x="{left:.1f}" y="{ty}" font-weight="bold" '
+                         f'fill="{ink}">{escape(text)}</text></a>')
     parts.append(f'<text x="10" y="{height - 4}" fill="#666" font-size="11">bars to scale within the largest bank; '
                  'the plan\'s areas on the bar, the kernel\'s in the strip under it</text>')
     parts.append("</svg>")

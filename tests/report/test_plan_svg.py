@@ -24,7 +24,6 @@ for (const t of svg.querySelectorAll('text')) {
   const b = t.getBBox();
   out.push({text: t.textContent, x: b.x, y: b.y, w: b.width, h: b.height});
 }
-const r = svg.getBBox();
 document.getElementById('boxes').textContent = JSON.stringify(
   {texts: out, width: +svg.getAttribute('width'), height: +svg.getAttribute('height')});
 """
@@ -36,12 +35,17 @@ def _render(board: Path, tmp_path: Path, *extra: str) -> tuple[dict[str, object]
                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert svg.is_file(), res.stderr
     text = svg.read_text(encoding="utf-8")
-    page = tmp_path / f"{board.stem}.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'></head><body style='margin:0'>{text}"
-                    f"<pre id='boxes'></pre><script>{_MEASURE}</script></body></html>", encoding="utf-8")
-    dom = browse(page, tmp_path / f"{board.stem}.png", width=1200, height=1400)  # the PNG is the rendering
-    boxes = json.loads(dom.find("pre", id="boxes").text())
+    boxes, dom = _measure(text, tmp_path, board.stem)
     return boxes, dom, text
+
+
+def _measure(svg_text: str, tmp_path: Path, name: str) -> tuple[dict[str, object], Node]:
+    """Every <text>'s box as Chromium lays the SVG out (and a PNG of it beside, the rendering itself)."""
+    page = tmp_path / f"{name}.html"
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'></head><body style='margin:0'>{svg_text}"
+                    f"<pre id='boxes'></pre><script>{_MEASURE}</script></body></html>", encoding="utf-8")
+    dom = browse(page, tmp_path / f"{name}.png", width=1200, height=1400)
+    return json.loads(dom.find("pre", id="boxes").text()), dom
 
 
 def _assert_no_overlap(boxes: dict[str, object]) -> None:
@@ -119,3 +123,19 @@ def test_lowmem_boundary_is_drawn_where_the_kernel_computes_it(tmp_path: Path) -
     (high,) = dom.find_all("rect", cls="highmem")  # shaded from there to the bank's end: 150 + 900 - 483.98
     assert (high.attrs["x"], high.attrs["width"]) == ("483.98", "566.02")
     assert "lowmem ends 0x6f800000" in text
+
+
+def test_the_run_reports_bank_overview_keeps_names_apart(tmp_path: Path) -> None:
+    # report.html's banks picture: eight 4 MiB areas side by side in a 512 MiB bank (7 px each), two of them
+    # where the kernel put them elsewhere: every name and mismatch line apart from every other.
+    from cma_tool.report.svg import BankArea, banks_svg
+
+    mib = 1 << 20
+    areas = [BankArea(i, f"region@{0x41000000 + i * 4 * mib:x}", f"pool number {i} (region@{0x41000000 + i * 4 * mib:x})",
+                      (0x41000000 + i * 4 * mib, 4 * mib),
+                      (0x41000000 + i * 4 * mib + (8 * mib if i in (2, 5) else 0), 4 * mib), i in (2, 5))
+             for i in range(8)]
+    text = banks_svg([(0x40000000, 512 * mib)], areas)
+    boxes, dom = _measure(text, tmp_path, "banks")
+    _assert_no_overlap(boxes)
+    assert len(dom.find_all("line", cls="leader")) == 8
