@@ -58,23 +58,34 @@ class _Item:
     area: PlacedArea | None = None  # None: an early reservation
 
 
-def _place_tags(wanted: list[tuple[float, float, str]]) -> list[tuple[float, int]]:
-    """Left x and tier for tags of (centre x, width, text), so that no two share any pixel.
+#: A white outline under a label's glyphs: leader lines passing behind it stop short of its letters.
+_HALO = 'stroke="#fff" stroke-width="3" paint-order="stroke"'
+#: How far a label may slide right of its box before it takes a tier of its own (twice its width if more).
+_MAX_SLIDE = 240
 
-    Greedy, left to right: each tag is centred over its box (kept on the bar's
-    span) and takes the lowest tier where it clears every tag already there by
-    4 px, opening a new tier when none has room. Returned in the order given.
+
+def _place_tags(wanted: list[tuple[float, float, str]]) -> list[tuple[float, int]]:
+    """Left x and tier for labels of (centre x, width, text), so that no two share any pixel.
+
+    Greedy, left to right: each label wants to be centred over its box (kept on
+    the bar's span); it takes the lowest tier where it fits there or slid right
+    of that tier's last label, not too far (the labels of one tier keep
+    their boxes' order, so their leader lines fan out without crossing), and
+    opens a new tier when none has room. Returned in the order given.
     """
-    placed: list[list[tuple[float, float]]] = []
+    ends: list[float] = []  # per tier, where its last label ends
     out: dict[int, tuple[float, int]] = {}
     for i in sorted(range(len(wanted)), key=lambda i: wanted[i][0]):
         cx, w, _ = wanted[i]
-        left = min(max(cx - w / 2, _LEFT), _LEFT + _BAR_W - w)
-        tier = next((t for t, spans in enumerate(placed) if all(left + w + 4 <= a or b + 4 <= left for a, b in spans)),
-                    len(placed))
-        if tier == len(placed):
-            placed.append([])
-        placed[tier].append((left, left + w))
+        want = min(max(cx - w / 2, _LEFT), _LEFT + _BAR_W - w)
+        slid = ((t, max(want, end + 4)) for t, end in enumerate(ends))
+        reach = max(_MAX_SLIDE, 2 * w)  # a long name may slide past a neighbour or two
+        fit = next(((t, x) for t, x in slid if x - want <= reach and x + w <= _LEFT + _BAR_W), None)
+        if fit is None:
+            fit = (len(ends), want)
+            ends.append(0.0)
+        tier, left = fit
+        ends[tier] = left + w
         out[i] = (left, tier)
     return [out[i] for i in range(len(wanted))]
 
@@ -169,13 +180,15 @@ def memory_map_svg(plan: Plan) -> str:
         for it, x, _ in inside:
             parts.append(f'<text class="label" x="{x + 4:.1f}" y="{y + _BAR_H - 6}" font-weight="bold" '
                          f'fill="#000">{escape(f"{it.tag} {it.name}")}</text>')
+        labels = []
         for (it, x, w), (left, tier) in zip(tags, spots, strict=True):
             ty = y - 6 - tier * _TIER_H
             tw = _text_w(it.tag, bold=True) + 4
             parts.append(f'<line class="leader" x1="{x + w / 2:.1f}" y1="{y}" x2="{left + tw / 2:.1f}" y2="{ty + 2}" '
                          'stroke="#555" stroke-width="1"/>')
-            parts.append(f'<text class="label tag" x="{left + 2:.1f}" y="{ty}" font-weight="bold" '
-                         f'fill="{it.colour if it.colour != _EARLY_COLOUR else "#555"}">{escape(it.tag)}</text>')
+            labels.append(f'<text class="label tag" x="{left + 2:.1f}" y="{ty}" font-weight="bold" {_HALO} '
+                          f'fill="{it.colour if it.colour != _EARLY_COLOUR else "#555"}">{escape(it.tag)}</text>')
+        parts += labels  # over every leader line, so that a line to a higher tier never hides a name
         if lowmem is not None and bank.base < lowmem < bank.end:
             drew_lowmem = True
             lx = _LEFT + (lowmem - bank.base) * scale
@@ -561,13 +574,15 @@ def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
                                  f'font-weight="bold" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
                                  f'{escape(_clip(a.name, 40))} at 0x{a.kernel[0]:08x}</text>')
                     n_mismatch += 1
+        labels = []
         for (a, x, w), (left, tier) in zip(named[row], spots_of[row], strict=True):
             text = _clip(a.title, 40)
             ty = y - 6 - tier * _TIER_H
             parts.append(f'<line class="leader" x1="{x + w / 2:.1f}" y1="{y}" '
                          f'x2="{left + _text_w(text, bold=True) / 2:.1f}" y2="{ty + 2}" stroke="#999"/>')
-            parts.append(f'<a href="#area-{a.index}"><text x="{left:.1f}" y="{ty}" font-weight="bold" '
-                         f'fill="{ink}">{escape(text)}</text></a>')
+            labels.append(f'<a href="#area-{a.index}"><text x="{left:.1f}" y="{ty}" font-weight="bold" {_HALO} '
+                          f'fill="{ink}">{escape(text)}</text></a>')
+        parts += labels  # over every leader line
     parts.append(f'<text x="10" y="{height - 4}" fill="#666" font-size="11">bars to scale within the largest bank; '
                  'the plan\'s areas on the bar, the kernel\'s in the strip under it</text>')
     parts.append("</svg>")
