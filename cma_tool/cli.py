@@ -33,6 +33,7 @@ exit codes:
 EXAMPLES: dict[str, str] = {
     "validate": "cma-tool validate boards/aquila.yaml",
     "plan": "cma-tool plan boards/aquila.yaml --json --svg aquila-map.svg",
+    "size": "cma-tool size boards/qemu-aquila.yaml --scenario configs/requests/one-after-another.yaml",
     "model": "cma-tool model boards/qemu-aquila.yaml --requests configs/two-streams.yaml --bootargs 'cma=32M'",
     "generate": "cma-tool generate boards/aquila.yaml --out out/aquila --kernel linux-3.5 --only c,kconfig",
     "import": "cma-tool import linux/arch/arm/boot/dts/s5pv210-galaxys.dts -o boards/galaxys.yaml",
@@ -60,7 +61,7 @@ def _print_diagnostics(err: ConfigError) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from cma_tool.plan import load_checked_board
 
-    result = load_checked_board(Path(args.board), bootargs=args.bootargs or "")
+    result = load_checked_board(Path(args.board), bootargs=args.bootargs or "", advise=True)
     for d in result.diagnostics:
         print(str(d), file=sys.stderr)
     n_err = sum(1 for d in result.diagnostics if d.severity == "error")
@@ -76,20 +77,48 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from cma_tool.plan import forced_note, make_plan
+    from cma_tool.plan import forced_note, plan_or_errors
     from cma_tool.report.plan_text import plan_json, plan_table
 
-    plan = make_plan(Path(args.board), kernel=args.kernel, bootargs=args.bootargs or "", allow_errors=args.force)
-    for d in plan.diagnostics:
+    # The table (or JSON) is printed even for a board with errors, each area with its errors
+    # marked: where the kernel would put things is what a person fixing the board needs to see.
+    plan, diagnostics, doc = plan_or_errors(Path(args.board), kernel=args.kernel, bootargs=args.bootargs or "")
+    for d in diagnostics:
         print(str(d), file=sys.stderr)
-    note = forced_note(plan.diagnostics) if args.force else None
+    n_err = sum(1 for d in diagnostics if d.severity == "error")
+    note = forced_note(diagnostics) if args.force else None
     if note:
         print(note, file=sys.stderr)
+    if plan is None:
+        print(f"{n_err} error(s), {len(diagnostics) - n_err} warning(s)", file=sys.stderr)
+        if args.json:
+            print(doc)
+        return ExitCode.CONFIG
     if args.svg:
         from cma_tool.report.svg import memory_map_svg
 
         Path(args.svg).write_text(memory_map_svg(plan), encoding="utf-8")
     print(plan_json(plan) if args.json else plan_table(plan))
+    if n_err and not args.force:
+        print(f"{args.board}: {n_err} error(s): the plan above is what the kernel would do with the board as written",
+              file=sys.stderr)
+        return ExitCode.CONFIG
+    return ExitCode.OK
+
+
+def _cmd_size(args: argparse.Namespace) -> int:
+    import json
+
+    from cma_tool.plan import load_checked_board
+    from cma_tool.sizing import size_board, sizing_text
+
+    # allow_misfit: an area too small for its needs is a warning here, since sizing is the answer to it;
+    # any error left means the board is not what it says.
+    checked = load_checked_board(Path(args.board), kernel=args.kernel, allow_misfit=True)
+    if checked.board is None or any(d.severity == "error" for d in checked.diagnostics):
+        raise ConfigError(diagnostics=checked.diagnostics)
+    sizing = size_board(checked.board, kernel=args.kernel, scenarios=tuple(Path(s) for s in args.scenario or ()))
+    print(json.dumps(sizing.to_json(), indent=2) if args.json else sizing_text(sizing))
     return ExitCode.OK
 
 
@@ -187,7 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--svg", metavar="FILE", help="also write a memory-map picture")
     p.add_argument("--force", action="store_true",
-                   help="plan a board that fails validation (errors are still printed) and exit 0")
+                   help="exit 0 for a board that fails validation (the plan is printed either way, errors marked)")
+
+    p = add("size", "the smallest CMA areas (and cma=) that hold every declared need and scenario", _cmd_size)
+    p.add_argument("board")
+    p.add_argument("--scenario", action="append", metavar="FILE",
+                   help="a scenario whose steps must fit too (repeat for several; default: the board's needs only)")
+    p.add_argument("--kernel", metavar="PROFILE", help="kernel profile (default: the board's)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("model", "predict every CMA event the kernel will produce", _cmd_model)
     p.add_argument("board")

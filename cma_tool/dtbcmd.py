@@ -3,12 +3,16 @@
 The patch path is for vendor DTBs that ship with a board and have no source:
 /memory gets the board's banks, /reserved-memory the board's regions (with
 memory-region phandles on the consumers the DTB can resolve by label, alias
-or path), and /chosen/bootargs the generated command line.
+or path), and in /chosen/bootargs only the words cma-tool owns change: the
+vendor's ``root=``, ``rootwait``, ``console=`` and the rest are what the board
+boots with, and dropping them makes a board that does not boot.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from cma_tool.binfmt import fdt
@@ -29,6 +33,84 @@ def _lookup(tree: fdt.DeviceTree, ref: str) -> object | None:
         return fdt.resolve(tree, ref)
     except fdt.FdtError:
         return None
+
+
+#: One kernel command-line word as the kernel's next_arg() splits them: spaces
+#: separate words except inside double quotes (``dyndbg="file x.c +p"``).
+_WORD = re.compile(r'(?:[^\s"]+|"[^"]*"?)+')
+
+
+def cmdline_words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def _key(word: str) -> str:
+    return word.split("=", 1)[0]
+
+
+@dataclass(frozen=True)
+class MergedBootargs:
+    before: str | None  # None: the DTB had no /chosen/bootargs
+    after: str
+    notes: tuple[str, ...]
+
+
+def merge_bootargs(existing: str | None, planned: str, owned: frozenset[str]) -> MergedBootargs:
+    """The vendor's command line with only the ``owned`` keys replaced by the plan's.
+
+    Each owned key takes the place of its first occurrence in the vendor's line
+    (or goes last when the vendor had none); a vendor word of an owned key the
+    plan does not set is dropped, because the plan was made without it (a
+    vendor ``cma=`` would bypass the planned default node). Every other word
+    stays, in order. Words after ``--`` belong to init and are never touched.
+    """
+    planned_words = cmdline_words(planned)
+    if existing is None or not existing.strip():
+        return MergedBootargs(existing, " ".join(planned_words),
+                              ("the DTB had no bootargs: it gets the whole generated command line",))
+    mine: dict[str, list[str]] = {}
+    for word in planned_words:
+        if _key(word) in owned:
+            mine.setdefault(_key(word), []).append(word)
+    for key, words in mine.items():
+        if key != "mem":  # early_param keeps the last cma=/coherent_pool=; mem= is one word per bank
+            mine[key] = words[-1:]
+    words = cmdline_words(existing)
+    kernel_part, init_part = words, []
+    if "--" in words:
+        cut = words.index("--")
+        kernel_part, init_part = words[:cut], words[cut:]
+    out: list[str] = []
+    placed: set[str] = set()
+    notes: list[str] = []
+    for word in kernel_part:
+        key = _key(word)
+        if key not in owned:
+            out.append(word)
+            continue
+        if key not in placed:
+            placed.add(key)
+            out.extend(mine.get(key, []))
+        if word not in mine.get(key, []):
+            replaced = " ".join(mine.get(key, [])) or "nothing: the plan does not set it"
+            notes.append(f"{word} replaced by {replaced}")
+    for key, planned_key_words in mine.items():
+        if key not in placed:
+            out.extend(planned_key_words)
+    if "mem" not in owned:
+        for word in kernel_part:
+            if _key(word) == "mem":
+                notes.append(f"kept the vendor's {word}: it overrides the DTB's /memory, which the plan assumed "
+                             "holds the board's banks (set boot: banks-via: mem= to plan mem= instead)")
+    return MergedBootargs(existing, " ".join(out + init_part), tuple(notes))
+
+
+def owned_keys(board: Board) -> frozenset[str]:
+    """The command-line keys a plan decides: cma= and coherent_pool= always, mem= when it places the banks."""
+    keys = {"cma", "coherent_pool"}
+    if board.boot.banks_via == "mem=":
+        keys.add("mem")
+    return frozenset(keys)
 
 
 def dtb_show_cli(path: Path) -> int:
@@ -61,16 +143,34 @@ def patch_for_board(data: bytes, board: Board, bootargs: str, *, source: str) ->
                      bootargs=bootargs, source=source)
 
 
+def dtb_bootargs(data: bytes, *, source: str) -> str | None:
+    """/chosen/bootargs of a DTB, or None when it has none."""
+    tree = fdt.decode(data, source=source)
+    chosen = next((c for c in tree.root.children if c.name == "chosen"), None)
+    value = chosen.properties.get("bootargs") if chosen is not None else None
+    if value is None:
+        return None
+    return fdt.decode_string(value, what=f"{source}: /chosen/bootargs")
+
+
 def dtb_patch_cli(path: Path, board_path: Path, output: Path, *, bootargs: str | None) -> int:
     from cma_tool.generate.bootargs import kernel_cmdline
 
     plan = make_plan(board_path)
-    text = bootargs if bootargs is not None else kernel_cmdline(plan.board, plan.profile).text
-    blob = patch_for_board(read_dtb(path), plan.board, text, source=str(path))
+    data = read_dtb(path)
+    before = dtb_bootargs(data, source=str(path))
+    if bootargs is not None:
+        merged = MergedBootargs(before, bootargs, ("--bootargs: set as given",))
+    else:
+        merged = merge_bootargs(before, kernel_cmdline(plan.board, plan.profile).text, owned_keys(plan.board))
+    blob = patch_for_board(data, plan.board, merged.after, source=str(path))
     try:
         output.write_bytes(blob)
     except OSError as exc:
         raise ConfigError(f"{output}: cannot write: {exc.strerror or exc}") from None
-    print(f"{output}: {len(plan.board.banks)} bank(s), {len(plan.board.regions)} reserved region(s), "
-          f"bootargs {text!r}", file=sys.stderr)
+    print(f"bootargs before: {merged.before if merged.before is not None else '(none)'}")
+    print(f"bootargs after:  {merged.after}")
+    for note in merged.notes:
+        print(f"{path}: note: {note}", file=sys.stderr)
+    print(f"{output}: {len(plan.board.banks)} bank(s), {len(plan.board.regions)} reserved region(s)", file=sys.stderr)
     return ExitCode.OK

@@ -15,10 +15,10 @@ from pathlib import Path
 from cma_tool import model as cma_model
 from cma_tool.board.load import read_board
 from cma_tool.board.types import Bank, Board, Device, Region
-from cma_tool.board.validate import bank_of, check_board
+from cma_tool.board.validate import bank_of, check_board, mask_where
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
-from cma_tool.model.profiles import PROFILES, KernelProfile
+from cma_tool.model.profiles import PROFILES, KernelProfile, area_alignment
 from cma_tool.sizes import format_size
 
 #: Model problem codes that board/validate.py already reports, in the user's terms and
@@ -81,6 +81,7 @@ def boot_input(board: Board, extra_bootargs: str = "", pinned: tuple[tuple[str, 
         cmdline=cmdline,
         early=tuple(cma_model.EarlyReservation(what, base, size) for what, base, size in board.boot.early_reservations),
         pinned=pinned,
+        arm_layout=board.kernel.layout,
     )
 
 
@@ -124,7 +125,7 @@ def device_needs(board: Board, default_area: str | None) -> list[Need]:
     return out
 
 
-def _resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
+def resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
     if kernel is None:
         return board.kernel.profile
     if kernel not in PROFILES:
@@ -138,11 +139,12 @@ def _resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
 
 
 def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
-               pinned: tuple[tuple[str, int], ...] = (), misfit_is_error: bool = True) -> Plan:
+               pinned: tuple[tuple[str, int], ...] = (), misfit_is_error: bool = True, advise: bool = False) -> Plan:
     """Boot the board through the model and replay its needs. Never raises for fit problems:
     they become diagnostics on the plan (warnings when ``misfit_is_error`` is false: a run
-    that means to exhaust an area)."""
-    profile = _resolve_profile(board, kernel)
+    that means to exhaust an area). ``advise`` adds the sizing advice `plan` and `validate`
+    give (areas without users, areas more than twice their need); a run does not repeat it."""
+    profile = resolve_profile(board, kernel)
     inp = boot_input(board, bootargs, pinned)
     booted = cma_model.boot(profile, inp)
     sink = DiagnosticSink()
@@ -151,7 +153,8 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         if problem.severity == "info" or problem.code in STATICALLY_CHECKED:
             continue
         region = region_by_node.get(problem.subject)
-        where = region.where if region else board.kernel.where
+        # What the kernel says about a node is about where and how big it is: its reg or size line.
+        where = region.at("reg" if region.reg is not None else "size") if region else board.kernel.where
         add = sink.error if problem.severity == "error" else sink.warning
         add(f"the kernel would say: {problem.message}", file=where.file, line=where.line, col=where.col)
     needs = device_needs(board, booted.default_area)
@@ -179,28 +182,18 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
     for placed in areas:
         result = fit.get(placed.name)
         if result is not None and not result.fits:
-            # Point at the first device that asks (the area may be the kernel's own default).
-            first_user = board.device(placed.users[0]) if placed.users else None
-            where = placed.where if placed.label or first_user is None else first_user.where
+            where = _area_where(board, placed)  # the size that is too small
             (sink.error if misfit_is_error else sink.warning)(
                 f"'{placed.label or placed.name}' ({format_size(placed.size)}) cannot hold its users' buffers: "
                 f"{result.failed} failed; {', '.join(placed.users)} need {format_size(placed.need)} "
                 f"({len([n for n in needs if n.area == placed.name])} buffers, "
                 f"{format_size(result.wanted_footprint)} with alignment)",
                 file=where.file, line=where.line, col=where.col,
-                hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, profile.cma_min_bytes))}"
-                     " or reduce buffer counts")
-    for dev in board.devices:
-        for label in dev.memory_region if dev.honours_memory_region else ():
-            region = board.region(label)
-            if region is None or region.reg is not None:
-                continue  # a static region's end is known before placement: board/validate.py says it
-            placed_area = next((a for a in areas if a.name == region.node), None)
-            if placed_area and placed_area.end > dev.dma_limit:
-                sink.error(f"device '{dev.name}': region '{label}' is placed at {placed_area.base:#x}..{placed_area.end:#x},"
-                           f" beyond its {dev.dma_mask_bits}-bit DMA mask",
-                           file=dev.where.file, line=dev.where.line, col=dev.where.col,
-                           hint="restrict it with alloc-ranges below the mask")
+                hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, area_alignment(profile)))}"
+                     " or reduce buffer counts" + _how_to_size(board, placed))
+    _check_dma_masks(board, areas, booted.default_area, sink)
+    if advise:
+        _check_use(board, profile, areas, booted.default_area, sink)
     needs_without_area = [n for n in needs if n.area is None]
     if needs_without_area and profile.arch == "arm32":
         devs = sorted({n.device for n in needs_without_area})
@@ -208,6 +201,91 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         sink.warning(f"no CMA area serves {', '.join(devs)}: their buffers will come from normal pages "
                      "and large ones may fail", file=w.file, line=w.line, col=w.col)
     return Plan(board, profile, inp.cmdline, areas, list(booted.log), needs, sink.items)
+
+
+def _region_of(board: Board, area_name: str) -> Region | None:
+    """The node an area came from (the kernel names a device-tree area after its node); None for cma=/Kconfig."""
+    return next((r for r in board.regions if r.node == area_name), None)
+
+
+def _area_where(board: Board, area: PlacedArea) -> Where:
+    """Where an area's size was said: its node's size/reg line, else the kernel section (cma=, Kconfig)."""
+    region = _region_of(board, area.name)
+    if region is not None:
+        return region.at("reg" if region.reg is not None else "size")
+    # The kernel's own default area: sized by cma= (the board's bootargs, when it is there) or Kconfig.
+    if area.source == "cmdline" and "cma=" in board.kernel.bootargs:
+        return board.kernel.at("bootargs")
+    return board.kernel.at("cma-size-mbytes")
+
+
+def _how_to_size(board: Board, area: PlacedArea) -> str:
+    """Where the size of an area without a node of its own is set, for a hint."""
+    if _region_of(board, area.name) is not None:
+        return ""
+    if area.source == "cmdline":
+        return " (cma= on the command line sets it)"
+    return " (it is the Kconfig default area: kernel: cma-size-mbytes:, a linux,cma-default node or cma= sets it)"
+
+
+def _check_use(board: Board, profile: KernelProfile, areas: list[PlacedArea], default_area: str | None,
+               sink: DiagnosticSink) -> None:
+    """An area nothing uses, or one more than twice what its users need, holds memory for nobody.
+
+    CMA pages still serve movable allocations meanwhile, but the page allocator
+    cannot give them to anything unmovable, and a board file that asks for
+    512 MiB for a 9 MiB need usually meant something else.
+    """
+    reached = {area for dev in board.devices for area, _ in device_areas(board, dev, default_area)}
+    for area in areas:
+        where = _area_where(board, area)
+        name = f"'{area.label or area.name}' ({format_size(area.size)})"
+        if area.name not in reached:
+            sink.warning(f"{name} has no user: no device's DMA allocations reach it", file=where.file,
+                         line=where.line, col=where.col,
+                         hint="remove it, or name it in the memory-region of a device whose driver reads it")
+        elif area.need and area.fits and area.footprint * 2 < area.size:
+            smallest = _round_up(area.footprint, area_alignment(profile))
+            sink.warning(f"{name} is more than twice what its users need ({format_size(area.footprint)} with "
+                         "alignment): more than half of it is never used", file=where.file, line=where.line,
+                         col=where.col, hint=f"{format_size(smallest)} holds every declared need "
+                                             f"(`cma-tool size {board.path}` sizes every area)")
+
+
+def device_areas(board: Board, dev: Device, default_area: str | None) -> list[tuple[str, str | None]]:
+    """Every CMA area a device's DMA allocations can come from, with the memory-region label that leads there.
+
+    The default area counts too: a driver that never reads memory-region, or a
+    device without one, allocates from it (label None).
+    """
+    out: list[tuple[str, str | None]] = []
+    labels: list[str | None] = list(dev.memory_region) if dev.honours_memory_region and dev.memory_region else [None]
+    for label in labels:
+        area = device_area(board, dev, label, default_area)
+        if area is not None and all(area != a for a, _ in out):
+            out.append((area, label if area != default_area else None))
+    return out
+
+
+def _check_dma_masks(board: Board, areas: list[PlacedArea], default_area: str | None, sink: DiagnosticSink) -> None:
+    """Each user of each area must reach all of it with its DMA mask, the default area's users included."""
+    by_name = {a.name: a for a in areas}
+    for dev in board.devices:
+        for area_name, label in device_areas(board, dev, default_area):
+            placed = by_name.get(area_name)
+            if placed is None or placed.end <= dev.dma_limit:
+                continue
+            region = board.region(label) if label else None
+            if region is not None and region.reg is not None:
+                continue  # a static region's end is known before placement: board/validate.py says it
+            what = f"region '{label}'" if label else f"the default area '{placed.label or placed.name}'"
+            how = ("restrict it with alloc-ranges below the mask" if label or placed.label
+                   else "place the default area below the mask (a linux,cma-default node with alloc-ranges, "
+                        "or cma=SIZE@BASE-LIMIT)")
+            where = mask_where(dev, label)
+            sink.error(f"device '{dev.name}': {what} is placed at {placed.base:#x}..{placed.end:#x}, beyond its "
+                       f"{dev.dma_mask_bits}-bit DMA mask ({dev.dma_limit:#x})",
+                       file=where.file, line=where.line, col=where.col, hint=how)
 
 
 @dataclass(frozen=True)
@@ -289,15 +367,15 @@ class CheckedBoard:
 
 
 def load_checked_board(path: Path, *, kernel: str | None = None, bootargs: str = "",
-                       allow_misfit: bool = False) -> CheckedBoard:
+                       allow_misfit: bool = False, advise: bool = False) -> CheckedBoard:
     """Every check there is (syntax, schema, static rules, placement and fit), all reported at once."""
     board, sink = read_board(path)
     if board is None:
         return CheckedBoard(None, sink.items)
-    check_board(board, sink, extra_bootargs=bootargs, profile=_resolve_profile(board, kernel))
+    check_board(board, sink, extra_bootargs=bootargs, profile=resolve_profile(board, kernel))
     plan = None
     if board.banks:
-        plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit)
+        plan = plan_board(board, kernel=kernel, bootargs=bootargs, misfit_is_error=not allow_misfit, advise=advise)
         # Every finding is shown, the model's beside the static ones on the same line
         # (a refused node's boot hang is news next to its refusal); only repeats go.
         said = set(sink.items)
@@ -314,6 +392,49 @@ def forced_note(diagnostics: list[Diagnostic]) -> str | None:
     if not n_err:
         return None
     return f"--force: {n_err} error(s) overridden; the result is what the model predicts for the board as written"
+
+
+def area_errors(plan: Plan) -> dict[str, list[Diagnostic]]:
+    """The errors said at a line of each area's node (its size:, reg:, ... or the node itself), by area name."""
+    out: dict[str, list[Diagnostic]] = {}
+    for area in plan.areas:
+        region = _region_of(plan.board, area.name)
+        if region is None:
+            continue
+        spots = {(region.where.file, region.where.line)} | {(w.file, w.line) for _, w in region.fields}
+        mine = [d for d in plan.diagnostics if d.severity == "error" and (d.file, d.line) in spots]
+        if mine:
+            out[area.name] = mine
+    return out
+
+
+def missing_regions(plan: Plan) -> list[Region]:
+    """CMA nodes the board declares that the kernel would not turn into areas (refused, bypassed, no room)."""
+    made = {a.name for a in plan.areas}
+    return [r for r in plan.board.cma_regions if r.node not in made and plan.profile.reads_device_tree]
+
+
+def diagnostic_dict(d: Diagnostic) -> dict[str, object]:
+    return {"severity": d.severity, "file": d.file, "line": d.line, "col": d.col, "message": d.message,
+            "hint": d.hint}
+
+
+def plan_or_errors(path: Path, *, kernel: str | None = None, bootargs: str = "",
+                   ) -> tuple[Plan | None, list[Diagnostic], str]:
+    """`plan`'s view: the plan with every diagnostic on it (errors included), or, for a board that
+    could not be planned at all, None and a JSON document that says why (``--json`` always prints one)."""
+    import json
+
+    try:
+        checked = load_checked_board(path, kernel=kernel, bootargs=bootargs, advise=True)
+    except ConfigError as err:
+        checked = CheckedBoard(None, err.diagnostics or [Diagnostic(err.message, str(path), 0, 0, "error", err.hint)])
+    if checked.board is not None and checked.plan is not None:
+        checked.plan.diagnostics = checked.diagnostics
+        return checked.plan, checked.diagnostics, ""
+    doc = {"board": checked.board.name if checked.board else path.stem, "valid": False, "regions": [],
+           "diagnostics": [diagnostic_dict(d) for d in checked.diagnostics]}
+    return None, checked.diagnostics, json.dumps(doc, indent=2)
 
 
 def make_plan(path: Path, *, kernel: str | None = None, bootargs: str = "", allow_misfit: bool = False,

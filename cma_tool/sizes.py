@@ -2,7 +2,9 @@
 
 ``64M``, ``4 MiB``, ``0x4000000``, ``16384K`` and plain integers are all
 accepted; the kernel's memparse() suffixes (K, M, G, T, P, E, either case)
-mean powers of 1024, as do the IEC forms (KiB, MiB, ...).
+mean powers of 1024, as do the IEC forms (KiB, MiB, ...). A plain integer is
+bytes, as memparse() reads it. ``MB`` and ``Mb`` are refused: memparse() has
+no such unit, and people mean 10^6 bytes, 2^20 bytes or megabits by them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,24 @@ import re
 
 _SUFFIX = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 _SIZE_RE = re.compile(r"^\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\s*([kKmMgGtTpPeE]?)(i?[bB])?\s*$")
+_BARE_DECIMAL = re.compile(r"^\s*[1-9][0-9]*\s*$")
 
 
 class SizeError(ValueError):
-    pass
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def is_bare_decimal(text: str) -> bool:
+    """A size written as a plain decimal number (so: bytes), e.g. ``64``; not ``0x40``, not ``64M``."""
+    return bool(_BARE_DECIMAL.match(text))
+
+
+def bare_bytes_hint(value: int) -> str:
+    """What to say about a plain number that is surely not meant as bytes."""
+    return (f"a plain number is bytes, as the kernel's memparse() reads it: {value} means {value} bytes; "
+            f"write {value}M for {value} MiB or {value}K for {value} KiB")
 
 
 def parse_size(text: str | int) -> int:
@@ -31,6 +47,12 @@ def parse_size(text: str | int) -> int:
     number, suffix, iec = m.groups()
     if iec and not suffix and iec.lower() != "b":
         raise SizeError(f"{text!r} is not a size")  # "16iB" means nothing; "16B" is bytes
+    if suffix and iec and iec != "iB":
+        # "64MB" (10^6 or 2^20?), "64Mb" (megabits), "64Mib": memparse() knows none of them.
+        unit = suffix.upper()
+        raise SizeError(f"{text.strip()!r}: '{suffix}{iec}' is not a unit the kernel knows",
+                        hint=f"write {number}{unit} or {number} {unit}iB (powers of 1024, as the kernel's memparse() "
+                             "reads them); for bytes write the number alone")
     base = 16 if number.lower().startswith("0x") else (8 if len(number) > 1 and number.startswith("0") else 10)
     return int(number, base) << _SUFFIX[suffix.lower()]
 

@@ -54,8 +54,10 @@ def test_plan_svg_is_well_formed_and_shows_the_layout(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     root = ET.parse(svg).getroot()
     text = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
-    for needle in ("bank 0", "bank 1", "mfc_left 16 MiB", "mfc_right 16 MiB", "cma_default (default) 32 MiB",
-                   "0x30000000", "0x56000000"):
+    # Names and sizes sit in the legend's columns (tests/report/test_plan_svg.py measures the layout).
+    for needle in ("bank 0", "bank 1", "mfc_left 0x33000000–0x34000000 16 MiB",
+                   "mfc_right 0x44000000–0x45000000 16 MiB", "cma_default (default) 0x56000000–0x58000000 32 MiB",
+                   "0x30000000"):
         assert needle in text, needle
 
 
@@ -104,7 +106,7 @@ def test_missing_board_is_a_config_error() -> None:
 # order 10 capped to CONFIG_CMA_ALIGNMENT 8) starts on the next 256-page boundary: 0x67100, 0x67500.
 
 REFUSED = "tests/run/boards/e-dt-12m-refused.yaml"
-REFUSED_AT = f"{REFUSED}:6:3"
+REFUSED_AT = f"{REFUSED}:7:11"  # the size: line, the value at fault
 TRACES = ROOT / "tests" / "data"
 
 
@@ -177,7 +179,10 @@ def test_bootargs_cma_bypasses_a_misaligned_default_node_so_it_is_no_error() -> 
     res = cma_tool("validate", REFUSED, "--bootargs", "cma=32M")
     assert res.returncode == 0, res.stderr
     assert f"{REFUSED_AT}: warning: reserved-memory node 'linux,cma' is not aligned to 8 MiB, but cma=" in res.stderr
-    assert f"{REFUSED}: 0 error(s), 1 warning(s)" in res.stdout
+    # And sizing advice: the 32 MiB cma= area holds the pool (64 pages) and two 1080p YUYV buffers
+    # (1013 pages each, 256-aligned: 256..1269, 1280..2293): 2293 pages, so 16 MiB would do.
+    assert "'reserved' (32 MiB) is more than twice what its users need (9172 KiB with alignment)" in res.stderr
+    assert f"{REFUSED}: 0 error(s), 2 warning(s)" in res.stdout
 
 
 def test_validate_bootargs_judges_the_fit_of_the_cmdline_area(tmp_path: Path) -> None:
@@ -198,3 +203,25 @@ def test_validate_bootargs_judges_the_fit_of_the_cmdline_area(tmp_path: Path) ->
     model = json.loads(cma_tool("model", str(board), "--bootargs", "cma=32M", "--json").stdout)
     finishes = [line.split("pfn=")[1].split()[0] for line in model["trace"] if line.startswith("cma_alloc_finish")]
     assert finishes == ["0x66000", "0x66100", "0x66500", "0x66900", "0x66d00"]
+
+
+def test_plan_prints_its_table_for_a_board_with_errors_marked() -> None:
+    # The refused 12 MiB node (8 MiB unit) is not created; the kernel's Kconfig 16 MiB area takes its place.
+    res = cma_tool("plan", REFUSED)
+    assert res.returncode == 1
+    assert "reserved (default)" in res.stdout and "0x67000000" in res.stdout
+    assert "✗ cma_default (not created)" in res.stdout and "✗ 1 error(s)" in res.stdout
+    assert f"{REFUSED_AT}: error: " in res.stderr
+    doc = json.loads(cma_tool("plan", REFUSED, "--json").stdout)
+    assert doc["valid"] is False and doc["not_created"] == ["linux,cma"]
+    assert [r["name"] for r in doc["regions"]] == ["reserved"]
+
+
+def test_plan_json_is_a_document_even_for_an_unreadable_board(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [\n")
+    res = cma_tool("plan", str(bad), "--json")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["valid"] is False and doc["regions"] == []
+    assert doc["diagnostics"][0]["line"] == 2 and "YAML syntax" in doc["diagnostics"][0]["message"]

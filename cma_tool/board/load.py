@@ -33,8 +33,9 @@ from cma_tool.board.types import (
 )
 from cma_tool.board.yamlpos import Where, YamlLoadError, YNode, load_file
 from cma_tool.errors import DiagnosticSink
+from cma_tool.model.lowmem import ArmLayout
 from cma_tool.model.profiles import PROFILES, KernelProfile, profile_with
-from cma_tool.sizes import SizeError, parse_size
+from cma_tool.sizes import SizeError, bare_bytes_hint, format_size, is_bare_decimal, parse_size
 
 #: Pixel formats the capture needs may name (V4L2 fourcc spellings).
 PIXEL_FORMATS = ("YUYV", "UYVY", "YVYU", "VYUY", "RGB565", "RGB24", "BGR24", "NV12", "NV21", "NV16", "NV61", "GREY")
@@ -133,6 +134,8 @@ class _Map:
         self.ctx = ctx
         self.what = what
         self.ok = True
+        #: Size keys written as plain decimal numbers (bytes): see :func:`_is_bare`.
+        self.bare: set[str] = set()
         self.items: dict[str, YNode] = node.value if isinstance(node.value, dict) else {}
         if not isinstance(node.value, dict):
             ctx.error(node.where, f"{what} must be a mapping (key: value lines)")
@@ -156,6 +159,15 @@ class _Map:
 
     def has(self, key: str) -> bool:
         return key in self.items
+
+    def fields(self) -> tuple[tuple[str, Where], ...]:
+        """Where each value was written, list entries as ``key[i]``: errors point at the value at fault."""
+        out: list[tuple[str, Where]] = []
+        for key, n in self.items.items():
+            out.append((key, n.where))
+            if isinstance(n.value, list):
+                out.extend((f"{key}[{i}]", item.where) for i, item in enumerate(n.value))
+        return tuple(out)
 
     def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         n = self.items.get(key)
@@ -215,17 +227,26 @@ class _Map:
             return default
         return n.value
 
-    def size(self, key: str, default: int | None = None, *, allow_zero: bool = False) -> int | None:
+    def size(self, key: str, default: int | None = None, *, allow_zero: bool = False,
+             warn_bare: bool = True) -> int | None:
         n = self.items.get(key)
         if n is None:
             return default
-        return _size_of(n, self, f"'{key}'", allow_zero=allow_zero)
+        value = _size_of(n, self, f"'{key}'", allow_zero=allow_zero)
+        if value is not None and _is_bare(n):
+            self.bare.add(key)
+            if warn_bare:
+                _warn_small_bare(n, self, f"'{key}'", value)
+        return value
 
     def reg(self, key: str) -> tuple[int, int] | None:
         n = self.items.get(key)
         if n is None:
             return None
-        return _reg_of(n, self, f"'{key}'")
+        pair = _reg_of(n, self, f"'{key}'")
+        if pair is not None and isinstance(n.value, list) and _is_bare(n.value[1]):
+            self.bare.add(key)
+        return pair
 
     def regs(self, key: str) -> tuple[tuple[int, int], ...]:
         n = self.items.get(key)
@@ -273,6 +294,21 @@ class _Map:
         return list(n.value)
 
 
+def _is_bare(n: YNode) -> bool:
+    """A size written as a plain decimal number: memparse() reads it as bytes, which people rarely mean."""
+    return isinstance(n.value, int) and not isinstance(n.value, bool) and n.raw is not None and is_bare_decimal(n.raw)
+
+
+#: Below one page a plain number is almost surely a size meant in KiB or MiB.
+_BARE_SUSPECT_BELOW = 4096
+
+
+def _warn_small_bare(n: YNode, m: _Map, what: str, value: int) -> None:
+    if 0 < value < _BARE_SUSPECT_BELOW:
+        m.ctx.warning(n.where, f"{what} = {value} is {format_size(value)}: a plain number is bytes",
+                      hint=bare_bytes_hint(value))
+
+
 def _size_of(n: YNode, m: _Map, what: str, *, allow_zero: bool = False) -> int | None:
     if isinstance(n.value, bool) or not isinstance(n.value, (int, str)):
         m._fail(n.where, f"{what} must be a size such as 64M, 4 MiB or 0x4000000, not {n.value!r}")
@@ -280,7 +316,7 @@ def _size_of(n: YNode, m: _Map, what: str, *, allow_zero: bool = False) -> int |
     try:
         value = parse_size(n.value)
     except SizeError as exc:
-        m._fail(n.where, f"{what}: {exc}")
+        m._fail(n.where, f"{what}: {exc}", exc.hint)
         return None
     if value == 0 and not allow_zero:
         m._fail(n.where, f"{what} must not be zero")
@@ -317,7 +353,8 @@ _NEEDS = ("captures", "buffers")
 _CAPTURE = ("width", "height", "format", "buffers", "frames")
 _BUFFER = ("name", "size", "region")
 _KERNEL = ("profile", "max-order", "page-size", "cma-alignment", "cma-size-mbytes", "cma-size-percentage",
-           "cma-areas", "lpae", "hugetlb-pageblock-order", "arch", "atomic-pool", "bootargs")
+           "cma-areas", "lpae", "hugetlb-pageblock-order", "arch", "atomic-pool", "bootargs", "page-offset",
+           "phys-offset", "dma-zone-size")
 _CONSOLE = ("uart", "device", "baud", "port", "udev")
 _BOOT = ("bootloader", "uboot-prompt", "kernel-addr", "fdt-addr", "initrd-addr", "early-reservations", "banks-via")
 _POWER = ("manual", "command", "netio")
@@ -329,8 +366,17 @@ _LAB = ("place", "coordinator")
 _EMULATION = ("machine", "cpu", "memory", "capture-driver", "notes")
 
 
-def _kernel(m: _Map | None, ctx: _Ctx) -> Kernel:
+def _warn_defaulted_max_order(where: Where, profile: KernelProfile, ctx: _Ctx) -> None:
+    """The CMA unit follows max-order, a build value of the SoC's kernel: say when nothing set it."""
+    ctx.warning(where, f"no kernel max-order given (no SoC include sets it): it defaults to {profile.name}'s "
+                f"{profile.max_order_as_written} (CMA unit: {format_size(profile.cma_min_bytes)})",
+                hint="include the SoC's file (e.g. include: s5pv210.yaml) or set kernel: max-order: as the "
+                     "kernel's CONFIG_ARCH_FORCE_MAX_ORDER")
+
+
+def _kernel(m: _Map | None, ctx: _Ctx, top: Where) -> Kernel:
     if m is None:
+        _warn_defaulted_max_order(top, PROFILES["linux-6.1"], ctx)
         return Kernel(PROFILES["linux-6.1"])
     name = m.text("profile", "linux-6.1") or "linux-6.1"
     if name not in PROFILES:
@@ -365,15 +411,21 @@ def _kernel(m: _Map | None, ctx: _Ctx) -> Kernel:
     if pool is not None:
         overrides["atomic_pool_bytes"] = pool
     profile: KernelProfile = profile_with(name, **overrides)
-    return Kernel(profile, m.text("bootargs", "") or "", m.node.where)
+    if not m.has("max-order") and not m.has("hugetlb-pageblock-order"):
+        _warn_defaulted_max_order(m.node.where, profile, ctx)
+    layout = ArmLayout(page_offset=m.size("page-offset", 0xC0000000, allow_zero=True) or 0,
+                       phys_offset=m.size("phys-offset", allow_zero=True),
+                       dma_zone_size=m.size("dma-zone-size"))
+    return Kernel(profile, m.text("bootargs", "") or "", m.node.where, layout, m.fields())
 
 
 def _region(node_name: str, n: YNode, ctx: _Ctx) -> Region | None:
     m = _Map(n, ctx, _REGION, f"reserved-memory node '{node_name}'")
     reg = m.reg("reg")
-    size = m.size("size")
+    size = m.size("size", warn_bare=False)  # board/validate.py judges it against the CMA unit
     if m.has("reg") and m.has("size"):
-        m._fail(n.where, f"'{node_name}' has both reg and size", hint="a node is static (reg) or dynamic (size), not both")
+        m._fail(m.where("size"), f"'{node_name}' has both reg and size",
+                hint="a node is static (reg) or dynamic (size), not both")
     elif not m.has("reg") and not m.has("size"):
         m._fail(n.where, f"'{node_name}' needs reg (static) or size (dynamic)")
     alignment = m.size("alignment")
@@ -401,6 +453,8 @@ def _region(node_name: str, n: YNode, ctx: _Ctx) -> Region | None:
         alloc_ranges=m.regs("alloc-ranges"),
         cma_default=m.flag("linux,cma-default"),
         where=n.where,
+        fields=m.fields(),
+        bare=frozenset(m.bare),
     )
 
 
@@ -456,6 +510,7 @@ def _device(name: str, n: YNode, ctx: _Ctx) -> Device | None:
         driver=m.text("driver"),
         video_node=m.text("video-node"),
         where=n.where,
+        fields=m.fields(),
     )
 
 
@@ -572,7 +627,7 @@ def read_board(path: Path, ctx: _Ctx | None = None) -> tuple[Board | None, Diagn
             ctx.error(mem.where, "memory must be a list of [base, size] banks")
     regions = [r for name, n in top.entries("reserved-memory") if (r := _region(name, n, ctx)) is not None]
     devices = [d for name, n in top.entries("devices") if (d := _device(name, n, ctx)) is not None]
-    kernel = _kernel(top.sub("kernel", _KERNEL, "kernel"), ctx)
+    kernel = _kernel(top.sub("kernel", _KERNEL, "kernel"), ctx, tree.where)
     board = Board(
         name=top.text("name", path.stem) or path.stem,
         path=str(path),

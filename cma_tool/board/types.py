@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cma_tool.board.yamlpos import NOWHERE, Where
+from cma_tool.model.lowmem import ArmLayout
 from cma_tool.model.profiles import KernelProfile
+
+#: Where each key of an entry was written: ("size", Where), ("alloc-ranges[1]", Where), ...
+FieldWheres = tuple[tuple[str, Where], ...]
+
+
+def _field_where(fields: FieldWheres, key: str, default: Where) -> Where:
+    return next((w for k, w in fields if k == key), default)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,13 @@ class Region:
     alloc_ranges: tuple[tuple[int, int], ...] = ()
     cma_default: bool = False
     where: Where = NOWHERE
+    fields: FieldWheres = ()
+    #: Size keys written as a plain decimal number ("size: 64"): bytes, and rarely meant so.
+    bare: frozenset[str] = frozenset()
+
+    def at(self, key: str) -> Where:
+        """Where ``key`` (or ``alloc-ranges[i]``) was written; the node's line when it was not."""
+        return _field_where(self.fields, key, self.where)
 
     @property
     def is_cma(self) -> bool:
@@ -103,6 +118,11 @@ class Device:
     driver: str | None = None
     video_node: str | None = None
     where: Where = NOWHERE
+    fields: FieldWheres = ()
+
+    def at(self, key: str) -> Where:
+        """Where ``key`` (or ``memory-region[i]``) was written; the device's line when it was not."""
+        return _field_where(self.fields, key, self.where)
 
     @property
     def dma_limit(self) -> int:
@@ -199,6 +219,13 @@ class Kernel:
     profile: KernelProfile
     bootargs: str = ""  # extra arguments beyond what the plan generates
     where: Where = NOWHERE
+    #: PAGE_OFFSET, PHYS_OFFSET, the machine's DMA zone: where board-file era kernels' lowmem ends.
+    layout: ArmLayout = field(default_factory=ArmLayout)
+    fields: FieldWheres = ()
+
+    def at(self, key: str) -> Where:
+        """Where ``key`` of the kernel section was written; the section's line when it was not."""
+        return _field_where(self.fields, key, self.where)
 
 
 @dataclass(frozen=True)

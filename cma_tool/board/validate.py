@@ -10,12 +10,12 @@ from __future__ import annotations
 import difflib
 from typing import Protocol
 
-from cma_tool.board.types import Bank, Board, Region
+from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.yamlpos import Where
 from cma_tool.errors import DiagnosticSink
 from cma_tool.model.cmdline import parse_cma_cmdline
-from cma_tool.model.profiles import KernelProfile
-from cma_tool.sizes import format_size
+from cma_tool.model.profiles import BoardFileApi, KernelProfile
+from cma_tool.sizes import bare_bytes_hint, format_size
 
 
 class _Located(Protocol):
@@ -23,10 +23,30 @@ class _Located(Protocol):
     def where(self) -> Where: ...
 
 
-def _at(sink: DiagnosticSink, item: _Located, message: str, hint: str = "", *, warning: bool = False) -> None:
-    where = item.where
+def _at(sink: DiagnosticSink, item: _Located | Where, message: str, hint: str = "", *, warning: bool = False) -> None:
+    """Report at ``item``: a Where (the value at fault, e.g. ``region.at("size")``) or a located entry."""
+    where = item if isinstance(item, Where) else item.where
     add = sink.warning if warning else sink.error
     add(message, file=where.file, line=where.line, col=where.col, hint=hint)
+
+
+def in_banks(banks: tuple[Bank, ...], base: int, size: int) -> list[tuple[int, int]]:
+    """The parts of [base, base+size) that are memory, one (base, size) per bank it overlaps."""
+    out = []
+    for bank in sorted(banks, key=lambda b: b.base):
+        start, end = max(base, bank.base), min(base + size, bank.end)
+        if start < end:
+            out.append((start, end - start))
+    return out
+
+
+def mask_where(dev: Device, label: str | None) -> Where:
+    """Where a DMA-mask problem is the user's to fix: the mask when written, else the region entry."""
+    if any(k == "dma-mask-bits" for k, _ in dev.fields):
+        return dev.at("dma-mask-bits")
+    if label is not None and label in dev.memory_region:
+        return dev.at(f"memory-region[{dev.memory_region.index(label)}]")
+    return dev.where
 
 
 def bank_of(banks: tuple[Bank, ...], base: int, size: int) -> Bank | None:
@@ -57,8 +77,9 @@ def region_bank(board: Board, region: Region) -> Bank | None:
 
 
 def _bypassed_misaligned(sink: DiagnosticSink, region: Region, name: str, unit_text: str) -> None:
-    _at(sink, region, f"{name} is not aligned to {unit_text}, but cma= on the command line bypasses it, so the kernel "
-        "never checks it; without cma= it would be refused (\"Reserved memory: incorrect alignment of CMA region\")",
+    _at(sink, region.at("reg" if region.reg is not None else "size"),
+        f"{name} is not aligned to {unit_text}, but cma= on the command line bypasses it, so the kernel never "
+        "checks it; without cma= it would be refused (\"Reserved memory: incorrect alignment of CMA region\")",
         hint=f"use a base and size that are multiples of {unit_text}", warning=True)
 
 
@@ -102,32 +123,34 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
     for region in board.regions:
         if region.label:
             if region.label in labels:
-                _at(sink, region, f"label '{region.label}' is used twice")
+                _at(sink, region.at("label"), f"label '{region.label}' is used twice")
             labels[region.label] = region
         name = f"reserved-memory node '{region.node}'"
         if region.reusable and region.no_map:
-            _at(sink, region, f"{name} is both reusable and no-map",
+            _at(sink, region.at("no-map"), f"{name} is both reusable and no-map",
                 hint="the binding forbids it: CMA needs reusable without no-map; drop no-map")
             continue
         if region.cma_default and not region.is_cma:
-            _at(sink, region, f"{name} has linux,cma-default but is not a CMA pool",
+            _at(sink, region.at("linux,cma-default"), f"{name} has linux,cma-default but is not a CMA pool",
                 hint="add compatible: shared-dma-pool and reusable: true")
         bypassed = default_bypassed and region.cma_default
         if region.reg is not None:
             base, size = region.reg
             problem = _range_problem(board.banks, base, size)
             if problem:
-                _at(sink, region, f"{name} [{base:#010x}, +{format_size(size)}] {problem}",
+                _at(sink, region.at("reg"), f"{name} [{base:#010x}, +{format_size(size)}] {problem}",
                     hint="move it inside one bank: " + ", ".join(f"[{b.base:#010x}, +{format_size(b.size)}]" for b in board.banks))
             if bypassed and region.is_cma and (base % unit or size % unit):
                 _bypassed_misaligned(sink, region, name, unit_text)
             elif region.is_cma and (base % unit or size % unit):
                 fallback = (f"; as the default node it is replaced by the Kconfig default area "
                             f"({profile.cma_size_mbytes} MiB, named 'reserved')") if region.cma_default else ""
-                _at(sink, region,
+                hint = f"{why_unit}; use a base and size that are multiples of {unit_text}"
+                if "reg" in region.bare and size % unit:
+                    hint = bare_bytes_hint(size) + f"; CMA areas are multiples of {unit_text} on this kernel"
+                _at(sink, region.at("reg"),
                     f"{name} at {base:#010x} size {format_size(size)} is not aligned to {unit_text}: the kernel refuses it "
-                    f"(\"Reserved memory: incorrect alignment of CMA region\"){fallback}",
-                    hint=f"{why_unit}; use a base and size that are multiples of {unit_text}")
+                    f"(\"Reserved memory: incorrect alignment of CMA region\"){fallback}", hint=hint)
         elif bypassed and region.size is not None and region.is_cma and region.size % unit:
             _bypassed_misaligned(sink, region, name, unit_text)
         elif region.size is not None and region.is_cma and region.size % unit:
@@ -137,31 +160,57 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
             else:
                 consequence = "and the pool does not exist at all"
             up = -(-region.size // unit) * unit
-            _at(sink, region,
+            if "size" in region.bare:
+                # "size: 64" is 64 bytes; rounding that up to one unit would be a wrong size to suggest.
+                hint = bare_bytes_hint(region.size) + f"; CMA areas are multiples of {unit_text} on this kernel"
+            else:
+                hint = f"{why_unit}; use size: {format_size(up)}"
+            _at(sink, region.at("size"),
                 f"{name} size {format_size(region.size)} is not a multiple of {unit_text}: the kernel refuses it "
-                f"(\"Reserved memory: incorrect alignment of CMA region\") {consequence}",
-                hint=f"{why_unit}; use size: {format_size(up)}")
-        for rbase, rsize in region.alloc_ranges:
-            problem = _range_problem(board.banks, rbase, rsize)
-            if problem:
-                _at(sink, region, f"{name} alloc-range [{rbase:#010x}, +{format_size(rsize)}] {problem}")
-        if region.size is not None and region.alloc_ranges and all(r[1] < region.size for r in region.alloc_ranges):
-            _at(sink, region, f"{name} size {format_size(region.size)} is larger than every alloc-range")
+                f"(\"Reserved memory: incorrect alignment of CMA region\") {consequence}", hint=hint)
+        size_key = "reg" if region.reg is not None else "size"
+        requested = region.requested_size
+        if size_key in region.bare and 0 < requested < profile.page_size and not (region.is_cma and requested % unit):
+            # Not said twice: a CMA node's unit error above already explains the bytes in its hint.
+            _at(sink, region.at(size_key), f"{name} size {requested} is {format_size(requested)}: a plain number "
+                "is bytes", hint=bare_bytes_hint(requested), warning=True)
+        # alloc-ranges are address ranges, not banks: memblock allocates inside the memory they
+        # overlap, so a range may span a hole between banks; only a range with no memory is moot.
+        pieces = []
+        for i, (rbase, rsize) in enumerate(region.alloc_ranges):
+            mine = in_banks(board.banks, rbase, rsize)
+            pieces += mine
+            if not mine:
+                _at(sink, region.at(f"alloc-ranges[{i}]"),
+                    f"{name} alloc-range [{rbase:#010x}, +{format_size(rsize)}] holds no memory: the kernel "
+                    "finds nothing there and tries the next range", warning=True)
+        if region.size is not None and region.alloc_ranges and pieces and all(p[1] < region.size for p in pieces):
+            largest = max(p[1] for p in pieces)
+            _at(sink, region.at("size"), f"{name} size {format_size(region.size)} is larger than the memory of "
+                f"any one bank inside its alloc-ranges (largest: {format_size(largest)})",
+                hint="an area is one contiguous block: it cannot span a hole between banks")
+        if (region.cma_default and region.is_cma and (region.reg or region.alloc_ranges)
+                and profile.facts.reservation is BoardFileApi.DMA_DECLARE_CONTIGUOUS):
+            key = "reg" if region.reg else "alloc-ranges"
+            _at(sink, region.at(key), f"{name}: {key} has no effect on {profile.name}: the default area is made by "
+                "dma_contiguous_reserve() after the board file's hook, top-down below the lowmem/DMA limit",
+                hint="give the area a device of its own (dma_declare_contiguous) to place it", warning=True)
         if region.alignment is not None and region.is_cma and region.alignment < unit:
-            _at(sink, region, f"{name} alignment {format_size(region.alignment)} has no effect: CMA areas are aligned "
-                f"to at least {unit_text} on this kernel", warning=True)
+            _at(sink, region.at("alignment"), f"{name} alignment {format_size(region.alignment)} has no effect: "
+                f"CMA areas are aligned to at least {unit_text} on this kernel", warning=True)
         end = region.reg[0] + region.reg[1] if region.reg else None
         if end is not None and end > addr_limit:
-            _at(sink, region, f"{name} ends above {format_size(addr_limit)}")
+            _at(sink, region.at("reg"), f"{name} ends above {format_size(addr_limit)}")
     if len(defaults) > 1:
         for extra in defaults[1:]:
-            _at(sink, extra, f"more than one node has linux,cma-default ('{defaults[0].node}' and '{extra.node}')",
+            _at(sink, extra.at("linux,cma-default"),
+                f"more than one node has linux,cma-default ('{defaults[0].node}' and '{extra.node}')",
                 hint="the kernel keeps only the last one it sees; mark exactly one")
     statics = sorted((r for r in board.regions if r.reg is not None), key=lambda r: r.reg[0] if r.reg else 0)
     for lower, upper in zip(statics, statics[1:], strict=False):
         assert lower.reg is not None and upper.reg is not None
         if upper.reg[0] < lower.reg[0] + lower.reg[1]:
-            _at(sink, upper, f"reserved-memory node '{upper.node}' overlaps '{lower.node}'")
+            _at(sink, upper.at("reg"), f"reserved-memory node '{upper.node}' overlaps '{lower.node}'")
 
     # CMA area slots: every DT CMA node, plus the default area when DT has none.
     cma_nodes = [r for r in board.regions if r.is_cma]
@@ -175,16 +224,16 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
     # Devices.
     for dev in board.devices:
         what = f"device '{dev.name}'"
-        for label in dev.memory_region:
+        for i, label in enumerate(dev.memory_region):
             if label not in labels and board.region(label) is None:
                 close = difflib.get_close_matches(label, list(labels), n=1)
-                _at(sink, dev, f"{what}: memory-region '{label}' names no reserved-memory node",
+                _at(sink, dev.at(f"memory-region[{i}]"), f"{what}: memory-region '{label}' names no reserved-memory node",
                     hint=f"did you mean '{close[0]}'?" if close else f"labels: {', '.join(labels) or 'none'}")
         if dev.memory_region_names and dev.memory_region and len(dev.memory_region_names) != len(dev.memory_region):
-            _at(sink, dev, f"{what}: {len(dev.memory_region)} memory-region entries but "
+            _at(sink, dev.at("memory-region-names"), f"{what}: {len(dev.memory_region)} memory-region entries but "
                 f"{len(dev.memory_region_names)} memory-region-names ({', '.join(dev.memory_region_names)})")
         if dev.memory_region and not dev.honours_memory_region:
-            _at(sink, dev, f"{what}: its driver ({dev.driver}) never calls of_reserved_mem_device_init(), so "
+            _at(sink, dev.at("memory-region"), f"{what}: its driver ({dev.driver}) never calls of_reserved_mem_device_init(), so "
                 "memory-region has no effect and its buffers come from the default area", warning=True)
         if dev.regions_in_distinct_banks and len(dev.memory_region) >= 2:
             found = [(label, board.region(label)) for label in dev.memory_region]
@@ -194,7 +243,7 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                 if home is None:
                     continue
                 if home.base in seen:
-                    _at(sink, dev, f"{what}: regions '{seen[home.base]}' and '{label}' are both in the bank at "
+                    _at(sink, dev.at("memory-region"), f"{what}: regions '{seen[home.base]}' and '{label}' are both in the bank at "
                         f"{home.base:#010x}, but its two memory ports need different banks",
                         hint="put the left region (firmware) in bank 0 and the right one in bank 1")
                 seen[home.base] = label
@@ -206,8 +255,8 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
         for label in dev.memory_region if dev.honours_memory_region else ():
             target = board.region(label)
             if target is not None and target.reg is not None and target.reg[0] + target.reg[1] > limit:
-                _at(sink, dev, f"{what}: region '{label}' ends at {target.reg[0] + target.reg[1]:#x}, beyond its "
+                _at(sink, mask_where(dev, label), f"{what}: region '{label}' ends at {target.reg[0] + target.reg[1]:#x}, beyond its "
                     f"{dev.dma_mask_bits}-bit DMA mask ({limit:#x})")
         if (dev.captures or dev.buffers) and not dev.driver:
-            _at(sink, dev, f"{what} has needs but no 'driver'", warning=True,
+            _at(sink, dev.at("needs"), f"{what} has needs but no 'driver'", warning=True,
                 hint="name the Linux driver so the capture test knows what to load")

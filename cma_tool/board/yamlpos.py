@@ -44,6 +44,8 @@ class YNode:
     where: Where
     #: For mappings: where each key was written (for "unknown key" errors).
     key_where: dict[str, Where] = field(default_factory=dict)
+    #: For scalars: the text as written, so that a reader can tell ``64`` (bytes) from ``0x40``.
+    raw: str | None = None
 
     @property
     def is_map(self) -> bool:
@@ -128,7 +130,7 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return YNode([self.build(n) for n in node.value], where)
         assert isinstance(node, yaml.ScalarNode)
-        return YNode(self._scalar(node), where)
+        return YNode(self._scalar(node), where, raw=str(node.value))
 
     def _scalar(self, node: yaml.ScalarNode) -> Scalar:
         # Resolve through SafeLoader's own resolver so 0x40000000 is an int and

@@ -30,8 +30,16 @@ from cma_tool.model.area import AllocResult, AreaSource, CmaArea, CmaState
 from cma_tool.model.cmdline import CmaCmdline, parse_cma_cmdline
 from cma_tool.model.events import Event
 from cma_tool.model.ksort import kernel_sort
+from cma_tool.model.lowmem import ArmLayout, ArmLimits, arm_limits
 from cma_tool.model.memblock import ALLOC_ANYWHERE, Memblock
-from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile, NodeOrder
+from cma_tool.model.profiles import (
+    BoardFileApi,
+    DeviceTreeReservation,
+    KernelProfile,
+    NodeOrder,
+    area_alignment,
+    board_file_lowmem,
+)
 
 SZ_1M = 1 << 20
 SMP_CACHE_BYTES = 64
@@ -72,6 +80,8 @@ class BootInput:
     early: tuple[EarlyReservation, ...] = ()
     pinned: tuple[tuple[str, int], ...] = ()  # (area name, observed base) overrides placement
     dma_limit: int | None = None  # arm_dma_limit / lowmem end; None = end of memory
+    #: PAGE_OFFSET, PHYS_OFFSET and the machine's DMA zone: where board-file kernels' lowmem ends.
+    arm_layout: ArmLayout = field(default_factory=ArmLayout)
 
 
 @dataclass(frozen=True)
@@ -504,19 +514,39 @@ class _Booter:
 
     # --- older kernels: board-file areas ----------------------------------------
 
+    def board_file_limits(self, api: BoardFileApi) -> ArmLimits:
+        """arm_lowmem_limit and arm_dma_limit for this board (model/lowmem.py); a given dma_limit overrides the zone."""
+        limits = arm_limits([(b.base, b.size) for b in self.inp.banks], self.inp.arm_layout,
+                            board_file_lowmem(api), self.inp.cmdline)
+        if self.inp.dma_limit is not None:
+            limits = dataclasses.replace(limits, dma_limit=self.inp.dma_limit)
+        return limits
+
     def declare_board_file(self, api: BoardFileApi) -> None:
-        """3.5 dma_declare_contiguous() / 2011 cma_reserve(): one call per CMA node, in order."""
-        p = self.p
+        """3.5 dma_declare_contiguous() / 2011 cma_reserve(): one call per CMA node, in order.
+
+        Neither kernel places an area above lowmem: without a base, memblock
+        allocates below its current limit, arm_lowmem_limit (model/lowmem.py).
+        """
+        alignment = area_alignment(self.p)  # 8 MiB on 3.5 with MAX_ORDER 11, not 4 (see area_alignment)
         match api:
             case BoardFileApi.CMA_2011:
-                alignment, dma_contiguous = p.cma_min_bytes, False
+                dma_contiguous = False
             case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
-                alignment, dma_contiguous = p.page_size << max(p.max_order - 1, p.pageblock_order), True
+                dma_contiguous = True
             case _ as unhandled:
                 assert_never(unhandled)
+        limits = self.board_file_limits(api)
+        default_node: ReservedNode | None = None
         for node in self.inp.nodes:
             if not (node.compatible == "shared-dma-pool" and node.reusable and not node.no_map):
                 self.problem(node.name, "not-cma", "only reusable shared-dma-pool nodes become areas here", "info")
+                continue
+            if dma_contiguous and node.cma_default and default_node is None:
+                # 3.5's board file makes no call for the global area: arm_memblock_init() makes it after
+                # .reserve with dma_contiguous_reserve(), sized by cma= (generate/bootargs.py writes the
+                # node's size there), placed below the lowmem/DMA limit whatever the node's reg or ranges.
+                default_node = node
                 continue
             base = node.reg[0] if node.reg else 0
             size = node.reg[1] if node.reg else (node.size or 0)
@@ -530,38 +560,72 @@ class _Booter:
                     self.mem.reserve(base, size)
                     addr = base
             else:
-                limit = self.inp.dma_limit or self.mem.end_of_dram
-                addr = self.place(node.name, size, alignment, 0, limit)
+                addr = self.place(node.name, size, alignment, 0, self._board_file_limit(node, alignment, limits,
+                                                                                       dma_contiguous))
             if addr is None:
                 if dma_contiguous:
                     self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
-                self.problem(node.name, "no-room", f"could not reserve {size // SZ_1M} MiB")
+                self.problem(node.name, "no-room", f"could not reserve {size // SZ_1M} MiB below the end of lowmem "
+                             f"({self.pa(limits.lowmem_end)})")
                 continue
             source: AreaSource = "board-file"
-            self.init_reserved_mem(addr, size, node.name, source)
+            if self.init_reserved_mem(addr, size, node.name, source):
+                # No slot left: 3.5 refuses before reserving ("Not enough slots ..." is logged already).
+                self.mem.free(addr, size)
+                continue
             if node.cma_default and self.default is None:
                 self.default = node.name
             if dma_contiguous:
                 self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
         if dma_contiguous and self.default is None:
-            self._declare_35_default(alignment)
+            self._declare_35_default(alignment, limits, default_node)
 
-    def _declare_35_default(self, alignment: int) -> None:
-        size = self.cmd.size if self.cmd.given else self.p.cma_size_mbytes * SZ_1M
+    @staticmethod
+    def _board_file_limit(node: ReservedNode, alignment: int, limits: ArmLimits, dma_contiguous: bool) -> int:
+        """Where memblock may place a board-file area without a base.
+
+        3.5's generated call passes the end of the first alloc-range as
+        dma_declare_contiguous()'s limit (generate/boardfile.py), which aligns it
+        down and hands it to __memblock_alloc_base() as is: memblock's lowmem
+        limit applies only to a limit of 0 (MEMBLOCK_ALLOC_ACCESSIBLE). The
+        2011 cma_reserve() takes no limit at all.
+        """
+        if dma_contiguous and node.alloc_ranges:
+            start, length = node.alloc_ranges[0]
+            return (start + length) & ~(alignment - 1)
+        return limits.lowmem_end
+
+    def _declare_35_default(self, alignment: int, limits: ArmLimits, node: ReservedNode | None) -> None:
+        """dma_contiguous_reserve(min(arm_dma_limit, arm_lowmem_limit)) -> dma_declare_contiguous(NULL, size, 0, limit).
+
+        The size is cma='s; without it, the default node's (which the generated
+        command line carries as cma=), else CONFIG_CMA_SIZE_MBYTES. The area keeps
+        the node's name so that the plan can say which node it is.
+        """
         if self.cmd.given:
+            size = self.cmd.size or 0
             for warning in self.cmd.warnings:
                 self.problem("cma=", "cmdline", warning, "warning")
+        elif node is not None:
+            size = node.reg[1] if node.reg else (node.size or 0)
+        else:
+            size = self.p.cma_size_mbytes * SZ_1M
         if not size:
             return
+        name = node.name if node is not None else "reserved"
         size = _align_up(size, alignment)
-        limit = (self.inp.dma_limit or self.mem.end_of_dram) & ~(alignment - 1)
-        addr = self.place("reserved", size, alignment, 0, limit)
+        limit = limits.default_area_limit & ~(alignment - 1)
+        addr = self.place(name, size, alignment, 0, limit)
         if addr is None:
             self.log.append(f"cma: CMA: failed to reserve {size // SZ_1M} MiB")
-            self.problem("cma=", "no-room", f"no free {size // SZ_1M} MiB block")
+            self.problem(name if node is not None else "cma=", "no-room",
+                         f"no free {size // SZ_1M} MiB block below {self.pa(limit)} (the lowmem and DMA-zone limit)")
             return
-        self.init_reserved_mem(addr, size, "reserved", "cmdline" if self.cmd.given else "kconfig")
-        self.default = "reserved"
+        source: AreaSource = "cmdline" if self.cmd.given or node is not None else "kconfig"
+        if self.init_reserved_mem(addr, size, name, source):
+            self.mem.free(addr, size)  # no slot left: refused before reserving, as 3.5 does
+            return
+        self.default = name
         self.log.append(f"cma: CMA: reserved {size // SZ_1M} MiB at {addr:08x}")
 
     # --- boot-time allocations ----------------------------------------------------

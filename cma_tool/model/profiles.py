@@ -58,6 +58,55 @@ class BoardFileApi(enum.Enum):
     DMA_DECLARE_CONTIGUOUS = "3.5"
 
 
+# --- board-file era placement facts (linux-3.5, cma-2011): where lowmem ends ----------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardFileLowmem:
+    """The values arch/arm/mm/mmu.c computes vmalloc_min from on a board-file era kernel (see model/lowmem.py)."""
+
+    #: VMALLOC_END: 0xff000000 for every machine from 3.4 (arch/arm/include/asm/pgtable.h); per
+    #: machine before that (mach/vmalloc.h: 0xE0000000 on S5PV210, the 2011 series' machine).
+    vmalloc_end: int
+    #: The vmalloc area without vmalloc=: 240 MiB in 3.5, 128 MiB in 3.0 (the 2011 series' base).
+    default_vmalloc_reserve: int
+    #: 3.5's default also leaves VMALLOC_OFFSET (8 MiB) below it; 3.0's did not, nor does vmalloc=.
+    default_vmalloc_offset: int
+
+
+def board_file_lowmem(api: BoardFileApi) -> BoardFileLowmem:
+    """Where lowmem ends, per board-file API (the kernels that have one)."""
+    match api:
+        case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+            return BoardFileLowmem(vmalloc_end=0xFF000000, default_vmalloc_reserve=240 << 20,
+                                   default_vmalloc_offset=8 << 20)
+        case BoardFileApi.CMA_2011:
+            return BoardFileLowmem(vmalloc_end=0xE0000000, default_vmalloc_reserve=128 << 20,
+                                   default_vmalloc_offset=0)
+        case _ as unhandled:
+            assert_never(unhandled)
+
+
+def area_alignment(profile: KernelProfile) -> int:
+    """What the kernel rounds each CMA area's base and size to when it reserves it.
+
+    One pageblock (CMA_MIN_ALIGNMENT) everywhere but in 3.5's dma_declare_contiguous(),
+    which aligned to ``PAGE_SIZE << max(MAX_ORDER, pageblock_order)``: 8 MiB with
+    MAX_ORDER 11 ("mm: cma: fix alignment requirements for contiguous regions",
+    Aug 2012, relaxed it to MAX_ORDER - 1 after 3.5).
+    """
+    match profile.facts.reservation:
+        case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+            return profile.page_size << max(profile.max_order, profile.pageblock_order)
+        case BoardFileApi.CMA_2011 | DeviceTreeReservation():
+            return profile.cma_min_bytes
+        case _ as unhandled:
+            assert_never(unhandled)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
 class NodeOrder(enum.Enum):
     """How __rmem_check_for_overlap()'s sort by (base, size) leaves dynamic nodes, which all sort as 0/0."""
 

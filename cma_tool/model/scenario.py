@@ -231,7 +231,7 @@ class _Reader:
         try:
             value = parse_size(text)
         except SizeError as exc:
-            self.error(node, f"{what}: {exc}")
+            self.error(node, f"{what}: {exc}", exc.hint)
             return None
         if value == 0:
             self.error(node, f"{what} must not be 0")

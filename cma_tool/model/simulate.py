@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from cma_tool.errors import ConfigError
+from cma_tool.errors import ConfigError, Diagnostic
 from cma_tool.model.area import CmaState, errno_name
 from cma_tool.model.boot import BootInput, BootResult, boot
 from cma_tool.model.dma import Device, DmaBuffer, dma_alloc, dma_free
@@ -88,7 +88,9 @@ class ModelRun:
 
 
 class _Runner:
-    def __init__(self, profile: KernelProfile, booted: BootResult, devices: Mapping[str, Device]) -> None:
+    def __init__(self, profile: KernelProfile, booted: BootResult, devices: Mapping[str, Device],
+                 source: str = "") -> None:
+        self.source = source  # the scenario file, when the caller knows it: errors then carry file:line
         self.profile = profile
         self.booted = booted
         self.devices = devices
@@ -100,20 +102,22 @@ class _Runner:
         dev = self.devices.get(name)
         if dev is None:
             known = ", ".join(sorted(self.devices)) or "none"
-            raise ConfigError(
-                f"{_where(line)}no device named {name!r} on this board (devices: {known})",
-                hint="name a device the board describes",
-            )
+            self._fail(line, f"no device named {name!r} on this board (devices: {known})",
+                       "name a device the board describes")
+        assert dev is not None
         return dev
 
     def area_name(self, name: str, line: int) -> str:
         if self.booted.area(name) is None:
             known = ", ".join(a.name for a in self.booted.areas) or "none"
-            raise ConfigError(
-                f"{_where(line)}no CMA area named {name!r} after boot (areas: {known})",
-                hint="the boot log says which areas the kernel created",
-            )
+            self._fail(line, f"no CMA area named {name!r} after boot (areas: {known})",
+                       "the boot log says which areas the kernel created")
         return name
+
+    def _fail(self, line: int, message: str, hint: str) -> NoReturn:
+        if self.source:
+            raise ConfigError(diagnostics=[Diagnostic(message, self.source, line, 0, "error", hint)])
+        raise ConfigError(f"{_where(line)}{message}", hint=hint)
 
     def run(self, index: int, step: Step) -> StepRecord:
         events: list[Event] = []
@@ -234,9 +238,25 @@ def simulate(
     devices: Mapping[str, Device],
 ) -> ModelRun:
     """Boot, then run each step; every event, log line and counter the kernel would show."""
-    booted = boot(profile, boot_input)
-    runner = _Runner(profile, booted, devices)
-    records = [runner.run(i, step) for i, step in enumerate(steps)]
+    return run_steps(profile, boot(profile, boot_input), steps, devices)
+
+
+def run_steps(
+    profile: KernelProfile,
+    booted: BootResult,
+    steps: Sequence[Step],
+    devices: Mapping[str, Device],
+    after_step: Callable[[CmaState], None] | None = None,
+    source: str = "",
+) -> ModelRun:
+    """Run each step on an already booted model; ``after_step`` sees the allocator after every step
+    (sizing reads the highest page each area held); ``source`` names the scenario file for errors."""
+    runner = _Runner(profile, booted, devices, source)
+    records = []
+    for i, step in enumerate(steps):
+        records.append(runner.run(i, step))
+        if after_step is not None:
+            after_step(runner.state)
     events = list(booted.events)
     for rec in records:
         events.extend(rec.events)

@@ -11,86 +11,239 @@ import textwrap
 from dataclasses import dataclass
 from html import escape
 
-from cma_tool.plan import Plan
+from cma_tool.model.lowmem import lowmem_end
+from cma_tool.model.profiles import area_alignment
+from cma_tool.plan import PlacedArea, Plan
 from cma_tool.sizes import format_size, hexaddr
 
 _BAR_W = 900
 _BAR_H = 46
-_ROW_H = 150
 _LEFT = 150
-_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d")
+#: The plan's map tells up to ten areas apart by colour (Tableau 10); their numbers tell them apart beyond.
+_PLAN_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d", "#eeca3b", "#ff9da6",
+                 "#bab0ac")
+_EARLY_COLOUR = "#bbbbbb"
+_LOWMEM_COLOUR = "#8e24aa"
+_REGION_OPACITY = 0.75
+#: Label tiers above a bank's bar: a tag that would touch another goes one tier up.
+_TIERS = 4
+_TIER_H = 15
+_LEGEND_ROW_H = 34
+_WIDTH = _LEFT + _BAR_W + 60
+#: Conservative text widths (px per character at 12 px, DejaVu Sans's widest common glyphs): layout
+#: decisions use them so that a real renderer's narrower text never touches its neighbour.
+_CHAR_W = 7.8
+_BOLD_CHAR_W = 8.6
+
+
+def _text_w(text: str, *, bold: bool = False) -> float:
+    return len(text) * (_BOLD_CHAR_W if bold else _CHAR_W)
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One thing drawn on a bank's bar: a CMA area or an early reservation."""
+
+    tag: str  # its number in the legend
+    name: str
+    base: int
+    size: int
+    colour: str
+    opacity: float
+    title: str
+    area: PlacedArea | None = None  # None: an early reservation
+
+
+#: A white outline under a label's glyphs: leader lines passing behind it stop short of its letters.
+_HALO = 'stroke="#fff" stroke-width="3" paint-order="stroke"'
+#: How far a label may slide right of its box before it takes a tier of its own (twice its width if more).
+_MAX_SLIDE = 240
+
+
+def _place_tags(wanted: list[tuple[float, float, str]]) -> list[tuple[float, int]]:
+    """Left x and tier for labels of (centre x, width, text), so that no two share any pixel.
+
+    Greedy, left to right: each label wants to be centred over its box (kept on
+    the bar's span); it takes the lowest tier where it fits there or slid right
+    of that tier's last label, not too far (the labels of one tier keep
+    their boxes' order, so their leader lines fan out without crossing), and
+    opens a new tier when none has room. Returned in the order given.
+    """
+    ends: list[float] = []  # per tier, where its last label ends
+    out: dict[int, tuple[float, int]] = {}
+    for i in sorted(range(len(wanted)), key=lambda i: wanted[i][0]):
+        cx, w, _ = wanted[i]
+        want = min(max(cx - w / 2, _LEFT), _LEFT + _BAR_W - w)
+        slid = ((t, max(want, end + 4)) for t, end in enumerate(ends))
+        reach = max(_MAX_SLIDE, 2 * w)  # a long name may slide past a neighbour or two
+        fit = next(((t, x) for t, x in slid if x - want <= reach and x + w <= _LEFT + _BAR_W), None)
+        if fit is None:
+            fit = (len(ends), want)
+            ends.append(0.0)
+        tier, left = fit
+        ends[tier] = left + w
+        out[i] = (left, tier)
+    return [out[i] for i in range(len(wanted))]
+
+
+def _tiers(spots: list[tuple[float, int]]) -> int:
+    """Tiers a bank's labels need above its bar (at least _TIERS: rows line up when there is room)."""
+    return max([_TIERS] + [tier + 1 for _, tier in spots])
 
 
 def memory_map_svg(plan: Plan) -> str:
+    """The plan's memory map: each bank to scale with its CMA areas, early reservations and the lowmem end.
+
+    Every label keeps clear of every other (tests/report/test_plan_svg.py measures
+    them in a real browser): an area's name goes inside its box when it fits there,
+    otherwise a number above the bar, with a leader line down to the box and the
+    area's row in the legend below, which draws the same colour as the box and
+    its need against its size.
+    """
     banks = sorted(plan.board.banks, key=lambda b: b.base)
     digits = plan.profile.address_digits
     largest = max((b.size for b in banks), default=1)
-    height = 90 + _ROW_H * len(banks) + 60
+    scale = _BAR_W / largest
+    lowmem = lowmem_end(plan.profile, [(b.base, b.size) for b in banks], plan.board.kernel.layout, plan.cmdline)
+    colour_of = {a.name: _PLAN_COLOURS[i % len(_PLAN_COLOURS)] for i, a in enumerate(plan.areas)}
+    items: list[_Item] = []
+    for i, placed in enumerate(plan.areas):
+        label = (placed.label or placed.name) + (" (default)" if placed.is_default else "")
+        items.append(_Item(str(i + 1), label, placed.base, placed.size, colour_of[placed.name], _REGION_OPACITY,
+                           f"{placed.name} {hexaddr(placed.base, digits)}..{hexaddr(placed.end, digits)} "
+                           f"{format_size(placed.size)}; users: {', '.join(placed.users) or 'none'}; "
+                           f"need {format_size(placed.footprint or placed.need)}", placed))
+    for j, (what, base, size) in enumerate(plan.board.boot.early_reservations):
+        items.append(_Item(chr(ord("a") + j % 26), f"{what} (early reservation)", base, size, _EARLY_COLOUR, 1.0,
+                           f"{what} {hexaddr(base, digits)} +{format_size(size)}"))
+    # Each bank's boxes, and which names go inside them and which above as tags (a name goes inside
+    # its box when it fits there and no other box overlaps it), before drawing: tags set row heights.
+    layouts = []
+    for bank in banks:
+        boxes = [(it, _LEFT + (it.base - bank.base) * scale, max(min(it.size, bank.end - it.base) * scale, 3))
+                 for it in items if bank.base <= it.base < bank.end]
+        inside: list[tuple[_Item, float, float]] = []
+        tags: list[tuple[_Item, float, float]] = []
+        for it, x, w in boxes:
+            alone = all(o is it or x + w <= ox or ox + ow <= x for o, ox, ow in boxes)
+            (inside if alone and _text_w(f"{it.tag} {it.name}", bold=True) + 8 <= w else tags).append((it, x, w))
+        spots = _place_tags([(x + w / 2, _text_w(it.tag, bold=True) + 4, it.tag) for it, x, w in tags])
+        layouts.append((boxes, inside, tags, spots))
+    row_tops = [90]
+    for *_, spots in layouts:
+        row_tops.append(row_tops[-1] + 22 + _tiers(spots) * _TIER_H + _BAR_H + 46)
+    legend_top = row_tops[-1] + 10
+    height = legend_top + 24 + _LEGEND_ROW_H * len(items) + 40
     parts: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_LEFT + _BAR_W + 60}" height="{height}" '
-        'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" '
+        f'viewBox="0 0 {_WIDTH} {height}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">',
         '<defs><pattern id="need" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
         '<rect width="3" height="6" fill="#000" fill-opacity="0.35"/></pattern></defs>',
         '<rect width="100%" height="100%" fill="#ffffff"/>',
-        f'<text x="20" y="28" font-size="18" font-weight="bold">{escape(plan.board.name)}: CMA memory map</text>',
-        f'<text x="20" y="50" fill="#444">{escape(plan.board.model)} · kernel {escape(plan.profile.name)} · '
-        f'CMA unit {escape(format_size(plan.profile.cma_min_bytes))} · bar length to scale within the largest bank</text>',
+        f'<text class="label" x="20" y="28" font-size="18" font-weight="bold">'
+        f'{escape(_clip(plan.board.name, 40))}: CMA memory map</text>',
+        f'<text class="label" x="20" y="50" fill="#444">{escape(_clip(plan.board.model, 40))} · kernel '
+        f'{escape(plan.profile.name)} · CMA unit {escape(format_size(area_alignment(plan.profile)))} · '
+        'bars to scale within the largest bank</text>',
     ]
-    colour_of = {a.name: _COLOURS[i % len(_COLOURS)] for i, a in enumerate(plan.areas)}
-    for row, bank in enumerate(banks):
-        y = 90 + row * _ROW_H
-        scale = _BAR_W / largest
-        bar_w = bank.size * scale
-        parts.append(f'<text x="20" y="{y + 18}" font-weight="bold">bank {row}</text>')
-        parts.append(f'<text x="20" y="{y + 34}" fill="#444">{escape(format_size(bank.size))}</text>')
-        parts.append(f'<rect x="{_LEFT}" y="{y}" width="{bar_w:.1f}" height="{_BAR_H}" fill="#eeeeee" stroke="#555"/>')
-        parts.append(f'<text x="{_LEFT}" y="{y + _BAR_H + 16}" fill="#444">{hexaddr(bank.base, digits)}</text>')
-        parts.append(f'<text x="{_LEFT + bar_w:.1f}" y="{y + _BAR_H + 16}" text-anchor="end" fill="#444">'
-                     f'{hexaddr(bank.end, digits)}</text>')
-        for what, base, size in plan.board.boot.early_reservations:
-            if bank.base <= base < bank.end:
-                x = _LEFT + (base - bank.base) * scale
-                w = max(min(size, bank.end - base) * scale, 2)
-                parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}" fill="#bbbbbb">'
-                             f'<title>{escape(what)} {hexaddr(base, digits)} +{escape(format_size(size))}</title></rect>')
-                parts.append(f'<text x="{x + 3:.1f}" y="{y + 14}" font-size="10" fill="#333">{escape(what)}</text>')
-        for i, area in enumerate(a for a in plan.areas if bank.base <= a.base < bank.end):
-            x = _LEFT + (area.base - bank.base) * scale
-            w = max(area.size * scale, 3)
-            colour = colour_of[area.name]
-            title = (f"{area.name} {hexaddr(area.base, digits)}..{hexaddr(area.end, digits)} "
-                     f"{format_size(area.size)}; users: {', '.join(area.users) or 'none'}; "
-                     f"need {format_size(area.need)}")
-            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}" fill="{colour}" '
-                         f'fill-opacity="0.75" stroke="#222"><title>{escape(title)}</title></rect>')
-            if area.footprint:
+    drew_lowmem = False
+    for row, (bank, (boxes, inside, tags, spots)) in enumerate(zip(banks, layouts, strict=True)):
+        y = row_tops[row] + 22 + _tiers(spots) * _TIER_H
+        parts.append(f'<text class="label" x="20" y="{y + 18}" font-weight="bold">bank {row}</text>')
+        parts.append(f'<text class="label" x="20" y="{y + 34}" fill="#444">{escape(format_size(bank.size))}</text>')
+        parts.append(f'<rect class="bank" data-base="{hexaddr(bank.base, digits)}" x="{_LEFT}" y="{y}" '
+                     f'width="{bank.size * scale:.1f}" height="{_BAR_H}" fill="#eeeeee" stroke="#555"/>')
+        start_text, end_text = hexaddr(bank.base, digits), hexaddr(bank.end, digits)
+        if bank.size * scale >= _text_w(start_text) + _text_w(end_text) + 12:
+            parts.append(f'<text class="label" x="{_LEFT}" y="{y + _BAR_H + 16}" fill="#444">{start_text}</text>')
+            parts.append(f'<text class="label" x="{_LEFT + bank.size * scale:.1f}" y="{y + _BAR_H + 16}" '
+                         f'text-anchor="end" fill="#444">{end_text}</text>')
+        else:  # a bar too short for both ends under it: one range, reading on to the right
+            parts.append(f'<text class="label" x="{_LEFT}" y="{y + _BAR_H + 16}" fill="#444">'
+                         f'{start_text}–{end_text}</text>')
+        for it, x, w in boxes:
+            area = it.area
+            parts.append(f'<rect class="{"region" if area else "early"}" data-name="{escape(it.name)}" '
+                         f'x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}" fill="{it.colour}" '
+                         f'fill-opacity="{it.opacity}" stroke="#222"><title>{escape(it.title)}</title></rect>')
+            if area is not None and area.footprint:
                 fw = min(area.footprint, area.size) * scale
-                parts.append(f'<rect x="{x:.1f}" y="{y + 8}" width="{fw:.1f}" height="{_BAR_H - 16}" fill="url(#need)"/>')
-            if not area.fits:
+                parts.append(f'<rect class="need" x="{x:.1f}" y="{y + 8}" width="{fw:.1f}" height="{_BAR_H - 16}" '
+                             'fill="url(#need)"/>')
+            if area is not None and not area.fits:
                 parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}" fill="none" '
                              'stroke="#d00" stroke-width="3"/>')
-            label = area.label or area.name
-            if area.is_default:
-                label += " (default)"
-            # Labels of regions in the right half hang leftwards from the region's end,
-            # so they stay on the canvas.
-            right_half = x + w / 2 > _LEFT + _BAR_W / 2
-            tx, anchor = (x + w, "end") if right_half else (x, "start")
-            ly = y - 8 - (i % 2) * 14
-            parts.append(f'<text x="{tx:.1f}" y="{ly}" text-anchor="{anchor}" font-weight="bold" fill="{colour}">'
-                         f'{escape(label)} {escape(format_size(area.size))}</text>')
-            detail = f"{hexaddr(area.base, digits)} · {', '.join(area.users) or 'no users'}"
-            if area.need:
-                detail += f" · need {format_size(area.need)}" + ("" if area.fits else " · DOES NOT FIT")
-            parts.append(f'<text x="{tx:.1f}" y="{y + _BAR_H + 34 + (i % 2) * 14}" text-anchor="{anchor}" '
-                         f'fill="#222">{escape(detail)}</text>')
-    ly = 90 + _ROW_H * len(banks) + 10
-    parts.append(f'<rect x="20" y="{ly}" width="14" height="14" fill="#4c78a8" fill-opacity="0.75"/>'
-                 f'<text x="40" y="{ly + 12}">CMA region</text>')
-    parts.append(f'<rect x="150" y="{ly}" width="14" height="14" fill="url(#need)" stroke="#999"/>'
-                 f'<text x="170" y="{ly + 12}">space the needed buffers span (alignment included)</text>')
-    parts.append(f'<rect x="500" y="{ly}" width="14" height="14" fill="#bbbbbb"/>'
-                 f'<text x="520" y="{ly + 12}">kernel / early reservations</text>')
+        for it, x, _ in inside:
+            parts.append(f'<text class="label" x="{x + 4:.1f}" y="{y + _BAR_H - 6}" font-weight="bold" '
+                         f'fill="#000">{escape(f"{it.tag} {it.name}")}</text>')
+        labels = []
+        for (it, x, w), (left, tier) in zip(tags, spots, strict=True):
+            ty = y - 6 - tier * _TIER_H
+            tw = _text_w(it.tag, bold=True) + 4
+            parts.append(f'<line class="leader" x1="{x + w / 2:.1f}" y1="{y}" x2="{left + tw / 2:.1f}" y2="{ty + 2}" '
+                         'stroke="#555" stroke-width="1"/>')
+            labels.append(f'<text class="label tag" x="{left + 2:.1f}" y="{ty}" font-weight="bold" {_HALO} '
+                          f'fill="{it.colour if it.colour != _EARLY_COLOUR else "#555"}">{escape(it.tag)}</text>')
+        parts += labels  # over every leader line, so that a line to a higher tier never hides a name
+        if lowmem is not None and bank.base < lowmem < bank.end:
+            drew_lowmem = True
+            lx = _LEFT + (lowmem - bank.base) * scale
+            parts.append(f'<rect class="highmem" x="{lx:.2f}" y="{y}" width="{_LEFT + bank.size * scale - lx:.2f}" '
+                         f'height="{_BAR_H}" fill="{_LOWMEM_COLOUR}" fill-opacity="0.08"/>')
+            parts.append(f'<line class="lowmem" data-addr="{hexaddr(lowmem, digits)}" x1="{lx:.2f}" x2="{lx:.2f}" '
+                         f'y1="{y - 4}" y2="{y + _BAR_H + 22}" stroke="{_LOWMEM_COLOUR}" stroke-width="2" '
+                         'stroke-dasharray="5 3"/>')
+            note = f"lowmem ends {hexaddr(lowmem, digits)} · highmem above"
+            nx = min(max(lx - _text_w(note) / 2, _LEFT), _WIDTH - 10 - _text_w(note))
+            parts.append(f'<text class="label" x="{nx:.1f}" y="{y + _BAR_H + 36}" fill="{_LOWMEM_COLOUR}">'
+                         f'{escape(note)}</text>')
+        elif lowmem is not None and lowmem <= bank.base:
+            parts.append(f'<rect class="highmem" x="{_LEFT}" y="{y}" width="{bank.size * scale:.2f}" '
+                         f'height="{_BAR_H}" fill="{_LOWMEM_COLOUR}" fill-opacity="0.08"/>')
+            parts.append(f'<text class="label" x="{_LEFT}" y="{y + _BAR_H + 36}" fill="{_LOWMEM_COLOUR}">'
+                         'all highmem (lowmem ended below this bank)</text>')
+    # The legend: one row per thing on the bars, in the box's own colour, need against size.
+    ly = legend_top
+    for x, text in ((20, "#"), (64, "region"), (290, "range"), (520, "size"), (610, "need"), (710, "need of size"),
+                    (870, "status")):
+        parts.append(f'<text class="label" x="{x}" y="{ly + 12}" font-weight="bold">{text}</text>')
+    for k, it in enumerate(items):
+        ry = ly + 24 + k * _LEGEND_ROW_H
+        area = it.area
+        parts.append(f'<text class="label" x="20" y="{ry + 12}" font-weight="bold">{escape(it.tag)}</text>')
+        parts.append(f'<rect class="swatch" data-name="{escape(it.name)}" x="40" y="{ry + 1}" width="16" height="14" '
+                     f'fill="{it.colour}" fill-opacity="{it.opacity}" stroke="#222"/>')
+        parts.append(f'<text class="label" x="64" y="{ry + 12}">{escape(_clip(it.name, 26))}</text>')
+        parts.append(f'<text class="label" x="290" y="{ry + 12}">{hexaddr(it.base, digits)}–'
+                     f'{hexaddr(it.base + it.size, digits)}</text>')
+        parts.append(f'<text class="label" x="520" y="{ry + 12}">{escape(format_size(it.size))}</text>')
+        if area is None:
+            continue
+        need = area.footprint or area.need
+        parts.append(f'<text class="label" x="610" y="{ry + 12}">{escape(format_size(need)) if need else "-"}</text>')
+        parts.append(f'<rect x="710" y="{ry + 2}" width="150" height="12" fill="#ffffff" stroke="#555"/>')
+        if need:
+            parts.append(f'<rect class="need-bar" x="710" y="{ry + 2}" width="{min(need / area.size, 1) * 150:.1f}" '
+                         f'height="12" fill="{it.colour}" fill-opacity="{it.opacity}"/>')
+        status = (f"fits, {format_size(area.headroom)} free" if area.fits else "DOES NOT FIT") if need else "no need declared"
+        parts.append(f'<text class="label" x="870" y="{ry + 12}" fill="{"#d00" if not area.fits else "#222"}">'
+                     f'{escape(status)}</text>')
+        users = ", ".join(area.users) or "none"
+        parts.append(f'<text class="label" x="64" y="{ry + 27}" font-size="11" fill="#555">'
+                     f'{escape(_clip("users: " + users, 110))}</text>')
+    ky = height - 22
+    parts.append(f'<rect x="20" y="{ky}" width="14" height="14" fill="url(#need)" stroke="#999"/>'
+                 f'<text class="label" x="40" y="{ky + 12}">need: the buffers\' span, alignment included</text>')
+    if drew_lowmem:
+        parts.append(f'<line x1="420" x2="420" y1="{ky - 2}" y2="{ky + 16}" stroke="{_LOWMEM_COLOUR}" '
+                     f'stroke-width="2" stroke-dasharray="5 3"/><text class="label" x="430" y="{ky + 12}">'
+                     'end of lowmem (highmem shaded)</text>')
+    parts.append(f'<rect x="680" y="{ky}" width="14" height="14" fill="none" stroke="#d00" stroke-width="3"/>'
+                 f'<text class="label" x="700" y="{ky + 12}">does not fit its need</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -368,21 +521,34 @@ class BankArea:
 
 
 def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
-    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's in a strip under it."""
+    """The board's banks to scale with every CMA area: the plan's on the bar, the kernel's in a strip under it.
+
+    Area names go above the bar in tiers with leader lines (the plan map's placement,
+    :func:`_place_tags`), so small neighbouring areas never print over each other.
+    """
     banks = sorted(banks)
     largest = max((size for _, size in banks), default=1)
     scale = _BAR_W / largest
     # One neutral colour for areas: on this page colours belong to the streams that own buffers.
     fill, ink = "#6f84a3", "#2f4058"
-    row_h = 104 if any(a.mismatch for a in areas) else 90
-    height = 30 + row_h * len(banks)
+    # Per bank: the tiers of names, the bar and strip, the ends, and one line per mismatch.
+    mismatches = [sum(1 for a in areas if a.mismatch and a.kernel is not None and base <= a.kernel[0] < base + size)
+                  for base, size in banks]
+    named = [[(a, _LEFT + (a.planned[0] - base) * scale, max(a.planned[1] * scale, 3)) for a in areas
+              if a.planned is not None and base <= a.planned[0] < base + size] for base, size in banks]
+    spots_of = [_place_tags([(x + w / 2, _text_w(_clip(a.title, 40), bold=True), a.title) for a, x, w in row])
+                for row in named]
+    row_hs = [14 + _tiers(spots) * _TIER_H + 62 + 14 * n for spots, n in zip(spots_of, mismatches, strict=True)]
+    height = 20 + sum(row_hs) + 20
     parts = [f'<svg class="banks-svg" viewBox="0 0 {_LEFT + _BAR_W + 40} {height}" width="{_LEFT + _BAR_W + 40}" '
              f'height="{height}" role="img" aria-label="memory banks and CMA areas" '
              'font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="12">',
              f'<defs><pattern id="bank-mismatch" width="6" height="6" patternUnits="userSpaceOnUse" '
              f'patternTransform="rotate(45)"><rect width="3" height="6" fill="{MISMATCH_COLOUR}"/></pattern></defs>']
+    top = 20
     for row, (base, size) in enumerate(banks):
-        y = 36 + row * row_h
+        y = top + 14 + _tiers(spots_of[row]) * _TIER_H
+        top += row_hs[row]
         end = base + size
         parts.append(f'<text x="10" y="{y + 15}" font-weight="bold">bank {row}</text>'
                      f'<text x="10" y="{y + 30}" fill="#555">{escape(format_size(size))}</text>')
@@ -391,17 +557,11 @@ def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
         parts.append(f'<text x="{_LEFT}" y="{y + 48}" fill="#555" font-size="11">0x{base:08x}</text>'
                      f'<text x="{_LEFT + size * scale:.1f}" y="{y + 48}" fill="#555" font-size="11" '
                      f'text-anchor="end">0x{end:08x}</text>')
-        inside = [a for a in areas if any(r is not None and base <= r[0] < end for r in (a.planned, a.kernel))]
-        for i, a in enumerate(inside):
-            if a.planned is not None and base <= a.planned[0] < end:
-                x = _LEFT + (a.planned[0] - base) * scale
-                w = max(a.planned[1] * scale, 3)
-                parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="22" '
-                             f'fill="{fill}" stroke="#222"><title>{escape(a.title)} (plan)</title></rect></a>')
-                right = x + w / 2 > _LEFT + _BAR_W / 2
-                tx, anchor = (x + w, "end") if right else (x, "start")
-                parts.append(f'<text x="{tx:.1f}" y="{y - 6 - (i % 2) * 13}" text-anchor="{anchor}" '
-                             f'font-weight="bold" fill="{ink}">{escape(a.title)}</text>')
+        for a, x, w in named[row]:
+            parts.append(f'<a href="#area-{a.index}"><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="22" '
+                         f'fill="{fill}" stroke="#222"><title>{escape(a.title)} (plan)</title></rect></a>')
+        n_mismatch = 0
+        for a in areas:
             if a.kernel is not None and base <= a.kernel[0] < end:
                 x = _LEFT + (a.kernel[0] - base) * scale
                 w = max(a.kernel[1] * scale, 3)
@@ -410,11 +570,19 @@ def banks_svg(banks: list[tuple[int, int]], areas: list[BankArea]) -> str:
                 parts.append(f'<rect class="kernel-area" x="{x:.1f}" y="{y + 25}" width="{w:.1f}" height="8" '
                              f'{look}><title>{escape(a.name)} as the kernel created it</title></rect>')
                 if a.mismatch:
-                    right = x + w / 2 > _LEFT + _BAR_W / 2
-                    tx, anchor = (x + w, "end") if right else (x, "start")
-                    parts.append(f'<text x="{tx:.1f}" y="{y + 64}" font-size="11" font-weight="bold" '
-                                 f'text-anchor="{anchor}" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
-                                 f'{escape(a.name)} at 0x{a.kernel[0]:08x}</text>')
+                    parts.append(f'<text x="{_LEFT}" y="{y + 64 + 14 * n_mismatch}" font-size="11" '
+                                 f'font-weight="bold" fill="{MISMATCH_COLOUR}">✗ mismatch: the kernel put '
+                                 f'{escape(_clip(a.name, 40))} at 0x{a.kernel[0]:08x}</text>')
+                    n_mismatch += 1
+        labels = []
+        for (a, x, w), (left, tier) in zip(named[row], spots_of[row], strict=True):
+            text = _clip(a.title, 40)
+            ty = y - 6 - tier * _TIER_H
+            parts.append(f'<line class="leader" x1="{x + w / 2:.1f}" y1="{y}" '
+                         f'x2="{left + _text_w(text, bold=True) / 2:.1f}" y2="{ty + 2}" stroke="#999"/>')
+            labels.append(f'<a href="#area-{a.index}"><text x="{left:.1f}" y="{ty}" font-weight="bold" {_HALO} '
+                          f'fill="{ink}">{escape(text)}</text></a>')
+        parts += labels  # over every leader line
     parts.append(f'<text x="10" y="{height - 4}" fill="#666" font-size="11">bars to scale within the largest bank; '
                  'the plan\'s areas on the bar, the kernel\'s in the strip under it</text>')
     parts.append("</svg>")

@@ -132,7 +132,13 @@ def _in_tmp(files: dict[str, str | bytes], run: Callable[[Path], int]) -> int:
 def feed_board(text: str) -> int:
     # The board includes a mutated SoC file too: includes are part of the board input.
     soc = (ROOT / "boards" / "s5pv210.yaml").read_text()
-    return _in_tmp({"board.yaml": text, "soc.yaml": soc}, lambda d: cli("plan", str(d / "board.yaml"), "--json"))
+    def run(d: Path) -> int:
+        # plan (with its picture) and size read the same board; a bug in either is the input's finding.
+        board = str(d / "board.yaml")
+        codes = (cli("plan", board, "--json", "--svg", str(d / "map.svg")), cli("size", board))
+        return 70 if 70 in codes else codes[0]
+
+    return _in_tmp({"board.yaml": text, "soc.yaml": soc}, run)
 
 
 def feed_scenario(text: str) -> int:
