@@ -17,6 +17,7 @@ not start before a reader is connected: no byte of the boot log is lost.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -124,6 +125,30 @@ def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
     if out.returncode != 0 or not dest.is_file():
         raise InfraError(f"{QEMU} -machine dumpdtb failed (exit {out.returncode}): {out.stderr.strip()}")
     return dest
+
+
+def cached_virt_dtb(folder: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
+    """QEMU's own device tree as :func:`dump_virt_dtb` gives it, kept in ``folder`` for the next run.
+
+    Dumping it starts QEMU (about 0.1 s): every run paid that for the same
+    bytes. The tree depends only on the QEMU binary and the machine's options,
+    so those name the cached copy; a new QEMU (another size or time) gets a
+    new one. Written under a temporary name and renamed, so runs side by side
+    never read half a file.
+    """
+    binary = Path(shutil.which(QEMU) or QEMU)
+    try:
+        st = binary.resolve().stat()
+    except OSError:
+        return dump_virt_dtb(folder / "virt.dtb", memory=memory)  # _need() says what is missing
+    key = hashlib.sha256(repr((str(binary.resolve()), st.st_size, st.st_mtime_ns, MACHINE_ARGS, memory))
+                         .encode()).hexdigest()[:16]
+    cached = folder / f"virt-{key}.dtb"
+    if not cached.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fresh = dump_virt_dtb(folder / f".virt-{key}-{os.getpid()}.dtb", memory=memory)
+        os.replace(fresh, cached)
+    return cached
 
 
 def build_board_dtb(
@@ -241,7 +266,7 @@ def prepare_boot(
     initrd_end = initrd_addr + initrd.stat().st_size
     _check_layout(banks, initrd_addr, initrd_end, memory)
     dtb = build_board_dtb(
-        dump_virt_dtb(workdir / "virt.dtb", memory=memory),
+        cached_virt_dtb(image.directory.parent / "qemu-dtb", memory=memory),
         workdir / "board.dtb",
         banks=banks,
         reserved_memory_dts=reserved_memory_dts,
@@ -249,8 +274,6 @@ def prepare_boot(
         initrd=(initrd_addr, initrd_end),
         rng_seed=rng_seed,
     )
-    # QEMU's own tree (1 MiB, mostly padding) was only the base board.dtb was built on.
-    (workdir / "virt.dtb").unlink(missing_ok=True)
     low = min(banks, key=lambda b: b.base).base
     for name, start, _size in static_reserved_regions(dtb):
         if start < low + KERNEL_ROOM:
