@@ -38,6 +38,10 @@ import serial
 
 from cma_tool.errors import CmaToolError, InfraError, TargetError
 
+# unix:// URLs (the emulated board's console): pyserial finds protocol_unix in this package.
+if "cma_tool.deploy" not in serial.protocol_handler_packages:
+    serial.protocol_handler_packages.append("cma_tool.deploy")
+
 PatternLike = str | bytes | re.Pattern[bytes] | re.Pattern[str]
 
 #: Bytes of context shown before a bad pattern or at a timeout.
@@ -354,7 +358,7 @@ class Console:
 
     def _read_waiting(self, port: Any, limit: int) -> bytes:
         """What has arrived already, up to ``limit`` bytes, without waiting."""
-        if self.url.startswith("socket://"):
+        if self.url.startswith(("socket://", "unix://")):
             # pyserial's socket:// says in_waiting is 1 whenever anything is there
             # (it polls the socket), which would mean one recv per byte: about
             # 230 KB/s, slower than QEMU writes. A zero-timeout read takes it all.

@@ -7,12 +7,13 @@ bank covering all of ``-m``, so the board's DTB is *appended* to the zImage
 the initrd is put in RAM by QEMU's generic loader at an address of ours
 inside bank 0 (:data:`DEFAULT_INITRD_ADDR`).
 
-The serial console is a TCP socket on 127.0.0.1 that QEMU serves
-(``-chardev socket,server=on,wait=on``): open ``board.serial_url``
-(``socket://127.0.0.1:PORT``) with pyserial's ``serial_for_url``. We bind the
-listening socket ourselves on port 0 and hand its descriptor to QEMU, so
-there is no port race with other boards, and with ``wait=on`` the guest does
-not start before a reader is connected: no byte of the boot log is lost.
+The serial console is a Unix socket that QEMU serves (``-chardev
+socket,server=on,wait=on``): open ``board.serial_url`` (``unix://@NAME``, an
+abstract socket name) with pyserial's ``serial_for_url`` (our
+``protocol_unix`` handler). We bind the listening socket ourselves and hand
+its descriptor to QEMU, so there is no name race with other boards, and with
+``wait=on`` the guest does not start before a reader is connected: no byte of
+the boot log is lost.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import itertools
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -352,11 +354,11 @@ class VirtMachine:
             "-monitor",
             "none",
             *self.boot_args(),
-            # nodelay: a bootloader echoes what we type one character per write; with
-            # Nagle, QEMU held all but the first until our delayed ACK (40 ms), so each
-            # 16-byte chunk of a U-Boot command took ~44 ms to echo instead of ~1 ms.
+            # A Unix socket (see deploy/protocol_unix.py): QEMU's UART writes a byte at a time,
+            # which over TCP cost the guest ~0.3 s a boot with Nagle off, and U-Boot's echo
+            # ~44 ms per 16-byte chunk with it on (held until our delayed ACK).
             "-chardev",
-            f"socket,id=console,fd={serial_fd},server=on,wait=on,nodelay=on",
+            f"socket,id=console,fd={serial_fd},server=on,wait=on",
             "-serial",
             "chardev:console",
             *self.extra_args,
@@ -364,11 +366,12 @@ class VirtMachine:
 
     def __enter__(self) -> Self:
         _need(QEMU, "qemu-system-arm")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # An abstract name (Linux): nothing on disk to clean up, no path-length limit from deep run folders.
+        name = f"cma-tool-console-{os.getpid()}-{secrets.token_hex(6)}"
         try:
-            listener.bind(("127.0.0.1", 0))
+            listener.bind("\0" + name)
             listener.listen(1)
-            port = listener.getsockname()[1]
             self._stderr = self.stderr_path.open("wb")
             cmd = self.command(listener.fileno())
             try:
@@ -388,7 +391,7 @@ class VirtMachine:
             self._cleanup()
             raise
         listener.close()
-        self.serial_url = f"socket://127.0.0.1:{port}"
+        self.serial_url = f"unix://@{name}"
         return self
 
     def __exit__(

@@ -54,9 +54,10 @@ def tool(name: str) -> str:
 
 
 def cache_root() -> Path:
-    """``$CMA_TOOL_CACHE``, else ``~/.cache/cma-tool`` (the image cache's folder)."""
-    env = os.environ.get("CMA_TOOL_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "cma-tool"
+    """The image cache's folder (``$CMA_TOOL_CACHE``, else ``~/.cache/cma-tool``): builds and schemas go there too."""
+    from cma_tool.deploy.image.cache import default_cache_dir
+
+    return default_cache_dir()
 
 
 @contextmanager
