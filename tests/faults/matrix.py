@@ -82,7 +82,7 @@ class Fault:
     during: Callable[[SimBoard], None] | None = None  # done once the run reaches struck_after
     delay: float = 0.0  # seconds after struck_after that the fault strikes (not counted as detecting)
     timeout: float = 60.0
-    emulated: bool = False
+    emulated: str = ""  # "": the pty simulator; else which emulated-board fault ("qemu-killed", "ssh-reboot")
 
 
 REPLUG_DELAY = 0.3  # in the middle of the playback, not at its first byte
@@ -125,8 +125,12 @@ SIM_FAULTS = (
 )
 
 QEMU_KILLED = Fault("QEMU killed", "the emulator process is killed (SIGKILL) 0.5 s after Linux starts /init",
-                    "init", 3, "QEMU stopped with exit code -9", b"Run /init", emulated=True, delay=0.5)
-FAULTS = (*SIM_FAULTS, QEMU_KILLED)
+                    "init", 3, "QEMU stopped with exit code -9", b"Run /init", emulated="qemu-killed",
+                    delay=0.5)
+SSH_REBOOT = Fault("SSH dropped during a reboot", "a board reached over SSH is told to reboot into a new kernel and "
+                   "dies (its QEMU killed 1.5 s later): it never answers again", "kernel-deployed", 4,
+                   "did not answer SSH again", b"", emulated="ssh-reboot", timeout=20, delay=1.5)
+FAULTS = (*SIM_FAULTS, QEMU_KILLED, SSH_REBOOT)
 
 
 @dataclass
@@ -247,9 +251,58 @@ def run_qemu_killed(fault: Fault, tmp: Path) -> Outcome:
     return outcome
 
 
+def run_ssh_reboot(fault: Fault, tmp: Path) -> Outcome:
+    """`--target ssh --kernel --dtb` on the emulated board in SSH mode; the board dies as it reboots.
+
+    The run deploys the new kernel and DTB and says `reboot`; the board's
+    QEMU is killed while the run waits for it to come back, so SSH goes away
+    and never answers again: what a board whose new kernel does not come up
+    looks like from the lab's side of the network.
+    """
+    import secrets
+
+    from cma_tool.deploy.emulated_ssh import booted_over_ssh
+    from cma_tool.deploy.image import default_cache_dir, ensure_image
+    from cma_tool.deploy.qemu import MemoryBank, prepare_boot
+    from cma_tool.generate.bootargs import kernel_cmdline
+    from cma_tool.generate.dts import reserved_memory_dts
+    from cma_tool.plan import make_plan
+
+    image = ensure_image(ssh=True)
+    assert image.ssh is not None
+    plan = make_plan(ROOT / "boards" / "qemu-aquila.yaml")
+    board = plan.board
+    boot = prepare_boot(image, tmp / "board", banks=[MemoryBank(b.base, b.size) for b in board.banks],
+                        reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
+                        bootargs=kernel_cmdline(board, plan.profile, agent="ssh").text,
+                        rng_seed=secrets.token_bytes(32))
+    out = tmp / "out"
+    with booted_over_ssh(boot, image=image, workdir=tmp / "board", memory="768M", timeout=120) as sb:
+        board_file = tmp / "lab-aquila.yaml"
+        board_file.write_text(f"include: {ROOT / 'boards' / 'qemu-aquila.yaml'}\n"
+                              f"ssh: {{host: 127.0.0.1, port: {sb.port}, user: root, key: '{image.ssh.client_key}'}}\n")
+        home = tmp / "home"
+        (home / ".ssh").mkdir(parents=True)
+        (home / ".ssh" / "known_hosts").write_text(sb.known_hosts.read_text())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cma_tool", "run", str(board_file), "--target", "ssh", "--kernel",
+             str(boot.kernel), "--dtb", str(boot.dtb), "--out", str(out), "--timeout", str(fault.timeout)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "HOME": str(home), "CMA_TOOL_CACHE": str(default_cache_dir())})
+        if wait_for_stage(out, fault.struck_after, proc, 120):
+            time.sleep(fault.delay)
+            for pid in qemu_pids(tmp / "board"):
+                os.kill(pid, signal.SIGKILL)
+        return _finish(fault, proc, out)
+
+
 def run_fault(fault: Fault, tmp: Path) -> Outcome:
     tmp.mkdir(parents=True, exist_ok=True)
-    return run_qemu_killed(fault, tmp) if fault.emulated else run_sim_fault(fault, tmp)
+    if fault.emulated == "qemu-killed":
+        return run_qemu_killed(fault, tmp)
+    if fault.emulated == "ssh-reboot":
+        return run_ssh_reboot(fault, tmp)
+    return run_sim_fault(fault, tmp)
 
 
 def table(outcomes: list[Outcome]) -> str:
