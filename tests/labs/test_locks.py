@@ -169,3 +169,22 @@ def test_the_lock_folder_falls_back_when_the_first_choice_is_not_writable(tmp_pa
 def test_a_folder_refusal_is_a_usage_error(tmp_path: Path) -> None:
     with FolderLock(tmp_path / "o"), pytest.raises(UsageError), FolderLock(tmp_path / "o"):
         pass
+
+
+@pytest.mark.emulated
+@pytest.mark.slow
+def test_ten_emulated_runs_started_at_once_all_pass_in_ten_folders(tmp_path: Path) -> None:
+    # The lab's case: ten boots of the emulated Aquila side by side on one host, default --out. Each QEMU is
+    # its run's own board, so all ten pass, each with the hand-worked pfns, in a folder of its own.
+    from tests.e2e.expect import assert_aquila_1080p_events
+
+    board = ROOT / "boards" / "qemu-aquila.yaml"
+    procs = [cma_tool(str(board), "--timeout", "300", cwd=tmp_path) for _ in range(10)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 10, [err[-1500:] for _, err in results]
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 10
+    for folder in folders:
+        rep = json.loads((folder / "report.json").read_text())
+        assert rep["out"] == str(Path("runs") / folder.name)
+        assert_aquila_1080p_events(rep)
