@@ -40,6 +40,12 @@ MiB = 1 << 20
 QEMU = "qemu-system-arm"
 #: The machine as measured in the reference (TCG: KVM cannot run ARM guests on x86).
 MACHINE_ARGS = ("-M", "virt,highmem=off", "-cpu", "cortex-a15", "-nographic", "-nic", "none")
+#: QEMU and its machine options by the kernel's architecture: arm64 runs on virt with a Cortex-A57
+#: (its RAM ends below 4 GiB with -m 768M, so no highmem option is needed).
+MACHINES = {
+    "armhf": (QEMU, MACHINE_ARGS),
+    "arm64": ("qemu-system-aarch64", ("-M", "virt", "-cpu", "cortex-a57", "-nographic", "-nic", "none")),
+}
 DEFAULT_MEMORY = "768M"
 VIRT_RAM_BASE = 0x4000_0000
 #: Where the initrd goes: 64 MiB into bank 0. The kernel decompresses to
@@ -84,6 +90,11 @@ class BootFiles:
     bootargs: str
     #: Where the direct boot loads ``dtb``: right after the zImage in RAM, as if appended to it.
     dtb_addr: int | None = None
+    #: arm64 (cma_tool.deploy.arm64_boot): QEMU gets no -kernel; every file is put in RAM at its
+    #: address and the first CPU starts at ``entry`` (a boot stub that jumps into the kernel).
+    architecture: str = "armhf"
+    loads: tuple[tuple[Path, int], ...] = ()
+    entry: int | None = None
 
 
 #: QEMU's ARM direct boot: RAM starts here on virt, and a zImage is loaded this far into it.
@@ -111,18 +122,19 @@ def link_cached(source: Path, dest: Path) -> Path:
     return dest
 
 
-def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
+def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY, architecture: str = "armhf") -> Path:
     """QEMU's own device tree for the virt machine (``-machine dumpdtb=``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _need(QEMU, "qemu-system-arm")
+    qemu, machine = MACHINES[architecture]
+    _need(qemu, "qemu-system-arm")
     out = subprocess.run(
-        [QEMU, *MACHINE_ARGS, "-m", memory, "-machine", f"dumpdtb={dest}"],
+        [qemu, *machine, "-m", memory, "-machine", f"dumpdtb={dest}"],
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode != 0 or not dest.is_file():
-        raise InfraError(f"{QEMU} -machine dumpdtb failed (exit {out.returncode}): {out.stderr.strip()}")
+        raise InfraError(f"{qemu} -machine dumpdtb failed (exit {out.returncode}): {out.stderr.strip()}")
     return dest
 
 
@@ -283,8 +295,10 @@ class VirtMachine:
         workdir: Path,
         extra_args: Sequence[str] = (),
         reboot: bool = False,
+        architecture: str = "armhf",
     ) -> None:
         self.memory = memory
+        self.qemu, self.machine_args = MACHINES[architecture]
         self.workdir = workdir
         self.extra_args = tuple(extra_args)
         # -no-reboot: a guest that reboots (panic=-1, a watchdog) makes QEMU exit
@@ -307,8 +321,8 @@ class VirtMachine:
 
     def command(self, serial_fd: int) -> list[str]:
         return [
-            QEMU,
-            *MACHINE_ARGS,
+            self.qemu,
+            *self.machine_args,
             "-m",
             self.memory,
             *([] if self.reboot else ["-no-reboot"]),
@@ -326,7 +340,7 @@ class VirtMachine:
         ]
 
     def __enter__(self) -> Self:
-        _need(QEMU, "qemu-system-arm")
+        _need(self.qemu, "qemu-system-arm")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.bind(("127.0.0.1", 0))
@@ -344,7 +358,7 @@ class VirtMachine:
                     start_new_session=True,  # a Ctrl-C on our terminal reaches us, not QEMU
                 )
             except OSError as exc:
-                raise InfraError(f"cannot start {QEMU}: {exc}") from exc
+                raise InfraError(f"cannot start {self.qemu}: {exc}") from exc
         except BaseException:
             listener.close()
             self._cleanup()
@@ -412,10 +426,15 @@ class EmulatedBoard(VirtMachine):
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        super().__init__(memory=memory, workdir=workdir or boot.kernel.parent, extra_args=extra_args)
+        super().__init__(memory=memory, workdir=workdir or boot.kernel.parent, extra_args=extra_args,
+                         architecture=boot.architecture)
         self.boot = boot
 
     def boot_args(self) -> list[str]:
+        if self.boot.entry is not None:  # arm64: files in RAM, the first CPU starts in the boot stub
+            return [*(a for path, addr in self.boot.loads
+                      for a in ("-device", f"loader,file={path},addr={addr:#x},force-raw=on")),
+                    "-device", f"loader,addr={self.boot.entry:#x},cpu-num=0"]
         return [
             "-kernel",
             str(self.boot.kernel),

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cma_tool.deploy.image.keys import SshAccess, public_line, write_private
-from cma_tool.deploy.image.tools import run_tool
+from cma_tool.deploy.image.tools import CROSS_GCC, run_tool
 from cma_tool.errors import InfraError
 
 #: firmware/ at the top of the source tree.
@@ -173,9 +173,9 @@ def _place(package_root: Path, rel: str, root: Path) -> list[Path]:
     return [dest]
 
 
-def compile_capture(source: Path, dest: Path) -> None:
-    """Cross-compile the capture program, static and stripped."""
-    run_tool(["arm-linux-gnueabihf-gcc", "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
+def compile_capture(source: Path, dest: Path, arch: str = "armhf") -> None:
+    """Cross-compile the capture program for ``arch``, static and stripped."""
+    run_tool([CROSS_GCC[arch][0], "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
 
 
 def module_closure(modules_dep: Path, module: str) -> list[str]:

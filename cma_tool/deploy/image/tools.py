@@ -18,11 +18,17 @@ BUILD_TOOLS = {
     "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)",
     "arm-linux-gnueabihf-readelf": "binutils-arm-linux-gnueabihf",
 }
+#: The C cross compiler for the capture program, by the target's architecture, with its Debian packages.
+CROSS_GCC = {
+    "armhf": ("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)"),
+    "arm64": ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu (and libc6-dev-arm64-cross)"),
+}
 
 
-def check_tools() -> None:
+def check_tools(arch: str = "armhf") -> None:
     """Fail naming every missing tool and the Debian package that provides it."""
-    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None]
+    tools = {**BUILD_TOOLS, CROSS_GCC[arch][0]: CROSS_GCC[arch][1]}
+    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
     if missing:
         raise InfraError("tools needed to build the target image are missing: " + "; ".join(missing))
 
