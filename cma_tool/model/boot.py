@@ -34,6 +34,9 @@ from cma_tool.model.memblock import ALLOC_ANYWHERE, Memblock
 from cma_tool.model.profiles import BoardFileApi, DeviceTreeReservation, KernelProfile, NodeOrder
 
 SZ_1M = 1 << 20
+#: sizeof(struct page) on the 64-bit kernels we model, and a PMD block on arm64 with 4K pages.
+STRUCT_PAGE_BYTES = 64
+PMD_BYTES = 2 * SZ_1M
 SMP_CACHE_BYTES = 64
 CMA_MAX_NAME = 64
 
@@ -425,9 +428,31 @@ class _Booter:
 
     # --- the default area -----------------------------------------------------
 
+    def reserve_memory_map(self) -> None:
+        """arm64: what memblock hands out from the top between the reserved-memory scan and the default area.
+
+        paging_init()'s page tables, the unflattened device tree and the node
+        data take less than a PMD (2 MiB) at the top of memory: one page
+        stands for them. Then sparse_init() takes one buffer for the struct
+        pages (64 bytes each) of every present memory section, aligned to a
+        section's share (sparse_buffer_init(): section_map_size(), a PMD
+        multiple), top-down. Measured on 5.10, 6.1 and 6.12 arm64 with 464 and
+        512 MiB in two banks (tests/data/kernel-matrix/debian-*-arm64/b, c, h):
+        the Kconfig or cma= area lands right below that buffer.
+        """
+        p = self.p
+        section = 1 << p.facts.arm64_section_bits
+        per_section = _align_up((section >> p.page_shift) * STRUCT_PAGE_BYTES, PMD_BYTES)
+        present = {addr // section for bank in self.inp.banks
+                   for addr in range(bank.base - bank.base % section, bank.base + bank.size, section)}
+        self.mem.alloc_range(p.page_size, p.page_size, 0, self.mem.end_of_dram)
+        self.mem.alloc_range(len(present) * per_section, per_section, 0, self.mem.end_of_dram)
+
     def reserve_default(self) -> None:
         """dma_contiguous_reserve(limit) -> cma_declare_contiguous_nid()."""
         p, cmd = self.p, self.cmd
+        if p.default_area_after_unflatten:  # arm64's bootmem_init(): sparse_init() first
+            self.reserve_memory_map()
         for warning in cmd.warnings:
             self.problem("cma=", "cmdline", warning, "warning")
         limit = self.inp.dma_limit or 0
@@ -577,7 +602,10 @@ class _Booter:
             order = get_order(pool, p.page_shift)
             return [Preallocation("atomic coherent pool", self.default, pool >> p.page_shift, min(order, p.cma_alignment))]
         # dma-direct (arm64): one pool per zone, each from CMA when the default
-        # area lies inside that zone (cma_in_zone). UNVERIFIED against a kernel.
+        # area lies inside that zone (cma_in_zone). Verified on Debian's 5.10,
+        # 6.1 and 6.12 arm64 (tests/data/kernel-matrix/debian-*-arm64: a, k with
+        # coherent_pool=1M): three pools, GFP_KERNEL, GFP_KERNEL|GFP_DMA and
+        # GFP_KERNEL|GFP_DMA32, all of RAM being below 4 GiB.
         if self.cmd.coherent_pool is None:
             per_gib = max(self.mem.total >> 30, 1)
             pool = min(per_gib * 128 * 1024, p.page_size << (p.max_order - 1))
@@ -602,19 +630,31 @@ def _boot_device_tree(b: _Booter, dt: DeviceTreeReservation) -> None:
                 b.init_node(rmem, dt)
         elif not dt.static_pools_after_default:
             b.init_node(rmem, dt)
+    late_statics = dt.static_pools_after_default
+    if late_statics and b.p.default_area_after_unflatten:
+        _init_late_static_pools(b, saved, dt)  # unflattening comes before the default area here
+        late_statics = False
     b.reserve_default()
-    if dt.hangs_on_default_over_failed_dynamic_node:
+    # Measured on ARM32 only: Debian's 6.12 arm64 kernel boots the same layouts
+    # (its default area lands below the memory map arm64 allocates first).
+    if dt.hangs_on_default_over_failed_dynamic_node and b.p.architecture == "armhf":
         b.warn_failed_node_hang()
-    if dt.static_pools_after_default:
-        # unflatten_device_tree() -> fdt_scan_reserved_mem_reg_nodes(): the
-        # static regions, walked in device-tree order, not sorted by base
-        # (measured: tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
-        if not b.inp.nodes:
-            # The generators write /reserved-memory only when it has a child
-            # (generate/dts.py), so no nodes means no node in the DT.
-            b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
-        for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
-            b.init_node(rmem, dt)
+    if late_statics:
+        _init_late_static_pools(b, saved, dt)
+
+
+def _init_late_static_pools(b: _Booter, saved: list[_Rmem], dt: DeviceTreeReservation) -> None:
+    """6.12's fdt_scan_reserved_mem_reg_nodes() from unflatten_device_tree(): static pools in DT order.
+
+    Walked in device-tree order, not sorted by base (measured:
+    tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
+    """
+    if not b.inp.nodes:
+        # The generators write /reserved-memory only when it has a child
+        # (generate/dts.py), so no nodes means no node in the DT.
+        b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
+    for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
+        b.init_node(rmem, dt)
 
 
 def boot(profile: KernelProfile, inp: BootInput) -> BootResult:

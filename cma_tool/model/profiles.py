@@ -239,8 +239,15 @@ class KernelFacts:
     #: 5.19 it is one pageblock (CMA_MIN_ALIGNMENT_PAGES), which on arm64 with
     #: hugetlb is 2 MiB instead of 4.
     cma_unit_includes_max_order: bool
+    #: SECTION_SIZE_BITS on arm64 with 4K pages: 1 GiB sections up to 5.11,
+    #: 128 MiB from 5.12. arm64's sparse_init() allocates the struct pages of
+    #: every present section before the default area is reserved (model/boot.py).
+    arm64_section_bits: int
     kconfig: KconfigSymbols
 
+
+ARM64_SECTION_BITS_OLD = 30  # 1 GiB sections (arm64 before 5.12; arm64 did not exist for 3.5 and 2011)
+ARM64_SECTION_BITS_NEW = 27  # 128 MiB sections
 
 _FACTS_2011 = KernelFacts(
     reservation=BoardFileApi.CMA_2011, cmdline_cma=CmdlineCma.ABSENT, default_area_has_own_slot=True,
@@ -249,7 +256,8 @@ _FACTS_2011 = KernelFacts(
     alloc_function="cm_alloc", warns_on_alloc_failure=False, dumps_free_runs_on_failure=False,
     early_exit_counts_failure=True, align_offset_follows_pfn=True, exhausted_search_returns_enomem=False,
     retries_busy_ranges=False, counts_released_pages=False, tracepoints_name_area=False, failure_names_area=False,
-    vmstat_counts_allocations=False, cma_unit_includes_max_order=True, kconfig=_KCONFIG_2011,
+    vmstat_counts_allocations=False, cma_unit_includes_max_order=True, arm64_section_bits=ARM64_SECTION_BITS_OLD,
+    kconfig=_KCONFIG_2011,
 )
 
 _FACTS_3_5 = KernelFacts(
@@ -260,7 +268,7 @@ _FACTS_3_5 = KernelFacts(
     dumps_free_runs_on_failure=False, early_exit_counts_failure=True, align_offset_follows_pfn=False,
     exhausted_search_returns_enomem=True, retries_busy_ranges=True, counts_released_pages=False,
     tracepoints_name_area=False, failure_names_area=False, vmstat_counts_allocations=False,
-    cma_unit_includes_max_order=True, kconfig=_KCONFIG_35,
+    cma_unit_includes_max_order=True, arm64_section_bits=ARM64_SECTION_BITS_OLD, kconfig=_KCONFIG_35,
 )
 
 _FACTS_6_1 = KernelFacts(
@@ -275,7 +283,7 @@ _FACTS_6_1 = KernelFacts(
     warns_on_alloc_failure=True, dumps_free_runs_on_failure=False, early_exit_counts_failure=True,
     align_offset_follows_pfn=True, exhausted_search_returns_enomem=False, retries_busy_ranges=True,
     counts_released_pages=False, tracepoints_name_area=True, failure_names_area=True, vmstat_counts_allocations=True,
-    cma_unit_includes_max_order=False, kconfig=_KCONFIG_6X,
+    cma_unit_includes_max_order=False, arm64_section_bits=ARM64_SECTION_BITS_NEW, kconfig=_KCONFIG_6X,
 )
 
 _FACTS_6_12 = KernelFacts(
@@ -290,7 +298,7 @@ _FACTS_6_12 = KernelFacts(
     warns_on_alloc_failure=True, dumps_free_runs_on_failure=True, early_exit_counts_failure=False,
     align_offset_follows_pfn=True, exhausted_search_returns_enomem=False, retries_busy_ranges=True,
     counts_released_pages=True, tracepoints_name_area=True, failure_names_area=True, vmstat_counts_allocations=True,
-    cma_unit_includes_max_order=False, kconfig=_KCONFIG_6X,
+    cma_unit_includes_max_order=False, arm64_section_bits=ARM64_SECTION_BITS_NEW, kconfig=_KCONFIG_6X,
 )
 
 # Debian bullseye's 5.10 (armmp and arm64). Read from the 5.10 sources and
@@ -305,10 +313,12 @@ _FACTS_5_10 = KernelFacts(
     cmdline_cma=CmdlineCma.PLACEMENT, default_area_has_own_slot=True, max_order_written_offset=0,
     declare_log_names_node=False, has_atomic_pool=True, dma_route=DmaRoute.CONTIGUOUS,
     dma_min_align_order=0, has_tracepoints=True, finish_has_errorno=False, alloc_function="cma_alloc",
-    warns_on_alloc_failure=True, dumps_free_runs_on_failure=True, early_exit_counts_failure=False,
+    # 5.10's cma_debug_show_areas() is built only with CONFIG_CMA_DEBUG, which Debian leaves out.
+    warns_on_alloc_failure=True, dumps_free_runs_on_failure=False, early_exit_counts_failure=False,
     align_offset_follows_pfn=True, exhausted_search_returns_enomem=False, retries_busy_ranges=True,
     counts_released_pages=False, tracepoints_name_area=False, failure_names_area=False,
-    vmstat_counts_allocations=False, cma_unit_includes_max_order=True, kconfig=_KCONFIG_510,
+    vmstat_counts_allocations=False, cma_unit_includes_max_order=True, arm64_section_bits=ARM64_SECTION_BITS_OLD,
+    kconfig=_KCONFIG_510,
 )
 
 
@@ -379,6 +389,18 @@ class KernelProfile:
     def arch(self) -> Arch:
         """How DMA allocations reach CMA: ARM32's dma-mapping on armhf, dma-direct on arm64."""
         return "arm32" if self.architecture == "armhf" else "dma-direct"
+
+    @property
+    def default_area_after_unflatten(self) -> bool:
+        """Whether the default area is reserved after unflatten_device_tree() (arm64) or before it (ARM32).
+
+        arm64's setup_arch() unflattens the tree before bootmem_init() calls
+        dma_contiguous_reserve(); ARM32 reserves it in arm_memblock_init(),
+        earlier. So 6.12's late set-up of static pools (done while
+        unflattening) comes before the default area on arm64 and after it on
+        ARM32 (tests/data/kernel-matrix/debian-6.12-*/i-cmdline-fixed-32m).
+        """
+        return self.architecture == "arm64"
 
     @property
     def page_shift(self) -> int:

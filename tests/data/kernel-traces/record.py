@@ -180,7 +180,10 @@ SCENARIOS = [
 def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *, extra_cmdline: str = "") -> BootFiles:
     """The boot files of ``scenario`` on ``image``, in ``work_root/<name>/``."""
     cmdline = " ".join(w for w in (BASE_CMDLINE, scenario.cmdline, extra_cmdline) if w)
-    return prepare_boot(
+    prepare = prepare_boot
+    if image.architecture == "arm64":  # Image, DTB, initrd and a boot stub in RAM (deploy/arm64_boot.py)
+        from cma_tool.deploy.arm64_boot import prepare_arm64_boot as prepare
+    return prepare(
         image,
         work_root / scenario.name,
         banks=scenario.banks,
@@ -216,6 +219,8 @@ def record(
                 "kernel_package": image.kernel_package,
                 "kernel_version": image.kernel_version,
                 **({"suite": image.suite} if image.suite is not None else {}),
+                "kernel": image.kernel_name,
+                "architecture": image.architecture,
                 "kernel_config": {
                     "CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
                     "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Record the kernel-traces scenarios, and more, on every Debian kernel of the matrix.
+
+    python3 tests/data/kernel-matrix/record.py KERNEL [--cache DIR] [SCENARIO ...]
+    python3 tests/data/kernel-matrix/record.py all
+
+KERNEL is debian-{5.10,6.1,6.12}-{armhf,arm64} (``all``: each in turn). Each
+scenario boots once on QEMU virt (armhf: cortex-a15, the zImage with our DTB
+after it; arm64: cortex-a57, the Image, DTB and initrd put in RAM with a boot
+stub) and writes tests/data/kernel-matrix/<KERNEL>/<scenario>/ with the files
+../kernel-traces/record.py describes (its record() does the work), and a
+README.md per kernel. A scenario whose kernel never reaches /init is booted
+again with an early console; its folder then holds the inputs, console.log
+and scenario.json with ``"outcome": "hang"``.
+
+The scenarios: (a)-(g) of ../kernel-traces (DT dynamic and static areas,
+the Kconfig default with exhaustion, cma= over a DT node, two holders, a
+node the CMA unit refuses, several dynamic nodes), and the ones below: every
+other ``cma=`` form (size only, fixed base, 0), exhaustion on every kernel,
+``coherent_pool=``, and single-page buffers next to big ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))
+
+from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
+from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS  # noqa: E402
+from cma_tool.errors import CmaToolError  # noqa: E402
+from cma_tool.model.profiles import DEBIAN_KERNELS  # noqa: E402
+from tests.deploy.plain_boot import REFERENCE_BANKS, run_to_poweroff  # noqa: E402
+
+#: virt's PL011 as an early console (armhf and arm64 alike): shows how far a kernel that hangs got.
+EARLYCON = "earlycon=pl011,0x09000000"
+#: A good boot reaches /init in ~4 s; a boot silent this long has hung.
+HANG_SECONDS = 30.0
+RUN_FILES = ("trace.txt", "meminfo-boot.txt", "meminfo.txt", "vmstat.txt", "capture.jsonl", "dmesg.txt")
+
+
+def _recorder() -> ModuleType:
+    # kernel-traces/ is a data folder, not a package: load its script by path.
+    path = HERE.parent / "kernel-traces" / "record.py"
+    spec = importlib.util.spec_from_file_location("kernel_traces_record", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def scenarios(rec: ModuleType) -> list[Any]:
+    """(a)-(g) of kernel-traces, then this folder's own."""
+    single_page = rec.held_together((1920, 1080, "YUYV", 2, 3), (64, 48, "GREY", 3, 3))
+    return [
+        *rec.SCENARIOS,
+        rec.Scenario(
+            "h-cmdline-size-16m",
+            "banks as (a), no DT CMA node; cma=16M (size only: top-down anywhere); 4 x 1080p YUYV, the 4th fails",
+            REFERENCE_BANKS, "", rec.FOUR_1080P, cmdline="cma=16M",
+        ),
+        rec.Scenario(
+            "i-cmdline-fixed-32m",
+            "banks as (a), no DT CMA node; cma=32M@0x60000000 (a fixed base); 4 x 1080p YUYV",
+            REFERENCE_BANKS, "", rec.FOUR_1080P, cmdline="cma=32M@0x60000000",
+        ),
+        rec.Scenario(
+            "j-cma0",
+            "banks as (a), no DT CMA node; cma=0: no CMA at all, 2 x 1080p YUYV from normal pages",
+            REFERENCE_BANKS, "", rec.TWO_1080P, cmdline="cma=0",
+        ),
+        rec.Scenario(
+            "k-coherent-pool-1m",
+            "as (a) with coherent_pool=1M: the atomic pool(s) at boot; 2 x 1080p YUYV",
+            REFERENCE_BANKS, rec.REFERENCE_DTS, rec.TWO_1080P, cmdline="coherent_pool=1M",
+        ),
+        rec.Scenario(
+            "l-single-page",
+            "emulated Aquila banks; linux,cma 64M default in bank 1; 1080p YUYV x2 and 64x48 GREY x3 "
+            "(3072 bytes: one page each) held together",
+            EMULATED_AQUILA_BANKS, rec.AQUILA_64M_DTS, single_page,
+        ),
+    ]
+
+
+def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path, out_root: Path) -> str:
+    """Boot again with an early console and keep what the kernel printed before it stopped."""
+    out = out_root / scenario.name
+    out.mkdir(parents=True, exist_ok=True)
+    boot = rec.prepare_scenario(scenario, image, work, extra_cmdline=EARLYCON)
+    try:
+        run_to_poweroff(boot, log_path=out / "console.log", timeout=HANG_SECONDS)
+    except (CmaToolError, subprocess.TimeoutExpired):
+        pass  # the expected end: nothing more on the console
+    else:
+        raise SystemExit(f"{scenario.name}: hung without an early console but booted with one; record it again")
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    lines = (out / "console.log").read_bytes().decode(errors="replace").replace("\r\n", "\n").strip().splitlines()
+    meta = {
+        "name": scenario.name, "summary": scenario.summary, "outcome": "hang", "hang_seconds": HANG_SECONDS,
+        "last_line": lines[-1] if lines else "",
+        "banks": [{"base": f"{b.base:#010x}", "size": f"{b.size:#010x}"} for b in scenario.banks],
+        "initrd_addr": f"{boot.initrd_addr:#010x}", "memory": "768M", "kernel_package": image.kernel_package,
+        "kernel_version": image.kernel_version, "kernel": image.kernel_name, "architecture": image.architecture,
+        "kernel_config": {"CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
+                          "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
+                          "CMA_AREAS": image.config.cma_areas, "CMA_ALIGNMENT": image.config.cma_alignment},
+    }
+    (out / "scenario.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "reserved-memory.dts").write_text(
+        scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n")
+    (out / "bootargs.txt").write_text(boot.bootargs + "\n")
+    (out / "agent-plan.txt").write_text(scenario.plan.render())
+    return f"{scenario.name}: the kernel hung; last console line: {meta['last_line']}"
+
+
+def record_kernel(rec: ModuleType, kernel: str, chosen: list[Any], cache: Path | None, work: Path) -> None:
+    out_root = HERE / kernel
+    out_root.mkdir(exist_ok=True)
+    image = ensure_image(cache, kernel=kernel, progress=print)
+    print(f"{kernel}: {image.kernel_package} {image.kernel_version}")
+    for scenario in chosen:
+        start = time.monotonic()
+        try:
+            line = rec.record(scenario, cache, work / kernel, image=image, out_root=out_root)
+        except (CmaToolError, subprocess.TimeoutExpired) as exc:
+            print(f"{scenario.name}: no complete run ({type(exc).__name__}: {exc}); booting with an early console")
+            line = record_hang(rec, scenario, image, work / kernel, out_root)
+        print(line, f"({time.monotonic() - start:.2f} s)")
+    write_readme(kernel, image, scenarios(rec))
+
+
+def write_readme(kernel: str, image: TargetImage, listed: list[Any]) -> None:
+    lines = [
+        f"# Real kernel CMA traces: {kernel} ({image.kernel_package}, emulated board)",
+        "",
+        "Recorded by `../record.py` on QEMU virt "
+        + ("armhf (cortex-a15)" if image.architecture == "armhf" else "arm64 (cortex-a57)")
+        + "; kernel package, version and config in each `scenario.json`. Same files as",
+        "../../kernel-traces/. A folder whose scenario.json says `\"outcome\": \"hang\"` holds only",
+        "the inputs and console.log (booted with an early console): the kernel stopped before /init.",
+        "",
+    ]
+    for s in listed:
+        meta = HERE / kernel / s.name / "scenario.json"
+        if meta.is_file():
+            data = json.loads(meta.read_text())
+            hang = f" **Hangs on this kernel** after `{data.get('last_line', '')[15:]}`." \
+                if data.get("outcome") == "hang" else ""
+            lines.append(f"- `{s.name}/`: {s.summary}.{hang}")
+    (HERE / kernel / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    rec = _recorder()
+    every = scenarios(rec)
+    names = [s.name for s in every]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    parser.add_argument("kernel", help=f"one of {', '.join(DEBIAN_KERNELS)}, or all")
+    parser.add_argument("--cache", type=Path, help="image cache (default $CMA_TOOL_CACHE or ~/.cache/cma-tool)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cma-tool-record-matrix"), help="scratch folder")
+    parser.add_argument("scenarios", nargs="*", help=f"names (default: all of {', '.join(names)})")
+    args = parser.parse_args(argv)
+    kernels = list(DEBIAN_KERNELS) if args.kernel == "all" else [args.kernel]
+    if not set(kernels) <= set(DEBIAN_KERNELS):
+        parser.error(f"unknown kernel {args.kernel!r}")
+    unknown = set(args.scenarios) - set(names)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    chosen = [s for s in every if not args.scenarios or s.name in args.scenarios]
+    try:
+        for kernel in kernels:
+            record_kernel(rec, kernel, chosen, args.cache, args.work)
+    except CmaToolError as exc:
+        print(f"record.py: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
