@@ -50,8 +50,8 @@ class TargetOptions:
             out["--console"] = self.console
         if self.kernel is not None:
             out["--kernel"] = str(self.kernel)
-        if self.kernel_name is not None:
-            out["--kernel"] = self.kernel_name
+        if self.kernel_name is not None:  # the same option on the command line; a name, not a file
+            out["--kernel NAME"] = self.kernel_name
         if self.dtb is not None:
             out["--dtb"] = str(self.dtb)
         if self.bootargs.strip():
@@ -149,11 +149,11 @@ WAYS: dict[tuple[str, str], Way] = {
     (w.target, w.boot): w
     for w in (
         Way("emulated", "direct", "QEMU virt loads our kernel and DTB itself", _emulated("direct"),
-            frozenset({"--kernel", "--suite", "--bootargs"})),
+            frozenset({"--kernel NAME", "--suite", "--bootargs"})),
         Way("emulated", "uboot", "QEMU virt boots real U-Boot, which loads everything over QEMU's TFTP",
-            _emulated("uboot"), frozenset({"--kernel", "--suite", "--bootargs"})),
+            _emulated("uboot"), frozenset({"--kernel NAME", "--suite", "--bootargs"})),
         Way("emulated", "ssh", "QEMU virt boots our kernel; the agent is deployed and run over SSH (dropbear)",
-            _emulated("ssh"), frozenset({"--kernel", "--suite", "--bootargs"})),
+            _emulated("ssh"), frozenset({"--kernel NAME", "--suite", "--bootargs"})),
         Way("serial", "uboot", "a board on a serial console: U-Boot loads the board's kernel, our initrd and the "
             "patched DTB over TFTP or YMODEM", _serial, frozenset({"--console", "--kernel", "--dtb", "--bootargs"}),
             frozenset({"--kernel"})),

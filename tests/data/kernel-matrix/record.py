@@ -17,7 +17,8 @@ The scenarios: (a)-(g) of ../kernel-traces (DT dynamic and static areas,
 the Kconfig default with exhaustion, cma= over a DT node, two holders, a
 node the CMA unit refuses, several dynamic nodes), and the ones below: every
 other ``cma=`` form (size only, fixed base, 0), exhaustion on every kernel,
-``coherent_pool=``, and single-page buffers next to big ones.
+``coherent_pool=``, single-page buffers next to big ones, a freed hole
+reused, and a static (``reg``) default area.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ def _recorder() -> ModuleType:
 def scenarios(rec: ModuleType) -> list[Any]:
     """(a)-(g) of kernel-traces, then this folder's own."""
     single_page = rec.held_together((1920, 1080, "YUYV", 2, 3), (64, 48, "GREY", 3, 3))
+    # configs/requests/hole-reuse.yaml: a and b held, a released, c (smaller) takes a's hole.
+    two_vivids = rec.held_together((1920, 1080, "YUYV", 2, 3), (1920, 1080, "YUYV", 2, 3)).modules
+    hole_reuse = rec.AgentPlan(
+        two_vivids,
+        (rec.StreamSpec("a", "driver:vivid:0", 1920, 1080, "YUYV"), rec.StreamSpec("b", "driver:vivid:1", 1920, 1080, "YUYV"),
+         rec.StreamSpec("c", "driver:vivid:0", 640, 480, "YUYV")),
+        (rec.Start("a", 2, 3), rec.Start("b", 2, 3), rec.Release("a"), rec.Start("c", 2, 3), rec.Release("c"),
+         rec.Release("b")),
+    )
+    static_default = rec._reserved(rec._pool(
+        "linux,cma@60000000", "\t\t\treg = <0x0 0x60000000 0x0 0x02000000>;\n\t\t\tlinux,cma-default;\n"))
     return [
         *rec.SCENARIOS,
         rec.Scenario(
@@ -90,6 +102,17 @@ def scenarios(rec: ModuleType) -> list[Any]:
             "emulated Aquila banks; linux,cma 64M default in bank 1; 1080p YUYV x2 and 64x48 GREY x3 "
             "(3072 bytes: one page each) held together",
             EMULATED_AQUILA_BANKS, rec.AQUILA_64M_DTS, single_page,
+        ),
+        rec.Scenario(
+            "m-hole-reuse",
+            "emulated Aquila banks; linux,cma 64M default in bank 1; 1080p YUYV x2 as a and b held, a released, "
+            "then 640x480 YUYV x2 as c: c's buffers land in the hole a left",
+            EMULATED_AQUILA_BANKS, rec.AQUILA_64M_DTS, hole_reuse,
+        ),
+        rec.Scenario(
+            "n-dt-static-default",
+            "banks as (a); a static default area linux,cma@60000000 (reg, 32M, linux,cma-default); 4 x 1080p YUYV",
+            REFERENCE_BANKS, static_default, rec.FOUR_1080P,
         ),
     ]
 
