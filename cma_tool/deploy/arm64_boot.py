@@ -33,8 +33,7 @@ from cma_tool.deploy.qemu import (
     EMULATED_AQUILA_BANKS,
     BootFiles,
     MemoryBank,
-    build_board_dtb,
-    dump_virt_dtb,
+    board_dtb,
     link_cached,
     static_reserved_regions,
 )
@@ -98,16 +97,8 @@ def prepare_arm64_boot(
     initrd = compose_initrd(image, agent_files, workdir / "initrd.gz")
     initrd_end = initrd_addr + initrd.stat().st_size
     dtb_addr = (initrd_end + 0xFFFF) & ~0xFFFF  # 64 KiB past the initrd: 8-byte aligned, as the protocol asks
-    dtb = build_board_dtb(
-        dump_virt_dtb(workdir / "virt.dtb", memory=memory, architecture="arm64"),
-        workdir / "board.dtb",
-        banks=banks,
-        reserved_memory_dts=reserved_memory_dts,
-        bootargs=bootargs,
-        initrd=(initrd_addr, initrd_end),
-        rng_seed=rng_seed,
-    )
-    (workdir / "virt.dtb").unlink(missing_ok=True)
+    dtb = board_dtb(workdir, banks=banks, reserved_memory_dts=reserved_memory_dts, bootargs=bootargs,
+                    initrd=(initrd_addr, initrd_end), rng_seed=rng_seed, memory=memory, architecture="arm64")
     dtb_end = dtb_addr + dtb.stat().st_size
     kernel_end = kernel_addr + image_size
     problems = []

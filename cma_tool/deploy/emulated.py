@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cma_tool.deploy.sections import console_text
@@ -71,7 +70,7 @@ class EmulatedTarget:
         job.stage("image", kernel=image.kernel_package, version=image.kernel_version)
         cmdline = kernel_cmdline(board, profile, agent="ssh" if self.boot == "ssh" else "run",
                                  extra=job.extra_bootargs)
-        files = boot_preparer(image)(
+        files = qemu.prepare_boot(
             image, job.out, banks=[qemu.MemoryBank(b.base, b.size) for b in board.banks],
             reserved_memory_dts=reserved_memory_dts(board, profile, address_cells=2, size_cells=2),
             bootargs=cmdline.text, memory=self.memory(job),
@@ -146,18 +145,6 @@ class EmulatedTarget:
                                    console=sb.console)
         # The boot log came on the console; the agent's sections over SSH: observe reads them as one text.
         return console_text((job.out / "console.log").read_bytes()).rstrip("\n") + "\n" + out
-
-
-def boot_preparer(image: TargetImage) -> Callable[..., BootFiles]:
-    """How ``image`` is made ready to boot: armhf, the zImage with the DTB after it (qemu.prepare_boot);
-    arm64, Image, DTB, initrd and a boot stub put in RAM (arm64_boot.prepare_arm64_boot)."""
-    if image.architecture == "arm64":
-        from cma_tool.deploy.arm64_boot import prepare_arm64_boot
-
-        return prepare_arm64_boot
-    from cma_tool.deploy.qemu import prepare_boot
-
-    return prepare_boot
 
 
 def check_kernel_matches(board: Board, profile: KernelProfile, config: KernelConfig) -> None:

@@ -232,6 +232,17 @@ def static_reserved_regions(dtb: Path) -> list[tuple[str, int, int]]:
     return regions
 
 
+def board_dtb(workdir: Path, *, banks: Sequence[MemoryBank], reserved_memory_dts: str, bootargs: str,
+              initrd: tuple[int, int], rng_seed: bytes | None, memory: str, architecture: str = "armhf") -> Path:
+    """``workdir/board.dtb``: QEMU's own virt tree for ``architecture`` with the board's banks, pools and /chosen."""
+    dtb = build_board_dtb(dump_virt_dtb(workdir / "virt.dtb", memory=memory, architecture=architecture),
+                          workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
+                          bootargs=bootargs, initrd=initrd, rng_seed=rng_seed)
+    # QEMU's own tree (1 MiB, mostly padding) was only the base board.dtb was built on.
+    (workdir / "virt.dtb").unlink(missing_ok=True)
+    return dtb
+
+
 def prepare_boot(
     image: TargetImage,
     workdir: Path,
@@ -247,22 +258,20 @@ def prepare_boot(
     """Write everything one boot needs into ``workdir``: run initrd, board DTB, zImage+DTB.
 
     ``agent_files`` go into the run initrd as /cmatool/<name> (see :func:`compose_initrd`).
+    An arm64 image is prepared by :func:`cma_tool.deploy.arm64_boot.prepare_arm64_boot` instead.
     """
+    if image.architecture == "arm64":
+        from cma_tool.deploy.arm64_boot import prepare_arm64_boot
+
+        return prepare_arm64_boot(image, workdir, banks=banks, reserved_memory_dts=reserved_memory_dts,
+                                  bootargs=bootargs, agent_files=agent_files, initrd_addr=initrd_addr,
+                                  rng_seed=rng_seed, memory=memory)
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = compose_initrd(image, agent_files, workdir / "initrd.gz")
     initrd_end = initrd_addr + initrd.stat().st_size
     _check_layout(banks, initrd_addr, initrd_end, memory)
-    dtb = build_board_dtb(
-        dump_virt_dtb(workdir / "virt.dtb", memory=memory),
-        workdir / "board.dtb",
-        banks=banks,
-        reserved_memory_dts=reserved_memory_dts,
-        bootargs=bootargs,
-        initrd=(initrd_addr, initrd_end),
-        rng_seed=rng_seed,
-    )
-    # QEMU's own tree (1 MiB, mostly padding) was only the base board.dtb was built on.
-    (workdir / "virt.dtb").unlink(missing_ok=True)
+    dtb = board_dtb(workdir, banks=banks, reserved_memory_dts=reserved_memory_dts, bootargs=bootargs,
+                    initrd=(initrd_addr, initrd_end), rng_seed=rng_seed, memory=memory)
     low = min(banks, key=lambda b: b.base).base
     for name, start, _size in static_reserved_regions(dtb):
         if start < low + KERNEL_ROOM:

@@ -263,7 +263,7 @@ def booted_emulated(plan: Plan, out: Path, *, suite: str | None = None, kernel: 
     """
     from cma_tool.deploy import image as timage
     from cma_tool.deploy import qemu
-    from cma_tool.deploy.emulated import boot_preparer, check_kernel_matches
+    from cma_tool.deploy.emulated import check_kernel_matches
     from cma_tool.generate.bootargs import kernel_cmdline
     from cma_tool.generate.dts import reserved_memory_dts
 
@@ -277,7 +277,7 @@ def booted_emulated(plan: Plan, out: Path, *, suite: str | None = None, kernel: 
     check_kernel_matches(board, profile, img.config)
     cmdline = kernel_cmdline(board, profile, agent="shell", extra=bootargs).text
     memory = f"{board.emulation.memory >> 20}M"
-    boot_files = boot_preparer(img)(img, out, banks=[qemu.MemoryBank(b.base, b.size) for b in board.banks],
+    boot_files = qemu.prepare_boot(img, out, banks=[qemu.MemoryBank(b.base, b.size) for b in board.banks],
                               reserved_memory_dts=reserved_memory_dts(board, profile, address_cells=2, size_cells=2),
                               bootargs=cmdline, memory=memory, agent_files=dict(files) if files else None,
                               rng_seed=secrets.token_bytes(32))

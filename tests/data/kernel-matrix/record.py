@@ -24,8 +24,8 @@ reused, and a static (``reg``) default area.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import runpy
 import subprocess
 import sys
 import time
@@ -40,25 +40,18 @@ from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
 from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS  # noqa: E402
 from cma_tool.errors import CmaToolError  # noqa: E402
 from cma_tool.model.profiles import DEBIAN_KERNELS  # noqa: E402
-from tests.deploy.plain_boot import REFERENCE_BANKS, run_to_poweroff  # noqa: E402
+from tests.deploy.plain_boot import REFERENCE_BANKS  # noqa: E402
 
-#: virt's PL011 as an early console (armhf and arm64 alike): shows how far a kernel that hangs got.
-EARLYCON = "earlycon=pl011,0x09000000"
-#: A good boot reaches /init in ~4 s; a boot silent this long has hung.
-HANG_SECONDS = 30.0
-RUN_FILES = ("trace.txt", "meminfo-boot.txt", "meminfo.txt", "vmstat.txt", "capture.jsonl", "dmesg.txt")
+#: kernel-traces-6.12/record.py's functions (a data folder's script, not a package: run by its path):
+#: its _recorder() loads kernel-traces/record.py, and its record_hang() keeps what a kernel that stops
+#: before /init printed.
+SIBLING = runpy.run_path(str(HERE.parent / "kernel-traces-6.12" / "record.py"), run_name="kernel_traces_612_record")
 
 
 def _recorder() -> ModuleType:
-    # kernel-traces/ is a data folder, not a package: load its script by path.
-    path = HERE.parent / "kernel-traces" / "record.py"
-    spec = importlib.util.spec_from_file_location("kernel_traces_record", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """kernel-traces/record.py: the scenarios, their boot and record()."""
+    recorder: ModuleType = SIBLING["_recorder"]()
+    return recorder
 
 
 def scenarios(rec: ModuleType) -> list[Any]:
@@ -117,38 +110,6 @@ def scenarios(rec: ModuleType) -> list[Any]:
     ]
 
 
-def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path, out_root: Path) -> str:
-    """Boot again with an early console and keep what the kernel printed before it stopped."""
-    out = out_root / scenario.name
-    out.mkdir(parents=True, exist_ok=True)
-    boot = rec.prepare_scenario(scenario, image, work, extra_cmdline=EARLYCON)
-    try:
-        run_to_poweroff(boot, log_path=out / "console.log", timeout=HANG_SECONDS)
-    except (CmaToolError, subprocess.TimeoutExpired):
-        pass  # the expected end: nothing more on the console
-    else:
-        raise SystemExit(f"{scenario.name}: hung without an early console but booted with one; record it again")
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    lines = (out / "console.log").read_bytes().decode(errors="replace").replace("\r\n", "\n").strip().splitlines()
-    meta = {
-        "name": scenario.name, "summary": scenario.summary, "outcome": "hang", "hang_seconds": HANG_SECONDS,
-        "last_line": lines[-1] if lines else "",
-        "banks": [{"base": f"{b.base:#010x}", "size": f"{b.size:#010x}"} for b in scenario.banks],
-        "initrd_addr": f"{boot.initrd_addr:#010x}", "memory": "768M", "kernel_package": image.kernel_package,
-        "kernel_version": image.kernel_version, "kernel": image.kernel_name, "architecture": image.architecture,
-        "kernel_config": {"CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
-                          "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
-                          "CMA_AREAS": image.config.cma_areas, "CMA_ALIGNMENT": image.config.cma_alignment},
-    }
-    (out / "scenario.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "reserved-memory.dts").write_text(
-        scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n")
-    (out / "bootargs.txt").write_text(boot.bootargs + "\n")
-    (out / "agent-plan.txt").write_text(scenario.plan.render())
-    return f"{scenario.name}: the kernel hung; last console line: {meta['last_line']}"
-
-
 def record_kernel(rec: ModuleType, kernel: str, chosen: list[Any], cache: Path | None, work: Path) -> None:
     out_root = HERE / kernel
     out_root.mkdir(exist_ok=True)
@@ -160,7 +121,7 @@ def record_kernel(rec: ModuleType, kernel: str, chosen: list[Any], cache: Path |
             line = rec.record(scenario, cache, work / kernel, image=image, out_root=out_root)
         except (CmaToolError, subprocess.TimeoutExpired) as exc:
             print(f"{scenario.name}: no complete run ({type(exc).__name__}: {exc}); booting with an early console")
-            line = record_hang(rec, scenario, image, work / kernel, out_root)
+            line = SIBLING["record_hang"](rec, scenario, image, work / kernel, out_root)
         print(line, f"({time.monotonic() - start:.2f} s)")
     write_readme(kernel, image, scenarios(rec))
 

@@ -180,10 +180,7 @@ SCENARIOS = [
 def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *, extra_cmdline: str = "") -> BootFiles:
     """The boot files of ``scenario`` on ``image``, in ``work_root/<name>/``."""
     cmdline = " ".join(w for w in (BASE_CMDLINE, scenario.cmdline, extra_cmdline) if w)
-    prepare = prepare_boot
-    if image.architecture == "arm64":  # Image, DTB, initrd and a boot stub in RAM (deploy/arm64_boot.py)
-        from cma_tool.deploy.arm64_boot import prepare_arm64_boot as prepare
-    return prepare(
+    return prepare_boot(
         image,
         work_root / scenario.name,
         banks=scenario.banks,
