@@ -18,7 +18,8 @@ the Kconfig default with exhaustion, cma= over a DT node, two holders, a
 node the CMA unit refuses, several dynamic nodes), and the ones below: every
 other ``cma=`` form (size only, fixed base, 0), exhaustion on every kernel,
 ``coherent_pool=``, single-page buffers next to big ones, a freed hole
-reused, and a static (``reg``) default area.
+reused, a static (``reg``) default area, and alloc-ranges in bank 0 and
+over both banks.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def scenarios(rec: ModuleType) -> list[Any]:
     )
     static_default = rec._reserved(rec._pool(
         "linux,cma@60000000", "\t\t\treg = <0x0 0x60000000 0x0 0x02000000>;\n\t\t\tlinux,cma-default;\n"))
+    def default_in(ranges: str, size: str) -> str:
+        return rec._reserved(rec._pool("linux,cma", f"\t\t\tsize = <0x0 {size}>;\n\t\t\talloc-ranges = {ranges};\n"
+                                                   "\t\t\tlinux,cma-default;\n"))
+
     return [
         *rec.SCENARIOS,
         rec.Scenario(
@@ -106,6 +111,20 @@ def scenarios(rec: ModuleType) -> list[Any]:
             "n-dt-static-default",
             "banks as (a); a static default area linux,cma@60000000 (reg, 32M, linux,cma-default); 4 x 1080p YUYV",
             REFERENCE_BANKS, static_default, rec.FOUR_1080P,
+        ),
+        rec.Scenario(
+            "o-alloc-ranges-bank0",
+            "banks as (a); linux,cma 16M default with alloc-ranges in bank 0's upper half (0x48000000+128M, clear "
+            "of the kernel, initrd and DTB); 2 x 1080p YUYV",
+            REFERENCE_BANKS, default_in("<0x0 0x48000000 0x0 0x08000000>", "0x01000000"), rec.TWO_1080P,
+        ),
+        rec.Scenario(
+            "p-alloc-ranges-two-banks",
+            "banks as (a); linux,cma 64M default with two alloc-ranges, bank 0's upper half then bank 1: "
+            "the first range that fits takes it; 2 x 1080p YUYV",
+            REFERENCE_BANKS,
+            default_in("<0x0 0x48000000 0x0 0x08000000>, <0x0 0x60000000 0x0 0x10000000>", "0x04000000"),
+            rec.TWO_1080P,
         ),
     ]
 
