@@ -152,8 +152,8 @@ SCENARIOS = [
     ),
     Scenario(
         "e-dt-12m-refused",
-        "emulated Aquila banks; dynamic 12M linux,cma node (not a multiple of the 8 MiB unit): "
-        "refused, Kconfig default 16M 'reserved' instead; 2 x 1080p YUYV",
+        "emulated Aquila banks; dynamic 12M linux,cma node, not a multiple of armhf's 8 MiB unit: "
+        "refused, Kconfig default 16M 'reserved' instead (arm64's 2 and 4 MiB units accept it); 2 x 1080p YUYV",
         EMULATED_AQUILA_BANKS,
         AQUILA_12M_DTS,
         TWO_1080P,
