@@ -303,7 +303,9 @@ _FACTS_6_12 = KernelFacts(
 
 # Debian bullseye's 5.10 (armmp and arm64). Read from the 5.10 sources and
 # proven by tests/data/kernel-traces-5.10*/ (see docs/profiles.md).
-_KCONFIG_510 = dataclasses.replace(_KCONFIG_6X, max_order="FORCE_MAX_ZONEORDER")
+# 5.10 has no CMA_SYSFS (5.13) and calls the max order FORCE_MAX_ZONEORDER (renamed in 6.1).
+_KCONFIG_510 = dataclasses.replace(_KCONFIG_6X, cma=tuple(c for c in _KCONFIG_6X.cma if c != "CMA_SYSFS"),
+                                   max_order="FORCE_MAX_ZONEORDER")
 _FACTS_5_10 = KernelFacts(
     reservation=DeviceTreeReservation(
         failed_reserve_log_prefix="OF: fdt: ", dynamic_node_order=NodeOrder.HEAPSORT,

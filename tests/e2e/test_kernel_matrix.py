@@ -61,6 +61,7 @@ def expected_events(series: str, arch: str) -> list[str]:
 def test_the_emulated_aquila_passes_on_every_kernel(kernel: str, tmp_path: Path) -> None:
     profile, series, arch = KERNELS[kernel]
     need("qemu-system-arm" if arch == "armhf" else "qemu-system-aarch64")
+    need("arm-linux-gnueabihf-gcc" if arch == "armhf" else "aarch64-linux-gnu-gcc")  # the image's capture program
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "cma_tool", "run", "boards/qemu-aquila.yaml", "--kernel", kernel,
                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
