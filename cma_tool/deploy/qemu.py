@@ -1,5 +1,7 @@
 """The emulated board: QEMU virt (armhf, TCG) booting our image with our memory layout.
 
+(An arm64 kernel boots on virt with a Cortex-A57 another way: :mod:`cma_tool.deploy.arm64_boot`.)
+
 How the layout survives: QEMU's ``-dtb`` would replace our /memory with one
 bank covering all of ``-m``, so the board's DTB is *appended* to the zImage
 (``cat vmlinuz board.dtb``, CONFIG_ARM_APPENDED_DTB) and QEMU gets no -dtb,

@@ -7,10 +7,12 @@ Two kinds of fact make a profile:
   fact is fixed per :class:`Family` and says the kernel source or recording
   (tests/data/kernel-traces*/) behind it. :func:`facts_of` maps a family to
   its facts, exhaustively: a family without facts is a mypy error there.
-- how the kernel was *built* (:class:`KernelProfile`'s own fields): the
-  CONFIG_ values and architecture choices that a board may override
-  (``max-order: 11`` for a kernel built for the S5PV210 alone); see
-  :func:`profile_with`.
+- how the kernel was *built* (:class:`KernelProfile`'s own fields): its
+  architecture (armhf or arm64), the CONFIG_ values and architecture choices
+  that a board may override (``max-order: 11`` for a kernel built for the
+  S5PV210 alone); see :func:`profile_with`. Debian's kernels
+  (:data:`DEBIAN_KERNELS`: 5.10, 6.1, 6.12 x armhf, arm64) take theirs from
+  each package's own /boot/config-* (``debian-kconfig.json``).
 
 Code outside this module reads facts and never asks which kernel it is, so a
 new kernel version is a :class:`Family` member, its :class:`KernelFacts` in
@@ -117,7 +119,8 @@ class DeviceTreeReservation:
     logs_node_range: bool
     #: Debian's 6.12.117 armmp kernel stops booting right after "cma: Reserved"
     #: when the default area lands on the range a failed dynamic node gave back
-    #: (tests/data/kernel-traces-6.12: c, e, i hang; g, h, j boot).
+    #: (tests/data/kernel-traces-6.12: c, e, i hang; g, h, j boot). ARM32 only:
+    #: the arm64 build boots the same layouts (kernel-matrix/debian-6.12-arm64/c, e).
     hangs_on_default_over_failed_dynamic_node: bool
 
 
