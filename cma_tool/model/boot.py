@@ -37,6 +37,9 @@ SZ_1M = 1 << 20
 #: sizeof(struct page) on the 64-bit kernels we model, and a PMD block on arm64 with 4K pages.
 STRUCT_PAGE_BYTES = 64
 PMD_BYTES = 2 * SZ_1M
+#: arm64's early allocations at the top besides the linear map's PTE tables (an estimate: upper page
+#: tables, the unflattened device tree, the node data); only matters within it of a 2 MiB boundary.
+EARLY_TABLES_BYTES = 128 * 1024
 SMP_CACHE_BYTES = 64
 CMA_MAX_NAME = 64
 
@@ -431,21 +434,25 @@ class _Booter:
     def reserve_memory_map(self) -> None:
         """arm64: what memblock hands out from the top between the reserved-memory scan and the default area.
 
-        paging_init()'s page tables, the unflattened device tree and the node
-        data take less than a PMD (2 MiB) at the top of memory: one page
-        stands for them. Then sparse_init() takes one buffer for the struct
-        pages (64 bytes each) of every present memory section, aligned to a
-        section's share (sparse_buffer_init(): section_map_size(), a PMD
-        multiple), top-down. Measured on 5.10, 6.1 and 6.12 arm64 with 464 and
-        512 MiB in two banks (tests/data/kernel-matrix/debian-*-arm64/b, c, h):
-        the Kconfig or cma= area lands right below that buffer.
+        First paging_init()'s page tables: Debian's arm64 kernels map the
+        linear map page by page (CONFIG_RODATA_FULL_DEFAULT_ENABLED), one PTE
+        table per 2 MiB of memory, and a few more pages (upper tables, the
+        unflattened device tree, the node data: about 128 KiB, estimated).
+        Then sparse_init() takes one buffer for the struct pages (64 bytes
+        each) of every present memory section, aligned to a section's share
+        (sparse_buffer_init(): section_map_size(), a PMD multiple), top-down.
+        The Kconfig or cma= area lands right below that buffer. Measured on
+        5.10, 6.1 and 6.12 arm64 with 464 MiB, 512 MiB and 1.75 GiB in two
+        banks (tests/data/kernel-matrix/debian-*-arm64/b, c, h, q-two-gib).
         """
         p = self.p
         section = 1 << p.facts.arm64_section_bits
         per_section = _align_up((section >> p.page_shift) * STRUCT_PAGE_BYTES, PMD_BYTES)
         present = {addr // section for bank in self.inp.banks
                    for addr in range(bank.base - bank.base % section, bank.base + bank.size, section)}
-        self.mem.alloc_range(p.page_size, p.page_size, 0, self.mem.end_of_dram)
+        pte_tables = sum(-(-bank.size // PMD_BYTES) for bank in self.inp.banks)
+        early = (pte_tables << p.page_shift) + EARLY_TABLES_BYTES
+        self.mem.alloc_range(early, p.page_size, 0, self.mem.end_of_dram)
         self.mem.alloc_range(len(present) * per_section, per_section, 0, self.mem.end_of_dram)
 
     def reserve_default(self) -> None:
@@ -607,8 +614,12 @@ class _Booter:
         # coherent_pool=1M): three pools, GFP_KERNEL, GFP_KERNEL|GFP_DMA and
         # GFP_KERNEL|GFP_DMA32, all of RAM being below 4 GiB.
         if self.cmd.coherent_pool is None:
-            per_gib = max(self.mem.total >> 30, 1)
-            pool = min(per_gib * 128 * 1024, p.page_size << (p.max_order - 1))
+            # dma_atomic_pool_init(): 128 KiB per GiB of totalram_pages(), at most a MAX_ORDER block, at least
+            # 128 KiB; atomic_pool_expand() then takes a whole order of it (1.75 GiB: 224 KiB -> 256 KiB,
+            # tests/data/kernel-matrix/debian-*-arm64/q-two-gib). The banks stand for totalram_pages(): the
+            # same order unless what memblock keeps back straddles a power of two.
+            pages = min((self.mem.total >> p.page_shift) // (1 << (30 - 17)), 1 << (p.max_order - 1))
+            pool = max(pages << p.page_shift, 128 * 1024)
         order = min(get_order(pool, p.page_shift), p.max_order - 1)
         pools: list[Preallocation] = []
         area = next((a for a in self.areas if a.name == self.default), None)

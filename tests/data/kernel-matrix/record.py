@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from cma_tool.deploy.image import TargetImage, ensure_image  # noqa: E402
-from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS  # noqa: E402
+from cma_tool.deploy.qemu import EMULATED_AQUILA_BANKS, MemoryBank  # noqa: E402
 from cma_tool.errors import CmaToolError  # noqa: E402
 from cma_tool.model.profiles import DEBIAN_KERNELS  # noqa: E402
 from tests.deploy.plain_boot import REFERENCE_BANKS  # noqa: E402
@@ -125,6 +125,13 @@ def scenarios(rec: ModuleType) -> list[Any]:
             REFERENCE_BANKS,
             default_in("<0x0 0x48000000 0x0 0x08000000>, <0x0 0x60000000 0x0 0x10000000>", "0x04000000"),
             rec.TWO_1080P,
+        ),
+        rec.Scenario(
+            "q-two-gib",
+            "banks 0x40000000/256M + 0x60000000/1536M (QEMU -m 2048M), no DT CMA node: the Kconfig default "
+            "area under more page tables and struct pages, and larger atomic pools; 2 x 1080p YUYV",
+            (MemoryBank(0x4000_0000, 256 << 20), MemoryBank(0x6000_0000, 1536 << 20)), "", rec.TWO_1080P,
+            memory="2048M",
         ),
     ]
 
