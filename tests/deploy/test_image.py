@@ -259,6 +259,32 @@ def test_kernel_config_reading(tmp_path: Path) -> None:
     cfg.write_text("CONFIG_CMA=y\n")
     with pytest.raises(InfraError, match="CONFIG_CMA_SIZE_MBYTES is not set"):
         read_kernel_config(cfg)
+    # 5.10 spells the max order FORCE_MAX_ZONEORDER (Debian's bullseye armmp: 12).
+    cfg.write_text("CONFIG_CMA_SIZE_MBYTES=16\nCONFIG_CMA_AREAS=7\nCONFIG_CMA_ALIGNMENT=8\nCONFIG_FORCE_MAX_ZONEORDER=12\n")
+    assert read_kernel_config(cfg).arch_force_max_order == 12
+
+
+def test_kernel_package_names_by_architecture_and_series() -> None:
+    from cma_tool.deploy.image.apt import kernel_package_re
+
+    def series(arch: str, name: str) -> str | None:
+        m = kernel_package_re(arch).match(name)
+        return m.group("series") if m else None
+
+    assert series("armhf", "linux-image-6.1.0-57-armmp") == "6.1"
+    assert series("armhf", "linux-image-5.10.0-32-armmp") == "5.10"
+    assert series("arm64", "linux-image-6.12.117+deb13-arm64") == "6.12"
+    assert series("arm64", "linux-image-6.12.118+deb12-arm64") == "6.12"  # bookworm's own 6.12: not 6.1
+    # Only the plain flavour: not -rt, -lpae, -cloud, 16K pages, signed-off copies or debug symbols.
+    for other in ("linux-image-6.1.0-57-rt-armmp", "linux-image-6.1.0-57-armmp-lpae", "linux-image-6.1.0-57-cloud-arm64",
+                  "linux-image-6.12.117+deb13-arm64-16k", "linux-image-6.1.0-57-arm64-unsigned",
+                  "linux-image-6.1.0-57-arm64-dbg", "linux-image-arm64"):
+        assert series("arm64", other) is None and series("armhf", other) is None, other
+
+
+def test_an_arm64_kernel_is_refused_for_the_ssh_flavour(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ssh flavour of the image is armhf only"):
+        ensure_image(tmp_path, kernel="debian-6.1-arm64", ssh=True)
 
 
 def test_bad_kernel_package_is_a_config_error(tmp_path: Path) -> None:
