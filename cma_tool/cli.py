@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(per-cell options: match + model-pin, bootargs, timeout, force)")
     p.add_argument("--board", action="append", metavar="FILE", help="a board (repeat, or comma-separate)")
     p.add_argument("--suite", action="append", metavar="SUITE",
-                   help="a kernel: bookworm (the host's suite, 6.1) or a Debian suite such as trixie (6.12)")
+                   help="a kernel: a Debian suite's armhf one (bullseye, bookworm, trixie) or a Debian kernel "
+                        "by name (debian-6.1-arm64)")
     p.add_argument("--scenario", action="append", metavar="FILE", help="a scenario file, or 'needs' (the board's own)")
     p.add_argument("--target", choices=("emulated", "serial", "ssh"), default=None)
     p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None)
