@@ -14,7 +14,7 @@ DEB_PACKAGES=(
   device-tree-compiler    # dtc, fdtdump
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross   # the on-target capture program (armhf)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross     # the on-target capture program (arm64)
-  binutils-aarch64-linux-gnu  # objdump: the tests disassemble the arm64 boot stub
+  binutils-aarch64-linux-gnu  # readelf for the arm64 ssh flavour's libraries; objdump: the tests read the boot stub
   cpio kmod               # initramfs, depmod
   u-boot-qemu u-boot-tools  # real U-Boot for the emulated board; mkimage
   libubootenv-tool        # fw_printenv, fw_setenv (the U-Boot environment tests)

@@ -43,8 +43,9 @@ class EmulatedTarget:
         chosen = options.kernel_name is not None or options.suite is not None
         #: The Debian kernel the emulator boots (--kernel debian-6.1-arm64, or --suite's armhf kernel).
         self.kernel = debian_kernel(options.kernel_name, options.suite)
-        if self.kernel.architecture != "armhf" and boot != "direct":
-            raise ConfigError(f"--boot {boot} is armhf only; {self.kernel.name} boots direct",
+        if self.kernel.architecture != "armhf" and boot == "uboot":
+            # QEMU's arm64 U-Boot rewrites /memory, and arm64 takes no mem=SIZE@BASE to put a bank back.
+            raise ConfigError(f"--boot uboot is armhf only; {self.kernel.name} boots direct or for ssh",
                               hint="leave out --boot (QEMU loads the arm64 Image, DTB and initrd itself)")
         self.boot = boot
         self.options = options

@@ -93,3 +93,16 @@ def test_arm64_places_the_kconfig_area_under_the_memory_map(kernel: str, base: i
     assert report(out)["verdict"] == "pass", report(out).get("message")
     observed = json.loads((out / "observed.json").read_text())
     assert [(a["name"], a["base"], a["size"]) for a in observed["areas"]] == [("reserved", base, 64 << 20)]
+
+
+def test_an_arm64_board_is_reached_over_ssh(tmp_path: Path) -> None:
+    # The ssh flavour of an arm64 image: arm64 dropbear and sftp-server with their libraries; the same events.
+    need("qemu-system-aarch64")
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "cma_tool", "run", "boards/qemu-aquila.yaml", "--kernel",
+                          "debian-6.1-arm64", "--boot", "ssh", "--out", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = report(out)
+    assert rep["verdict"] == "pass" and rep["boot"] == "ssh", rep.get("message")
+    assert rep["observed"]["events"] == expected_events("6.1", "arm64")

@@ -11,7 +11,7 @@ a second, tiny cpio archive, each as /cmatool/<name>.
 
 Two flavours share the recipe. The plain image boots straight into the
 capture plan. The ``ssh`` flavour (``ensure_image(ssh=True)``) is a board
-reached over the network: it adds Debian's armhf dropbear and sftp-server
+reached over the network: it adds Debian's dropbear (the kernel's architecture) and sftp-server
 with exactly the shared libraries they load, the virtio network drivers,
 /etc/passwd, root's authorized_keys and a dropbear host key, and leaves the
 capture program out (the host deploys it over SSH). /init starts the network

@@ -231,15 +231,16 @@ def suite_apt(cache: Path, suite: str, say: Callable[[str], None] | None = None)
     return apt
 
 
-def resolve_ssh_packages(cache: Path, packages: Sequence[str]) -> dict[str, str]:
-    """The candidate version of each of the ssh flavour's ``packages``, remembered like :func:`resolve_packages`."""
+def resolve_ssh_packages(cache: Path, packages: Sequence[str], arch: str = ARCH) -> dict[str, str]:
+    """The candidate version of each of the ssh flavour's ``packages`` for ``arch``, remembered like :func:`resolve_packages`."""
     wanted = list(packages)
     memo = _AptMemo(cache)
-    known = memo.entries.get("ssh")
+    key = "ssh" if arch == ARCH else f"ssh:{arch}"
+    known = memo.entries.get(key)
     if isinstance(known, dict) and sorted(known) == sorted(wanted):
         return {str(k): str(v) for k, v in known.items()}
-    versions = candidate_versions(*wanted)
-    memo.store("ssh", versions)
+    versions = candidate_versions(*wanted, arch=arch)
+    memo.store(key, versions)
     return versions
 
 

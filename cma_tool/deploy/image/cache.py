@@ -123,9 +123,6 @@ def ensure_image(
     cache = (cache or default_cache_dir()).resolve()
     debian = debian_kernel(kernel, suite)
     arch = debian.architecture
-    if ssh and arch != "armhf":
-        raise ConfigError(f"the ssh flavour of the image is armhf only, not {debian.name}",
-                          hint="boot an arm64 kernel directly (--boot direct)")
     suite = debian.suite
     check_tools(arch)
     sources = firmware_sources(firmware)
@@ -148,7 +145,7 @@ def ensure_image(
     host_key = b""
     ssh_versions: dict[str, str] = {}
     if ssh:
-        ssh_versions = resolve_ssh_packages(cache, SSH_PACKAGES)
+        ssh_versions = resolve_ssh_packages(cache, SSH_PACKAGES, arch)
         access, host_key = ssh_keys(cache)
         inputs["flavour"] = "ssh"
         inputs["ssh-packages"] = ssh_versions
@@ -180,9 +177,9 @@ def ensure_image(
         if access is None:
             compile_capture(sources["capture.c"], root / "bin" / "capture", arch)
         else:
-            compile_capture(sources["capture.c"], work / "capture")
-            roots = {p: extracted_package(cache, p, v, say) for p, v in ssh_versions.items()}
-            stage_ssh(root, roots, access, host_key)
+            compile_capture(sources["capture.c"], work / "capture", arch)
+            roots = {p: extracted_package(cache, p, v, say, arch=arch) for p, v in ssh_versions.items()}
+            stage_ssh(root, roots, access, host_key, arch)
         run_tool(["depmod", "-b", str(root), release])
         (work / "initrd.gz").write_bytes(pack_cpio(root))
         shutil.copyfile(kroot / "boot" / f"vmlinuz-{release}", work / "vmlinuz")
