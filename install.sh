@@ -73,4 +73,5 @@ fi
 for k in debian-5.10-armhf debian-6.12-armhf debian-5.10-arm64 debian-6.1-arm64 debian-6.12-arm64; do
   "$PY" -m cma_tool.deploy.image --quiet --kernel "$k"
 done
+"$PY" -m cma_tool.deploy.image --quiet --kernel debian-6.1-arm64 --ssh   # the arm64 board over SSH
 echo "install.sh: done"
