@@ -81,8 +81,8 @@ def test_the_emulated_aquila_passes_on_every_kernel(kernel: str, tmp_path: Path)
     # 2 MiB. 6.1: present 128 MiB sections 0x40, 0x50, 0x58, 0x60 -> 4 x 2 MiB at 0x67600000..0x67e00000,
     # so 0x67600000 - 64 MiB. 5.10: one 1 GiB section -> 16 MiB, 16 MiB aligned at 0x66000000..0x67000000,
     # so 0x66000000 - 64 MiB.
-    ("debian-6.1-arm64", 0x63600000),
-    ("debian-5.10-arm64", 0x62000000),
+    pytest.param("debian-6.1-arm64", 0x63600000, id="debian-6.1-arm64"),
+    pytest.param("debian-5.10-arm64", 0x62000000, id="debian-5.10-arm64"),
 ])
 def test_arm64_places_the_kconfig_area_under_the_memory_map(kernel: str, base: int, tmp_path: Path) -> None:
     need("qemu-system-aarch64")
