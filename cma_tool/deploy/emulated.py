@@ -164,4 +164,7 @@ def check_kernel_matches(board: Board, profile: KernelProfile, config: KernelCon
     if diffs:
         w = board.kernel.where
         raise ConfigError(f"{w.file}:{w.line}: the board's kernel profile does not match the target kernel: "
-                          + "; ".join(diffs), hint="fix the kernel: section so the model predicts this kernel")
+                          + "; ".join(diffs),
+                          hint="fix the kernel: section so the model predicts this kernel; for a Debian kernel "
+                               "whose package changed, read the packages' configs again: "
+                               "python3 -m cma_tool.deploy.image --kconfig")
