@@ -10,9 +10,11 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 DEB_PACKAGES=(
-  qemu-system-arm         # the emulated Aquila (QEMU virt, armhf)
+  qemu-system-arm         # the emulated Aquila: QEMU virt, armhf and arm64 (the package holds qemu-system-aarch64 too)
   device-tree-compiler    # dtc, fdtdump
-  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross   # the on-target capture program
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross   # the on-target capture program (armhf)
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross     # the on-target capture program (arm64)
+  binutils-aarch64-linux-gnu  # readelf for the arm64 ssh flavour's libraries; objdump: the tests read the boot stub
   cpio kmod               # initramfs, depmod
   u-boot-qemu u-boot-tools  # real U-Boot for the emulated board; mkimage
   libubootenv-tool        # fw_printenv, fw_setenv (the U-Boot environment tests)
@@ -31,17 +33,20 @@ for p in "${DEB_PACKAGES[@]}"; do
   case "$p" in \#*) continue ;; esac
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if ! dpkg --print-foreign-architectures | grep -qx armhf; then
-  $SUDO dpkg --add-architecture armhf
-  missing+=(armhf-lists)
-fi
+# The target's Debian packages (kernels, busybox-static) are fetched per architecture.
+for arch in armhf arm64; do
+  if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    $SUDO dpkg --add-architecture "$arch"
+    missing+=(foreign-lists)
+  fi
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${missing[*]}"
   # A mirror that is mid-sync can fail one index (seen for bookworm-security armhf);
   # the main archive is enough, so a partial update is not fatal.
   $SUDO apt-get update -q || echo "install.sh: apt-get update reported errors; continuing with what it fetched"
   pkgs=()
-  for p in "${missing[@]}"; do [ "$p" = armhf-lists ] || pkgs+=("$p"); done
+  for p in "${missing[@]}"; do [ "$p" = foreign-lists ] || pkgs+=("$p"); done
   if [ ${#pkgs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
   fi
@@ -69,5 +74,10 @@ fi
 # later runs reuse the cache and rebuild only when an input changed.
 "$PY" -m cma_tool.deploy.image --quiet
 "$PY" -m cma_tool.deploy.image --quiet --ssh   # the SSH flavour (dropbear) for --boot ssh
-"$PY" -m cma_tool.deploy.image --quiet --suite trixie   # Debian trixie's 6.12 kernel for --suite trixie
+# Every kernel of the matrix (--kernel debian-{5.10,6.1,6.12}-{armhf,arm64}); bullseye and trixie through
+# private apt states in the cache. The tests boot each once.
+for k in debian-5.10-armhf debian-6.12-armhf debian-5.10-arm64 debian-6.1-arm64 debian-6.12-arm64; do
+  "$PY" -m cma_tool.deploy.image --quiet --kernel "$k"
+done
+"$PY" -m cma_tool.deploy.image --quiet --kernel debian-6.1-arm64 --ssh   # the arm64 board over SSH
 echo "install.sh: done"

@@ -88,11 +88,15 @@ def pins_from(pins: Pins | None) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def target_kernel_profile(target: str = "emulated", *, suite: str | None = None) -> str | None:
-    """The kernel profile a way onto a board forces on the model (the emulator's Debian kernel), or None."""
+def target_kernel_profile(target: str = "emulated", *, suite: str | None = None,
+                          kernel: str | None = None) -> str | None:
+    """The kernel profile a way onto a board forces on the model (the emulator's Debian kernel), or None.
+
+    ``kernel`` names the emulated board's Debian kernel (debian-6.1-arm64); ``suite`` an armhf one.
+    """
     from cma_tool.deploy.targets import TargetOptions, resolve_target
 
-    _, chosen = resolve_target(target, None, TargetOptions(suite=suite))
+    _, chosen = resolve_target(target, None, TargetOptions(suite=suite, kernel_name=kernel))
     return chosen.kernel_profile
 
 
@@ -192,17 +196,18 @@ def explain(checks: Sequence[Check]) -> str:
 def run(board: PathLike, *, out: Path, target: str = "emulated", boot: str | None = None,
         scenario: PathLike | None = None, suite: str | None = None, bootargs: str = "", pins: Pins | None = None,
         timeout: float = 120.0, cache: Path | None = None, force: bool = False, junit: Path | None = None,
-        say: Callable[[str], None] | None = None) -> Result:
+        say: Callable[[str], None] | None = None, kernel: str | None = None) -> Result:
     """The whole `cma-tool run`: plan, prepare and predict, boot and capture, observe, cross-check, report.
 
     Never raises CmaToolError: the result's exit code and report say what
     happened (the README's exit codes). ``say`` gets the progress lines.
+    ``kernel`` is the emulated board's Debian kernel (``--kernel debian-6.1-arm64``).
     """
     from cma_tool.run import RunOptions, execute
 
     opts = RunOptions(board=Path(board), out=out, target=target, boot=boot, bootargs=bootargs,
                       scenario=Path(scenario) if scenario is not None else None, junit=junit, pins=pins_from(pins),
-                      cache=cache, timeout=timeout, force=force, suite=suite)
+                      cache=cache, timeout=timeout, force=force, suite=suite, kernel_name=kernel)
     code, report, checks = execute(opts, say=say or (lambda msg: None))
     return Result(code, report, tuple(checks))
 
@@ -266,7 +271,7 @@ class BootedBoard:
 @contextmanager
 def boot(plan: Plan, *, out: Path, target: str = "emulated", suite: str | None = None, bootargs: str = "",
          timeout: float = 120.0, cache: Path | None = None, files: Mapping[str, str] | None = None,
-         say: Callable[[str], None] | None = None) -> Iterator[BootedBoard]:
+         say: Callable[[str], None] | None = None, kernel: str | None = None) -> Iterator[BootedBoard]:
     """Boot ``plan``'s board and keep it at its shell until the block ends; it is powered off whatever ends it.
 
     The console goes to ``out/console.log`` (a log `cma-tool check` reads),
@@ -283,10 +288,11 @@ def boot(plan: Plan, *, out: Path, target: str = "emulated", suite: str | None =
         raise UsageError(f"a board kept booted for tests is the emulated board only, not --target {target}",
                          hint="run a serial or SSH board whole with cma-tool run (api.run), or check its "
                               "console log with cma-tool check (api.check_log)")
-    expected = target_kernel_profile(target, suite=suite)
+    expected = target_kernel_profile(target, suite=suite, kernel=kernel)
     if expected is not None and expected != plan.profile.name:
-        raise ConfigError(f"the plan is for kernel profile {plan.profile.name}, but the emulated board with suite "
-                          f"{suite} runs {expected}", hint=f"plan with api.load_board(..., suite={suite!r})")
-    with booted_emulated(plan, out, suite=suite, bootargs=bootargs, timeout=timeout, cache=cache, files=files,
-                         say=say or (lambda msg: None)) as session:
+        raise ConfigError(f"the plan is for kernel profile {plan.profile.name}, but the emulated board with "
+                          f"{kernel or f'suite {suite}'} runs {expected}",
+                          hint=f"plan with api.load_board(..., kernel={kernel or expected!r})")
+    with booted_emulated(plan, out, suite=suite, kernel=kernel, bootargs=bootargs, timeout=timeout, cache=cache,
+                         files=files, say=say or (lambda msg: None)) as session:
         yield BootedBoard(session)

@@ -47,7 +47,8 @@ _HOST_STAMP = re.compile(
     r"|^\[\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]\s?"
     r"|^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s")
 _LAVA_LINE = re.compile(r"^- \{.*\}\s*$")
-_LINUX_VERSION = re.compile(r"Linux version (\d+)\.(\d+)")
+#: "Linux version 6.1.0-57-arm64 (...)": the series, and the release's last word (Debian's arm64 flavour).
+_LINUX_VERSION = re.compile(r"Linux version (\d+)\.(\d+)(\S*)")
 #: The kernel's own words for a board that failed (console.py's table: Oops, BUG, panic).
 _FAILED = re.compile(r"\bOops(?:: | - )|\bBUG: |Kernel panic - not syncing")
 
@@ -184,7 +185,9 @@ def kernel_profile_from_log(obs: Observation, given: str | None, board: Board) -
                   if (m := _LINUX_VERSION.search(line))), None)
     if found is None:
         return None, None
-    name = f"linux-{found.group(1)}.{found.group(2)}"
+    # A Debian arm64 kernel's release ends in -arm64: its profile is the series' arm64 one.
+    arch = "-arm64" if found.group(3).endswith("-arm64") else ""
+    name = f"linux-{found.group(1)}.{found.group(2)}{arch}"
     if name in cma_model.PROFILES and name != board.kernel.profile.name:
         return name, f"kernel profile {name}: the log shows Linux {found.group(1)}.{found.group(2)} booting " \
                      f"(the board file says {board.kernel.profile.name}; --kernel to choose)"

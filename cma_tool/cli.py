@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    kernel_help = ("kernel profile (linux-5.10, linux-6.1, linux-6.12, each also -arm64; linux-3.5, cma-2011) or "
+                   "the Debian kernel it is (debian-6.1-arm64); default: the board's")
     bootargs_help = "extra kernel command line, added to the board's own as run adds it, e.g. 'cma=64M'"
 
     p = add("validate", "check a board file; print every error at once", _cmd_validate)
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("plan", "place every CMA region as the kernel would and show needs vs sizes", _cmd_plan)
     p.add_argument("board")
-    p.add_argument("--kernel", metavar="PROFILE", help="kernel profile (default: the board's)")
+    p.add_argument("--kernel", metavar="PROFILE", help=kernel_help)
     p.add_argument("--bootargs", metavar="ARGS", help=bootargs_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--svg", metavar="FILE", help="also write a memory-map picture")
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("model", "predict every CMA event the kernel will produce", _cmd_model)
     p.add_argument("board")
     p.add_argument("--requests", metavar="FILE", help="scenario YAML (default: the board's device needs)")
-    p.add_argument("--kernel", metavar="PROFILE")
+    p.add_argument("--kernel", metavar="PROFILE", help=kernel_help)
     p.add_argument("--bootargs", metavar="ARGS", help=bootargs_help)
     p.add_argument("--json", action="store_true")
     p.add_argument("--force", action="store_true",
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", "write bootargs, device tree, board-file C, Kconfig and patches", _cmd_generate)
     p.add_argument("board")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--kernel", metavar="PROFILE", help="linux-6.1, linux-6.12, linux-3.5, cma-2011")
+    p.add_argument("--kernel", metavar="PROFILE", help=kernel_help)
     p.add_argument("--only", metavar="KIND,...", help="bootargs,dts,c,kconfig,uboot (default: all that apply)")
     p.add_argument("--patch", action="store_true", help="also write git format-patch files")
     p.add_argument("--kernel-tree", metavar="PATH",
@@ -282,8 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--console", metavar="URL",
                    help="serial only: the console (/dev/ttyUSB0, /dev/pts/N, socket://, rfc2217://); "
                    "default: the board file's console port or udev rule")
-    p.add_argument("--kernel", metavar="FILE",
-                   help="serial: the board's kernel (a zImage, required); ssh: a kernel to install and reboot into")
+    p.add_argument("--kernel", metavar="NAME|FILE",
+                   help="emulated: the Debian kernel to boot and predict, debian-{5.10,6.1,6.12}-{armhf,arm64} "
+                        "(default: debian-6.1-armhf with the board's profile); serial: the board's kernel (a zImage, "
+                        "required); ssh: a kernel to install and reboot into")
     p.add_argument("--dtb", metavar="FILE",
                    help="serial, ssh: the board's own DTB, patched with the plan (serial default: a generated one)")
     p.add_argument("--place", metavar="NAME", help="labgrid: the place the board is in (acquired for the run)")
@@ -297,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy the kernel and initrd into the output folder (default: hard links to the cache's "
                         "copies, named by sha256 in report.json)")
     p.add_argument("--suite", metavar="SUITE",
-                   help="emulated: run Debian SUITE's armmp kernel (trixie: 6.12) and predict with its profile")
+                   help="emulated: the armhf kernel of Debian SUITE (bullseye: 5.10, bookworm: 6.1, trixie: 6.12); "
+                        "the same as --kernel debian-<version>-armhf")
     p.add_argument("--force", action="store_true",
                    help="run a board that fails validation (to watch the kernel's fallback); errors become warnings")
 
@@ -337,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(per-cell options: match + model-pin, bootargs, timeout, force)")
     p.add_argument("--board", action="append", metavar="FILE", help="a board (repeat, or comma-separate)")
     p.add_argument("--suite", action="append", metavar="SUITE",
-                   help="a kernel: bookworm (the host's suite, 6.1) or a Debian suite such as trixie (6.12)")
+                   help="a kernel: a Debian suite's armhf one (bullseye, bookworm, trixie) or a Debian kernel "
+                        "by name (debian-6.1-arm64)")
     p.add_argument("--scenario", action="append", metavar="FILE", help="a scenario file, or 'needs' (the board's own)")
     p.add_argument("--target", choices=("emulated", "serial", "ssh"), default=None)
     p.add_argument("--boot", choices=("direct", "uboot", "ssh"), default=None)

@@ -186,7 +186,8 @@ def run_args(cell: Cell, spec: MatrixSpec, out: Path) -> list[str]:
     if spec.boot:
         argv += ["--boot", spec.boot]
     if cell.kernel != DEFAULT_KERNEL:
-        argv += ["--suite", cell.kernel]
+        # A Debian kernel's name (debian-6.1-arm64) is run's --kernel; a suite (trixie) its --suite.
+        argv += ["--kernel" if cell.kernel.startswith("debian-") else "--suite", cell.kernel]
     if cell.scenario != NEEDS:
         argv += ["--scenario", cell.scenario]
     if spec.retries:

@@ -18,7 +18,7 @@ from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.validate import bank_of, check_board, mask_where
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
-from cma_tool.model.profiles import PROFILES, KernelProfile, area_alignment
+from cma_tool.model.profiles import KernelProfile, area_alignment
 from cma_tool.sizes import format_size
 
 #: Model problem codes that board/validate.py already reports, in the user's terms and
@@ -128,14 +128,16 @@ def device_needs(board: Board, default_area: str | None) -> list[Need]:
 def resolve_profile(board: Board, kernel: str | None) -> KernelProfile:
     if kernel is None:
         return board.kernel.profile
-    if kernel not in PROFILES:
-        raise ConfigError(f"unknown kernel profile '{kernel}'", hint=f"known: {', '.join(PROFILES)}")
-    import dataclasses
+    from cma_tool.model.profiles import kernel_names, kernel_profile
 
+    try:
+        profile = kernel_profile(kernel)  # a profile's name, or a Debian kernel's (debian-6.1-arm64)
+    except KeyError:
+        raise ConfigError(f"unknown kernel profile '{kernel}'", hint=f"known: {', '.join(kernel_names())}") from None
     # Keep the board's own build facts (max-order...) only when it names the same profile.
-    if kernel == board.kernel.profile.name:
+    if profile.name == board.kernel.profile.name:
         return board.kernel.profile
-    return dataclasses.replace(PROFILES[kernel])
+    return profile
 
 
 def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",

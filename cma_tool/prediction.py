@@ -79,8 +79,10 @@ def predict(plan: Plan, cmdline: str, pins: tuple[tuple[str, int], ...], steps: 
         granted=granted,
         free_drops=drops,
         log_lines=list(run.boot.log) + [m for rec in run.steps for m in rec.messages],
+        # /proc/vmstat counts allocations from 5.12 on; 5.10 has only nr_free_cma.
         vmstat={"cma_alloc_success": int(vm.get("cma_alloc_success", 0)),
-                "cma_alloc_fail": int(vm.get("cma_alloc_fail", 0))},
+                "cma_alloc_fail": int(vm.get("cma_alloc_fail", 0))}
+        if plan.profile.facts.vmstat_counts_allocations else {},
     )
     return pred, run
 

@@ -8,7 +8,7 @@ fixtures. It imports only ``cma_tool.api``, and only then.
     pytest tests/board/ --cma-board boards/qemu-aquila.yaml [--cma-board configs/two-streams.yaml -n 2 --dist loadgroup]
 
 Options: ``--cma-board FILE`` (repeat it: every test that uses a board
-fixture runs once per board), ``--cma-target`` (emulated), ``--cma-suite``
+fixture runs once per board), ``--cma-target`` (emulated), ``--cma-kernel``, ``--cma-suite``
 (the emulated board's Debian kernel: bookworm, trixie), ``--cma-scenario
 FILE`` (the default capture step), ``--cma-bootargs``, ``--cma-out DIR``
 (console logs and each step's files; default: pytest's temporary folder),
@@ -62,7 +62,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cma-target", default="emulated", metavar="TARGET",
                     help="how the board is reached: emulated (QEMU) [default: emulated]")
     group.addoption("--cma-suite", default=None, metavar="SUITE",
-                    help="emulated: the Debian suite whose kernel the board boots (bookworm: 6.1, trixie: 6.12)")
+                    help="emulated: the Debian suite whose armhf kernel the board boots (bullseye: 5.10, bookworm: "
+                         "6.1, trixie: 6.12)")
+    group.addoption("--cma-kernel", default=None, metavar="NAME",
+                    help="emulated: the Debian kernel the board boots, debian-{5.10,6.1,6.12}-{armhf,arm64}")
     group.addoption("--cma-scenario", default=None, metavar="FILE",
                     help="the capture steps of cma_target.capture() and cma_prediction (default: the board's needs)")
     group.addoption("--cma-bootargs", default="", metavar="ARGS", help="extra kernel command line")
@@ -152,7 +155,8 @@ def cma_board(request: pytest.FixtureRequest, cma_board_file: Path) -> api.Plan:
 
     opts = _Options.of(request.config)
     return _or_fail(f"cma-tool cannot plan {cma_board_file}",
-                    lambda: api.load_board(cma_board_file, suite=opts.suite, bootargs=opts.bootargs))
+                    lambda: api.load_board(cma_board_file, kernel=opts.kernel, suite=opts.suite,
+                                                  bootargs=opts.bootargs))
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +192,7 @@ def cma_target(request: pytest.FixtureRequest, cma_board: api.Plan, cma_board_fi
         stack.enter_context(_sigterm_interrupts())
         booted = _or_fail(f"cma-tool could not boot {cma_board_file} (console: {out / 'console.log'})",
                           lambda: stack.enter_context(api.boot(cma_board, out=out, target=opts.target,
-                                                               suite=opts.suite, bootargs=opts.bootargs,
+                                                               suite=opts.suite, kernel=opts.kernel, bootargs=opts.bootargs,
                                                                timeout=opts.timeout, cache=opts.cache)))
         yield CmaTarget(booted, opts.scenario)
 
@@ -262,6 +266,7 @@ class CmaTarget:
 class _Options:
     target: str
     suite: str | None
+    kernel: str | None
     scenario: str | None
     bootargs: str
     out: str | None
@@ -272,6 +277,7 @@ class _Options:
     def of(cls, config: pytest.Config) -> _Options:
         cache = config.getoption("cma_cache")
         return cls(target=config.getoption("cma_target"), suite=config.getoption("cma_suite"),
+                   kernel=config.getoption("cma_kernel"),
                    scenario=config.getoption("cma_scenario"), bootargs=config.getoption("cma_bootargs"),
                    out=config.getoption("cma_out"), timeout=config.getoption("cma_timeout"),
                    cache=Path(cache) if cache else None)
@@ -288,7 +294,7 @@ def _profile_of(config: pytest.Config, board: str) -> str | None:
 
     opts = _Options.of(config)
     try:
-        return api.load_board(board, suite=opts.suite, bootargs=opts.bootargs).profile.name
+        return api.load_board(board, kernel=opts.kernel, suite=opts.suite, bootargs=opts.bootargs).profile.name
     except api.CmaToolError:
         return None
 

@@ -64,7 +64,8 @@ class RunOptions:
     timeout: float = 120.0
     force: bool = False  # run even when validation finds errors
     dtb: Path | None = None  # serial/ssh: the board's own DTB, patched
-    suite: str | None = None  # emulated: the Debian suite whose kernel the target runs
+    suite: str | None = None  # emulated: the Debian suite whose armhf kernel the target runs (an alias)
+    kernel_name: str | None = None  # emulated: the Debian kernel the target runs (--kernel debian-6.1-arm64)
     console: str | None = None  # serial: console URL (default: the board file's)
     kernel: Path | None = None  # serial: the board's zImage; ssh: a kernel to reboot into
     replace: bool = False  # write into a folder that holds an earlier run's report.json
@@ -75,7 +76,8 @@ class RunOptions:
     lock_folder: Path | None = None  # where board locks live (default: locks.lock_folder())
 
     def target_options(self) -> TargetOptions:
-        return TargetOptions(suite=self.suite, console=self.console, kernel=self.kernel, dtb=self.dtb,
+        return TargetOptions(suite=self.suite, kernel_name=self.kernel_name, console=self.console, kernel=self.kernel,
+                             dtb=self.dtb,
                              bootargs=self.bootargs, place=self.place, coordinator=self.coordinator)
 
 
@@ -422,7 +424,9 @@ def run_cli(args: argparse.Namespace) -> int:
                       junit=Path(args.junit) if args.junit else None,
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
                       timeout=args.timeout, force=args.force, console=args.console,
-                      kernel=Path(args.kernel) if args.kernel else None,
+                      # emulated: --kernel names a Debian kernel; elsewhere it is the board's kernel file
+                      kernel=Path(args.kernel) if args.kernel and args.target != "emulated" else None,
+                      kernel_name=args.kernel if args.target == "emulated" else None,
                       dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace,
                       keep_images=args.keep_images, place=args.place, coordinator=args.coordinator)
     quiet = (lambda msg: None) if args.json else None

@@ -34,7 +34,7 @@ from cma_tool.board.types import (
 from cma_tool.board.yamlpos import Where, YamlLoadError, YNode, load_file
 from cma_tool.errors import DiagnosticSink
 from cma_tool.model.lowmem import ArmLayout
-from cma_tool.model.profiles import PROFILES, KernelProfile, profile_with
+from cma_tool.model.profiles import ARCHITECTURES, PROFILES, KernelProfile, kernel_names, kernel_profile, profile_with
 from cma_tool.sizes import SizeError, bare_bytes_hint, format_size, is_bare_decimal, parse_size
 
 #: Pixel formats the capture needs may name (V4L2 fourcc spellings).
@@ -353,7 +353,7 @@ _NEEDS = ("captures", "buffers")
 _CAPTURE = ("width", "height", "format", "buffers", "frames")
 _BUFFER = ("name", "size", "region")
 _KERNEL = ("profile", "max-order", "page-size", "cma-alignment", "cma-size-mbytes", "cma-size-percentage",
-           "cma-areas", "lpae", "hugetlb-pageblock-order", "arch", "atomic-pool", "bootargs", "page-offset",
+           "cma-areas", "lpae", "hugetlb-pageblock-order", "architecture", "atomic-pool", "bootargs", "page-offset",
            "phys-offset", "dma-zone-size")
 _CONSOLE = ("uart", "device", "baud", "port", "udev")
 _BOOT = ("bootloader", "uboot-prompt", "kernel-addr", "fdt-addr", "initrd-addr", "early-reservations", "banks-via")
@@ -379,10 +379,12 @@ def _kernel(m: _Map | None, ctx: _Ctx, top: Where) -> Kernel:
         _warn_defaulted_max_order(top, PROFILES["linux-6.1"], ctx)
         return Kernel(PROFILES["linux-6.1"])
     name = m.text("profile", "linux-6.1") or "linux-6.1"
-    if name not in PROFILES:
-        close = difflib.get_close_matches(name, PROFILES, n=1)
+    try:
+        name = kernel_profile(name).name  # a profile, or the Debian kernel that is one (debian-6.1-arm64)
+    except KeyError:
+        close = difflib.get_close_matches(name, kernel_names(), n=1)
         ctx.error(m.where("profile"), f"unknown kernel profile '{name}'",
-                  hint=f"did you mean '{close[0]}'?" if close else f"known: {', '.join(PROFILES)}")
+                  hint=f"did you mean '{close[0]}'?" if close else f"known: {', '.join(kernel_names())}")
         name = "linux-6.1"
     overrides: dict[str, object] = {}
     for key, attr, lo, hi in (("max-order", "max_order", 9, 20), ("cma-alignment", "cma_alignment", 2, 12),
@@ -401,12 +403,13 @@ def _kernel(m: _Map | None, ctx: _Ctx, top: Where) -> Kernel:
             overrides["page_size"] = page
     if m.has("lpae"):
         overrides["lpae"] = m.flag("lpae")
-    arch = m.text("arch")
-    if arch is not None:
-        if arch not in ("arm32", "dma-direct"):
-            ctx.error(m.where("arch"), f"arch '{arch}' is not arm32 or dma-direct")
+    architecture = m.text("architecture")
+    if architecture is not None:
+        if architecture not in ARCHITECTURES:
+            ctx.error(m.where("architecture"), f"architecture '{architecture}' is not {' or '.join(ARCHITECTURES)}",
+                      hint="name the profile of that architecture instead, e.g. linux-6.1-arm64")
         else:
-            overrides["arch"] = arch
+            overrides["architecture"] = architecture
     pool = m.size("atomic-pool", allow_zero=True)
     if pool is not None:
         overrides["atomic_pool_bytes"] = pool

@@ -33,20 +33,24 @@ if TYPE_CHECKING:  # imported where used: `cma-tool run` pays only for the way i
     from cma_tool.deploy.qemu import BootFiles
     from cma_tool.model.profiles import KernelProfile
 
-#: The kernel each Debian suite's armmp package is, as a model profile.
-SUITE_PROFILES = {"bookworm": "linux-6.1", "trixie": "linux-6.12"}
-
 
 class EmulatedTarget:
     """QEMU virt shaped like the board's ``emulation:`` section, booted ``direct``, through ``uboot`` or for ``ssh``."""
 
     def __init__(self, boot: str, options: TargetOptions) -> None:
-        if options.suite is not None and options.suite not in SUITE_PROFILES:
-            raise ConfigError(f"--suite {options.suite}: no kernel profile for that suite's kernel",
-                              hint=f"known: {', '.join(SUITE_PROFILES)}")
+        from cma_tool.model.profiles import debian_kernel
+
+        chosen = options.kernel_name is not None or options.suite is not None
+        #: The Debian kernel the emulator boots (--kernel debian-6.1-arm64, or --suite's armhf kernel).
+        self.kernel = debian_kernel(options.kernel_name, options.suite)
+        if self.kernel.architecture != "armhf" and boot == "uboot":
+            # QEMU's arm64 U-Boot rewrites /memory, and arm64 takes no mem=SIZE@BASE to put a bank back.
+            raise ConfigError(f"--boot uboot is armhf only; {self.kernel.name} boots direct or for ssh",
+                              hint="leave out --boot (QEMU loads the arm64 Image, DTB and initrd itself)")
         self.boot = boot
         self.options = options
-        self.kernel_profile = SUITE_PROFILES[options.suite] if options.suite else None
+        # Without --kernel/--suite the board file's profile stands (its own build values).
+        self.kernel_profile = self.kernel.profile if chosen else None
         self._files: BootFiles | None = None
         self._image: TargetImage | None = None
 
@@ -62,7 +66,7 @@ class EmulatedTarget:
                               hint="use boards/qemu-aquila.yaml, or include it and override")
         job.say("      target image (cached)")
         image = timage.ensure_image(job.cache, progress=lambda m: job.say(f"      {m}"), ssh=self.boot == "ssh",
-                                    suite=self.options.suite)
+                                    kernel=self.kernel.name)
         check_kernel_matches(board, profile, image.config)
         job.stage("image", kernel=image.kernel_package, version=image.kernel_version)
         cmdline = kernel_cmdline(board, profile, agent="ssh" if self.boot == "ssh" else "run",
@@ -160,4 +164,7 @@ def check_kernel_matches(board: Board, profile: KernelProfile, config: KernelCon
     if diffs:
         w = board.kernel.where
         raise ConfigError(f"{w.file}:{w.line}: the board's kernel profile does not match the target kernel: "
-                          + "; ".join(diffs), hint="fix the kernel: section so the model predicts this kernel")
+                          + "; ".join(diffs),
+                          hint="fix the kernel: section so the model predicts this kernel; for a Debian kernel "
+                               "whose package changed, read the packages' configs again: "
+                               "python3 -m cma_tool.deploy.image --kconfig")

@@ -1,5 +1,7 @@
 """The emulated board: QEMU virt (armhf, TCG) booting our image with our memory layout.
 
+(An arm64 kernel boots on virt with a Cortex-A57 another way: :mod:`cma_tool.deploy.arm64_boot`.)
+
 How the layout survives: QEMU's ``-dtb`` would replace our /memory with one
 bank covering all of ``-m``, so the board's DTB is *appended* to the zImage
 (``cat vmlinuz board.dtb``, CONFIG_ARM_APPENDED_DTB) and QEMU gets no -dtb,
@@ -43,6 +45,12 @@ MiB = 1 << 20
 QEMU = "qemu-system-arm"
 #: The machine as measured in the reference (TCG: KVM cannot run ARM guests on x86).
 MACHINE_ARGS = ("-M", "virt,highmem=off", "-cpu", "cortex-a15", "-nographic", "-nic", "none")
+#: QEMU and its machine options by the kernel's architecture: arm64 runs on virt with a Cortex-A57
+#: (its RAM ends below 4 GiB with -m 768M, so no highmem option is needed).
+MACHINES = {
+    "armhf": (QEMU, MACHINE_ARGS),
+    "arm64": ("qemu-system-aarch64", ("-M", "virt", "-cpu", "cortex-a57", "-nographic", "-nic", "none")),
+}
 DEFAULT_MEMORY = "768M"
 VIRT_RAM_BASE = 0x4000_0000
 #: Where the initrd goes: 64 MiB into bank 0. The kernel decompresses to
@@ -87,6 +95,11 @@ class BootFiles:
     bootargs: str
     #: Where the direct boot loads ``dtb``: right after the zImage in RAM, as if appended to it.
     dtb_addr: int | None = None
+    #: arm64 (cma_tool.deploy.arm64_boot): QEMU gets no -kernel; every file is put in RAM at its
+    #: address and the first CPU starts at ``entry`` (a boot stub that jumps into the kernel).
+    architecture: str = "armhf"
+    loads: tuple[tuple[Path, int], ...] = ()
+    entry: int | None = None
 
 
 #: QEMU's ARM direct boot: RAM starts here on virt, and a zImage is loaded this far into it.
@@ -114,22 +127,23 @@ def link_cached(source: Path, dest: Path) -> Path:
     return dest
 
 
-def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
+def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY, architecture: str = "armhf") -> Path:
     """QEMU's own device tree for the virt machine (``-machine dumpdtb=``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _need(QEMU, "qemu-system-arm")
+    qemu, machine = MACHINES[architecture]
+    _need(qemu, "qemu-system-arm")
     out = subprocess.run(
-        [QEMU, *MACHINE_ARGS, "-m", memory, "-machine", f"dumpdtb={dest}"],
+        [qemu, *machine, "-m", memory, "-machine", f"dumpdtb={dest}"],
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode != 0 or not dest.is_file():
-        raise InfraError(f"{QEMU} -machine dumpdtb failed (exit {out.returncode}): {out.stderr.strip()}")
+        raise InfraError(f"{qemu} -machine dumpdtb failed (exit {out.returncode}): {out.stderr.strip()}")
     return dest
 
 
-def cached_virt_dtb(folder: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
+def cached_virt_dtb(folder: Path, *, memory: str = DEFAULT_MEMORY, architecture: str = "armhf") -> Path:
     """QEMU's own device tree as :func:`dump_virt_dtb` gives it, kept in ``folder`` for the next run.
 
     Dumping it starts QEMU (about 0.1 s): every run paid that for the same
@@ -138,17 +152,18 @@ def cached_virt_dtb(folder: Path, *, memory: str = DEFAULT_MEMORY) -> Path:
     new one. Written under a temporary name and renamed, so runs side by side
     never read half a file.
     """
-    binary = Path(shutil.which(QEMU) or QEMU)
+    qemu, machine = MACHINES[architecture]
+    binary = Path(shutil.which(qemu) or qemu)
     try:
         st = binary.resolve().stat()
-    except OSError:
-        return dump_virt_dtb(folder / "virt.dtb", memory=memory)  # _need() says what is missing
-    key = hashlib.sha256(repr((str(binary.resolve()), st.st_size, st.st_mtime_ns, MACHINE_ARGS, memory))
+    except OSError:  # dump_virt_dtb says what is missing
+        return dump_virt_dtb(folder / "virt.dtb", memory=memory, architecture=architecture)
+    key = hashlib.sha256(repr((str(binary.resolve()), st.st_size, st.st_mtime_ns, machine, memory))
                          .encode()).hexdigest()[:16]
     cached = folder / f"virt-{key}.dtb"
     if not cached.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        fresh = dump_virt_dtb(folder / f".virt-{key}-{os.getpid()}.dtb", memory=memory)
+        fresh = dump_virt_dtb(folder / f".virt-{key}-{os.getpid()}.dtb", memory=memory, architecture=architecture)
         os.replace(fresh, cached)
     return cached
 
@@ -247,6 +262,26 @@ def static_reserved_regions(dtb: Path) -> list[tuple[str, int, int]]:
     return regions
 
 
+def board_dtb(workdir: Path, *, banks: Sequence[MemoryBank], reserved_memory_dts: str, bootargs: str,
+              initrd: tuple[int, int], rng_seed: bytes | None, memory: str, architecture: str = "armhf",
+              virt_cache: Path | None = None) -> Path:
+    """``workdir/board.dtb``: QEMU's own virt tree for ``architecture`` with the board's banks, pools and /chosen.
+
+    With ``virt_cache`` QEMU's tree is taken from (and kept in) that folder
+    (:func:`cached_virt_dtb`), else dumped for this boot alone.
+    """
+    if virt_cache is not None:
+        return build_board_dtb(cached_virt_dtb(virt_cache, memory=memory, architecture=architecture),
+                               workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
+                               bootargs=bootargs, initrd=initrd, rng_seed=rng_seed)
+    dtb = build_board_dtb(dump_virt_dtb(workdir / "virt.dtb", memory=memory, architecture=architecture),
+                          workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
+                          bootargs=bootargs, initrd=initrd, rng_seed=rng_seed)
+    # QEMU's own tree (1 MiB, mostly padding) was only the base board.dtb was built on.
+    (workdir / "virt.dtb").unlink(missing_ok=True)
+    return dtb
+
+
 def prepare_boot(
     image: TargetImage,
     workdir: Path,
@@ -262,20 +297,21 @@ def prepare_boot(
     """Write everything one boot needs into ``workdir``: run initrd, board DTB, zImage+DTB.
 
     ``agent_files`` go into the run initrd as /cmatool/<name> (see :func:`compose_initrd`).
+    An arm64 image is prepared by :func:`cma_tool.deploy.arm64_boot.prepare_arm64_boot` instead.
     """
+    if image.architecture == "arm64":
+        from cma_tool.deploy.arm64_boot import prepare_arm64_boot
+
+        return prepare_arm64_boot(image, workdir, banks=banks, reserved_memory_dts=reserved_memory_dts,
+                                  bootargs=bootargs, agent_files=agent_files, initrd_addr=initrd_addr,
+                                  rng_seed=rng_seed, memory=memory)
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = compose_initrd(image, agent_files, workdir / "initrd.gz")
     initrd_end = initrd_addr + initrd.stat().st_size
     _check_layout(banks, initrd_addr, initrd_end, memory)
-    dtb = build_board_dtb(
-        cached_virt_dtb(image.directory.parent / "qemu-dtb", memory=memory),
-        workdir / "board.dtb",
-        banks=banks,
-        reserved_memory_dts=reserved_memory_dts,
-        bootargs=bootargs,
-        initrd=(initrd_addr, initrd_end),
-        rng_seed=rng_seed,
-    )
+    dtb = board_dtb(workdir, banks=banks, reserved_memory_dts=reserved_memory_dts, bootargs=bootargs,
+                    initrd=(initrd_addr, initrd_end), rng_seed=rng_seed, memory=memory,
+                    virt_cache=image.directory.parent / "qemu-dtb")
     low = min(banks, key=lambda b: b.base).base
     for name, start, _size in static_reserved_regions(dtb):
         if start < low + KERNEL_ROOM:
@@ -322,8 +358,10 @@ class VirtMachine:
         workdir: Path,
         extra_args: Sequence[str] = (),
         reboot: bool = False,
+        architecture: str = "armhf",
     ) -> None:
         self.memory = memory
+        self.qemu, self.machine_args = MACHINES[architecture]
         self.workdir = workdir
         self.extra_args = tuple(extra_args)
         # -no-reboot: a guest that reboots (panic=-1, a watchdog) makes QEMU exit
@@ -346,8 +384,8 @@ class VirtMachine:
 
     def command(self, serial_fd: int) -> list[str]:
         return [
-            QEMU,
-            *MACHINE_ARGS,
+            self.qemu,
+            *self.machine_args,
             "-m",
             self.memory,
             *([] if self.reboot else ["-no-reboot"]),
@@ -365,7 +403,7 @@ class VirtMachine:
         ]
 
     def __enter__(self) -> Self:
-        _need(QEMU, "qemu-system-arm")
+        _need(self.qemu, "qemu-system-arm")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # An abstract name (Linux): nothing on disk to clean up, no path-length limit from deep run folders.
         name = f"cma-tool-console-{os.getpid()}-{secrets.token_hex(6)}"
@@ -385,7 +423,7 @@ class VirtMachine:
                     preexec_fn=die_with_parent,
                 )
             except OSError as exc:
-                raise InfraError(f"cannot start {QEMU}: {exc}") from exc
+                raise InfraError(f"cannot start {self.qemu}: {exc}") from exc
         except BaseException:
             listener.close()
             self._cleanup()
@@ -453,10 +491,15 @@ class EmulatedBoard(VirtMachine):
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        super().__init__(memory=memory, workdir=workdir or boot.kernel.parent, extra_args=extra_args)
+        super().__init__(memory=memory, workdir=workdir or boot.kernel.parent, extra_args=extra_args,
+                         architecture=boot.architecture)
         self.boot = boot
 
     def boot_args(self) -> list[str]:
+        if self.boot.entry is not None:  # arm64: files in RAM, the first CPU starts in the boot stub
+            return [*(a for path, addr in self.boot.loads
+                      for a in ("-device", f"loader,file={path},addr={addr:#x},force-raw=on")),
+                    "-device", f"loader,addr={self.boot.entry:#x},cpu-num=0"]
         return [
             "-kernel",
             str(self.boot.kernel),

@@ -250,7 +250,7 @@ def boot_observation(shell: LinuxShell, timeout: float) -> Observation:
 
 
 @contextmanager
-def booted_emulated(plan: Plan, out: Path, *, suite: str | None = None, bootargs: str = "",
+def booted_emulated(plan: Plan, out: Path, *, suite: str | None = None, kernel: str | None = None, bootargs: str = "",
                     timeout: float = 120.0, cache: Path | None = None, files: Mapping[str, str] | None = None,
                     say: Callable[[str], None] = lambda msg: None) -> Iterator[BoardSession]:
     """Boot the emulated board of ``plan`` to its shell; power it off when the block ends, whatever ends it.
@@ -258,7 +258,8 @@ def booted_emulated(plan: Plan, out: Path, *, suite: str | None = None, bootargs
     A block that ends normally powers the board off from its shell
     (``poweroff -f``); an error, a Ctrl-C or a command left running kills
     QEMU. The console is logged to ``out/console.log`` all along. ``files``
-    are put on the board at boot, each as /cmatool/<name>.
+    are put on the board at boot, each as /cmatool/<name>. ``kernel`` names
+    the Debian kernel (debian-6.1-arm64); ``suite`` an armhf one by its suite.
     """
     from cma_tool.deploy import image as timage
     from cma_tool.deploy import qemu
@@ -272,7 +273,7 @@ def booted_emulated(plan: Plan, out: Path, *, suite: str | None = None, bootargs
                           hint="use boards/qemu-aquila.yaml, or include it and override")
     out.mkdir(parents=True, exist_ok=True)
     say("target image (cached)")
-    img = timage.ensure_image(cache, progress=say, suite=suite)
+    img = timage.ensure_image(cache, progress=say, suite=suite, kernel=kernel)
     check_kernel_matches(board, profile, img.config)
     cmdline = kernel_cmdline(board, profile, agent="shell", extra=bootargs).text
     memory = f"{board.emulation.memory >> 20}M"

@@ -32,7 +32,8 @@ from cma_tool.plan import Plan
 class TargetOptions:
     """The command-line options that only some ways use; None/empty when not given."""
 
-    suite: str | None = None  # emulated: the Debian suite whose kernel the emulator boots
+    suite: str | None = None  # emulated: the Debian suite whose armhf kernel the emulator boots (an alias)
+    kernel_name: str | None = None  # emulated: the Debian kernel the emulator boots (debian-6.1-arm64), as --kernel
     console: str | None = None  # serial: the console URL, instead of the board file's
     kernel: Path | None = None  # serial: the board's zImage; ssh: a kernel to install and reboot into
     dtb: Path | None = None  # serial, ssh: the board's own DTB, patched with the plan
@@ -49,6 +50,8 @@ class TargetOptions:
             out["--console"] = self.console
         if self.kernel is not None:
             out["--kernel"] = str(self.kernel)
+        if self.kernel_name is not None:  # the same option on the command line; a name, not a file
+            out["--kernel NAME"] = self.kernel_name
         if self.dtb is not None:
             out["--dtb"] = str(self.dtb)
         if self.bootargs.strip():
@@ -146,11 +149,11 @@ WAYS: dict[tuple[str, str], Way] = {
     (w.target, w.boot): w
     for w in (
         Way("emulated", "direct", "QEMU virt loads our kernel and DTB itself", _emulated("direct"),
-            frozenset({"--suite", "--bootargs"})),
+            frozenset({"--kernel NAME", "--suite", "--bootargs"})),
         Way("emulated", "uboot", "QEMU virt boots real U-Boot, which loads everything over QEMU's TFTP",
-            _emulated("uboot"), frozenset({"--suite", "--bootargs"})),
+            _emulated("uboot"), frozenset({"--kernel NAME", "--suite", "--bootargs"})),
         Way("emulated", "ssh", "QEMU virt boots our kernel; the agent is deployed and run over SSH (dropbear)",
-            _emulated("ssh"), frozenset({"--suite", "--bootargs"})),
+            _emulated("ssh"), frozenset({"--kernel NAME", "--suite", "--bootargs"})),
         Way("serial", "uboot", "a board on a serial console: U-Boot loads the board's kernel, our initrd and the "
             "patched DTB over TFTP or YMODEM", _serial, frozenset({"--console", "--kernel", "--dtb", "--bootargs"}),
             frozenset({"--kernel"})),

@@ -218,6 +218,8 @@ class CmaState:
         # Kernel facts read on every call, looked up once.
         facts = profile.facts
         self._trace = facts.has_tracepoints
+        # 5.10: one nameless cma_alloc event at the end (pfn -1 on failure), no start or retry events.
+        self._named = facts.tracepoints_name_area
         self._errorno = facts.finish_has_errorno
         self._early_counts = facts.early_exit_counts_failure
         self._warns = facts.warns_on_alloc_failure
@@ -317,8 +319,9 @@ class CmaState:
         area = st.area
         area_name = area.name
         trace = self._trace
+        named = self._named
         events: list[Event] = []
-        if trace:
+        if trace and named:
             events.append(Event("alloc_start", area_name, count, align))
         opb = area.order_per_bit
         mask = 0 if align <= opb else (1 << (align - opb)) - 1
@@ -349,12 +352,14 @@ class CmaState:
             ret = EBUSY
             if not self._retries:
                 break
-            if trace:
+            if trace and named:
                 events.append(Event("busy_retry", area_name, count, align, pfn))
             start = bitmap_no + mask + 1
 
-        if trace:
+        if trace and named:
             events.append(Event("alloc_finish", area_name, count, align, pfn, page is None, ret if self._errorno else None))
+        elif trace:
+            events.append(Event("alloc_finish", "", count, align, pfn if page is not None else NO_PFN, page is None))
         if page is not None:
             counters.cma_alloc_success += 1
             counters.areas[area_name].alloc_pages_success += count
@@ -363,7 +368,8 @@ class CmaState:
         counters.areas[area_name].alloc_pages_fail += count
         messages: tuple[str, ...] = ()
         if not no_warn and self._warns:
-            messages = (f"cma: {self.profile.facts.alloc_function}: {area_name}: alloc failed, req-size: {count} pages, ret: {ret}",)
+            named_in = f" {area_name}:" if self.profile.facts.failure_names_area else ""
+            messages = (f"cma: {self.profile.facts.alloc_function}:{named_in} alloc failed, req-size: {count} pages, ret: {ret}",)
             if self._dump_free:
                 messages += (self._available_pages_line(st),)
         return AllocResult(name, count, align, None, ret, tuple(events), messages)
@@ -396,5 +402,5 @@ class CmaState:
             self.counters.areas[area.name].release_pages_success += count
         events: tuple[Event, ...] = ()
         if self._trace:
-            events = (Event("release", area.name, count, None, pfn),)
+            events = (Event("release", area.name if self._named else "", count, None, pfn),)
         return ReleaseResult(name, pfn, count, True, events)

@@ -42,6 +42,12 @@ from cma_tool.model.profiles import (
 )
 
 SZ_1M = 1 << 20
+#: sizeof(struct page) on the 64-bit kernels we model, and a PMD block on arm64 with 4K pages.
+STRUCT_PAGE_BYTES = 64
+PMD_BYTES = 2 * SZ_1M
+#: arm64's early allocations at the top besides the linear map's PTE tables (an estimate: upper page
+#: tables, the unflattened device tree, the node data); only matters within it of a 2 MiB boundary.
+EARLY_TABLES_BYTES = 128 * 1024
 SMP_CACHE_BYTES = 64
 CMA_MAX_NAME = 64
 
@@ -435,9 +441,35 @@ class _Booter:
 
     # --- the default area -----------------------------------------------------
 
+    def reserve_memory_map(self) -> None:
+        """arm64: what memblock hands out from the top between the reserved-memory scan and the default area.
+
+        First paging_init()'s page tables: Debian's arm64 kernels map the
+        linear map page by page (CONFIG_RODATA_FULL_DEFAULT_ENABLED), one PTE
+        table per 2 MiB of memory, and a few more pages (upper tables, the
+        unflattened device tree, the node data: about 128 KiB, estimated).
+        Then sparse_init() takes one buffer for the struct pages (64 bytes
+        each) of every present memory section, aligned to a section's share
+        (sparse_buffer_init(): section_map_size(), a PMD multiple), top-down.
+        The Kconfig or cma= area lands right below that buffer. Measured on
+        5.10, 6.1 and 6.12 arm64 with 464 MiB, 512 MiB and 1.75 GiB in two
+        banks (tests/data/kernel-matrix/debian-*-arm64/b, c, h, q-two-gib).
+        """
+        p = self.p
+        section = 1 << p.facts.arm64_section_bits
+        per_section = _align_up((section >> p.page_shift) * STRUCT_PAGE_BYTES, PMD_BYTES)
+        present = {addr // section for bank in self.inp.banks
+                   for addr in range(bank.base - bank.base % section, bank.base + bank.size, section)}
+        pte_tables = sum(-(-bank.size // PMD_BYTES) for bank in self.inp.banks)
+        early = (pte_tables << p.page_shift) + EARLY_TABLES_BYTES
+        self.mem.alloc_range(early, p.page_size, 0, self.mem.end_of_dram)
+        self.mem.alloc_range(len(present) * per_section, per_section, 0, self.mem.end_of_dram)
+
     def reserve_default(self) -> None:
         """dma_contiguous_reserve(limit) -> cma_declare_contiguous_nid()."""
         p, cmd = self.p, self.cmd
+        if p.default_area_after_unflatten:  # arm64's bootmem_init(): sparse_init() first
+            self.reserve_memory_map()
         for warning in cmd.warnings:
             self.problem("cma=", "cmdline", warning, "warning")
         limit = self.inp.dma_limit or 0
@@ -641,10 +673,17 @@ class _Booter:
             order = get_order(pool, p.page_shift)
             return [Preallocation("atomic coherent pool", self.default, pool >> p.page_shift, min(order, p.cma_alignment))]
         # dma-direct (arm64): one pool per zone, each from CMA when the default
-        # area lies inside that zone (cma_in_zone). UNVERIFIED against a kernel.
+        # area lies inside that zone (cma_in_zone). Verified on Debian's 5.10,
+        # 6.1 and 6.12 arm64 (tests/data/kernel-matrix/debian-*-arm64: a, k with
+        # coherent_pool=1M): three pools, GFP_KERNEL, GFP_KERNEL|GFP_DMA and
+        # GFP_KERNEL|GFP_DMA32, all of RAM being below 4 GiB.
         if self.cmd.coherent_pool is None:
-            per_gib = max(self.mem.total >> 30, 1)
-            pool = min(per_gib * 128 * 1024, p.page_size << (p.max_order - 1))
+            # dma_atomic_pool_init(): 128 KiB per GiB of totalram_pages(), at most a MAX_ORDER block, at least
+            # 128 KiB; atomic_pool_expand() then takes a whole order of it (1.75 GiB: 224 KiB -> 256 KiB,
+            # tests/data/kernel-matrix/debian-*-arm64/q-two-gib). The banks stand for totalram_pages(): the
+            # same order unless what memblock keeps back straddles a power of two.
+            pages = min((self.mem.total >> p.page_shift) // (1 << (30 - 17)), 1 << (p.max_order - 1))
+            pool = max(pages << p.page_shift, 128 * 1024)
         order = min(get_order(pool, p.page_shift), p.max_order - 1)
         pools: list[Preallocation] = []
         area = next((a for a in self.areas if a.name == self.default), None)
@@ -666,19 +705,31 @@ def _boot_device_tree(b: _Booter, dt: DeviceTreeReservation) -> None:
                 b.init_node(rmem, dt)
         elif not dt.static_pools_after_default:
             b.init_node(rmem, dt)
+    late_statics = dt.static_pools_after_default
+    if late_statics and b.p.default_area_after_unflatten:
+        _init_late_static_pools(b, saved, dt)  # unflattening comes before the default area here
+        late_statics = False
     b.reserve_default()
-    if dt.hangs_on_default_over_failed_dynamic_node:
+    # Measured on ARM32 only: Debian's 6.12 arm64 kernel boots the same layouts
+    # (its default area lands below the memory map arm64 allocates first).
+    if dt.hangs_on_default_over_failed_dynamic_node and b.p.architecture == "armhf":
         b.warn_failed_node_hang()
-    if dt.static_pools_after_default:
-        # unflatten_device_tree() -> fdt_scan_reserved_mem_reg_nodes(): the
-        # static regions, walked in device-tree order, not sorted by base
-        # (measured: tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
-        if not b.inp.nodes:
-            # The generators write /reserved-memory only when it has a child
-            # (generate/dts.py), so no nodes means no node in the DT.
-            b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
-        for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
-            b.init_node(rmem, dt)
+    if late_statics:
+        _init_late_static_pools(b, saved, dt)
+
+
+def _init_late_static_pools(b: _Booter, saved: list[_Rmem], dt: DeviceTreeReservation) -> None:
+    """6.12's fdt_scan_reserved_mem_reg_nodes() from unflatten_device_tree(): static pools in DT order.
+
+    Walked in device-tree order, not sorted by base (measured:
+    tests/data/kernel-traces-6.12/k-two-static-pools-dt-order).
+    """
+    if not b.inp.nodes:
+        # The generators write /reserved-memory only when it has a child
+        # (generate/dts.py), so no nodes means no node in the DT.
+        b.log.append("OF: reserved mem: Reserved memory: No reserved-memory node in the DT")
+    for rmem in sorted((r for r in saved if not r.dynamic), key=lambda r: r.order):
+        b.init_node(rmem, dt)
 
 
 def boot(profile: KernelProfile, inp: BootInput) -> BootResult:

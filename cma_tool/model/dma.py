@@ -9,7 +9,10 @@ Three paths, chosen by the kernel's :class:`DmaRoute` and, for
   With no CMA area at all the buffer comes from normal pages.
 - ``CONTIGUOUS`` on dma-direct (arm64): the device's own area without falling
   back to the default one, else nothing for a single page, else the default
-  area; when CMA says no, alloc_pages() supplies the buffer.
+  area; when CMA says no, alloc_pages() supplies the buffer. Both seen on
+  Debian's 5.10, 6.1 and 6.12 arm64 (tests/data/kernel-matrix: l-single-page,
+  one-page buffers never reach CMA; h-cmdline-size-16m, the buffer CMA
+  refuses is granted all the same).
 - ``CM_ALLOC`` (the 2011 series): cm_alloc(area, count, max(order, 8)) on the
   area the board file gave the device, and system pages when that fails or
   there is none.

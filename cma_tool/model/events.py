@@ -57,6 +57,8 @@ class Event:
 
     def text(self, profile: KernelProfile) -> str:
         """The line as the kernel's TP_printk renders it (without the trace prefix)."""
+        if not profile.facts.tracepoints_name_area:
+            return self._text_unnamed(profile)
         head = f"{_TRACEPOINT[self.kind]}: name={self.area}"
         if self.kind == "alloc_start":
             return f"{head} count={self.count} align={self.align}"
@@ -74,6 +76,14 @@ class Event:
         if self.kind == "alloc_finish" and profile.facts.finish_has_errorno:
             text += f" errorno={self.errorno if self.errorno is not None else 0}"
         return text
+
+    def _text_unnamed(self, profile: KernelProfile) -> str:
+        """5.10's two events: ``cma_alloc`` (the finish) and ``cma_release``, pfn in bare hex, no name."""
+        pfn = (self.pfn if self.pfn is not None else NO_PFN) & ((1 << profile.long_bits) - 1)
+        page = "0" * profile.pointer_digits if self.failed else "(ptrval)"
+        tracepoint = "cma_release" if self.kind == "release" else "cma_alloc"
+        text = f"{tracepoint}: pfn={pfn:x} page={page} count={self.count}"
+        return text if self.kind == "release" else f"{text} align={self.align}"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "area": self.area, "count": self.count}
@@ -119,7 +129,9 @@ _PREFIX_RE = re.compile(
     r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:(?P<flags>[^\s:]{4,6})\s+)?(?P<ts>\d+\.\d+):\s+"
 )
-_EVENT_RE = re.compile(r"(?P<tp>cma_alloc_start|cma_alloc_finish|cma_alloc_busy_retry|cma_release):\s+(?P<body>.*)$")
+_EVENT_RE = re.compile(r"(?P<tp>cma_alloc_start|cma_alloc_finish|cma_alloc_busy_retry|cma_release|cma_alloc):\s+(?P<body>.*)$")
+#: 5.10's tracepoints: ``cma_alloc`` when an allocation ends, ``cma_release``; neither names the area.
+_UNNAMED_KIND: dict[str, EventKind] = {"cma_alloc": "alloc_finish", "cma_release": "release"}
 # The name comes first and is the only field that could hold odd characters;
 # it ends where the next known key starts.
 _NAME_RE = re.compile(r"^name=(?P<name>.*?)\s+(?=(?:count|pfn)=)")
@@ -144,10 +156,18 @@ def parse_trace_line(line: str) -> Event | None:
         timestamp = float(prefix.group("ts"))
     body = match.group("body")
     name_match = _NAME_RE.match(body)
-    if not name_match:
+    tracepoint = match.group("tp")
+    if name_match:
+        area, rest = name_match.group("name"), body[name_match.end() :]
+        kind: EventKind = _KIND_OF.get(tracepoint, "alloc_finish")
+    elif tracepoint in _UNNAMED_KIND and body.startswith("pfn="):
+        area, rest = "", body
+        kind = _UNNAMED_KIND[tracepoint]
+    else:
         return None
-    fields = {m.group("key"): m.group("value") for m in _FIELD_RE.finditer(body[name_match.end() :])}
-    kind: EventKind = _KIND_OF[match.group("tp")]
+    if tracepoint == "cma_alloc" and name_match:
+        return None  # no kernel prints a named cma_alloc event
+    fields = {m.group("key"): m.group("value") for m in _FIELD_RE.finditer(rest)}
     try:
         count = int(fields["count"])
         align = int(fields["align"]) if "align" in fields else None
@@ -167,7 +187,7 @@ def parse_trace_line(line: str) -> Event | None:
     failed = kind == "alloc_finish" and _is_null_page(fields.get("page", "(ptrval)"))
     return Event(
         kind=kind,
-        area=name_match.group("name"),
+        area=area,
         count=count,
         align=align,
         pfn=pfn,

@@ -7,10 +7,12 @@ Two kinds of fact make a profile:
   fact is fixed per :class:`Family` and says the kernel source or recording
   (tests/data/kernel-traces*/) behind it. :func:`facts_of` maps a family to
   its facts, exhaustively: a family without facts is a mypy error there.
-- how the kernel was *built* (:class:`KernelProfile`'s own fields): the
-  CONFIG_ values and architecture choices that a board may override
-  (``max-order: 11`` for a kernel built for the S5PV210 alone); see
-  :func:`profile_with`.
+- how the kernel was *built* (:class:`KernelProfile`'s own fields): its
+  architecture (armhf or arm64), the CONFIG_ values and architecture choices
+  that a board may override (``max-order: 11`` for a kernel built for the
+  S5PV210 alone); see :func:`profile_with`. Debian's kernels
+  (:data:`DEBIAN_KERNELS`: 5.10, 6.1, 6.12 x armhf, arm64) take theirs from
+  each package's own /boot/config-* (``debian-kconfig.json``).
 
 Code outside this module reads facts and never asks which kernel it is, so a
 new kernel version is a :class:`Family` member, its :class:`KernelFacts` in
@@ -22,11 +24,18 @@ closed enum and its readers ``match`` it exhaustively.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 from dataclasses import dataclass
 from typing import Literal, assert_never
 
+from cma_tool.errors import ConfigError
+
+#: How dma_alloc_coherent() reaches CMA: ARM32's own dma-mapping, or the generic dma-direct (arm64).
 Arch = Literal["arm32", "dma-direct"]
+#: The Debian architecture a kernel is built for: a first-class dimension of a profile.
+Architecture = Literal["armhf", "arm64"]
+ARCHITECTURES: tuple[Architecture, ...] = ("armhf", "arm64")
 
 
 class Family(enum.Enum):
@@ -38,6 +47,7 @@ class Family(enum.Enum):
 
     CMA_2011 = "2011"  # the June 2011 CMA patch series (PATCHv10), the seed
     LINUX_3_5 = "3.5"  # dma_declare_contiguous() era, board files
+    LINUX_5_10 = "5.10"  # Debian bullseye's kernels
     LINUX_6_1 = "6.1"  # Debian bookworm's armmp kernel
     LINUX_6_12 = "6.12"  # Debian trixie's armmp kernel
 
@@ -158,7 +168,8 @@ class DeviceTreeReservation:
     logs_node_range: bool
     #: Debian's 6.12.117 armmp kernel stops booting right after "cma: Reserved"
     #: when the default area lands on the range a failed dynamic node gave back
-    #: (tests/data/kernel-traces-6.12: c, e, i hang; g, h, j boot).
+    #: (tests/data/kernel-traces-6.12: c, e, i hang; g, h, j boot). ARM32 only:
+    #: the arm64 build boots the same layouts (kernel-matrix/debian-6.12-arm64/c, e).
     hangs_on_default_over_failed_dynamic_node: bool
 
 
@@ -266,8 +277,29 @@ class KernelFacts:
     retries_busy_ranges: bool
     #: /sys/kernel/mm/cma/<area>/release_pages_success exists (6.12).
     counts_released_pages: bool
+    #: The cma tracepoints carry the area's name (5.16 on: cma_alloc_start,
+    #: cma_alloc_finish, cma_alloc_busy_retry, cma_release with ``name=``).
+    #: 5.10 has only ``cma_alloc`` (once, at the end, pfn -1 on failure) and
+    #: ``cma_release``, both without a name.
+    tracepoints_name_area: bool
+    #: cma_alloc's failure line names the area (``cma_alloc: <area>: alloc
+    #: failed``); 5.10 says only ``cma_alloc: alloc failed``.
+    failure_names_area: bool
+    #: /proc/vmstat has cma_alloc_success and cma_alloc_fail (from 5.12).
+    vmstat_counts_allocations: bool
+    #: The CMA unit is max(MAX_ORDER - 1, pageblock_order) pages (5.10); from
+    #: 5.19 it is one pageblock (CMA_MIN_ALIGNMENT_PAGES), which on arm64 with
+    #: hugetlb is 2 MiB instead of 4.
+    cma_unit_includes_max_order: bool
+    #: SECTION_SIZE_BITS on arm64 with 4K pages: 1 GiB sections up to 5.11,
+    #: 128 MiB from 5.12. arm64's sparse_init() allocates the struct pages of
+    #: every present section before the default area is reserved (model/boot.py).
+    arm64_section_bits: int
     kconfig: KconfigSymbols
 
+
+ARM64_SECTION_BITS_OLD = 30  # 1 GiB sections (arm64 before 5.12; arm64 did not exist for 3.5 and 2011)
+ARM64_SECTION_BITS_NEW = 27  # 128 MiB sections
 
 _FACTS_2011 = KernelFacts(
     reservation=BoardFileApi.CMA_2011, cmdline_cma=CmdlineCma.ABSENT, default_area_has_own_slot=True,
@@ -275,7 +307,9 @@ _FACTS_2011 = KernelFacts(
     dma_route=DmaRoute.CM_ALLOC, dma_min_align_order=8, has_tracepoints=False, finish_has_errorno=False,
     alloc_function="cm_alloc", warns_on_alloc_failure=False, dumps_free_runs_on_failure=False,
     early_exit_counts_failure=True, align_offset_follows_pfn=True, exhausted_search_returns_enomem=False,
-    retries_busy_ranges=False, counts_released_pages=False, kconfig=_KCONFIG_2011,
+    retries_busy_ranges=False, counts_released_pages=False, tracepoints_name_area=False, failure_names_area=False,
+    vmstat_counts_allocations=False, cma_unit_includes_max_order=True, arm64_section_bits=ARM64_SECTION_BITS_OLD,
+    kconfig=_KCONFIG_2011,
 )
 
 _FACTS_3_5 = KernelFacts(
@@ -285,7 +319,8 @@ _FACTS_3_5 = KernelFacts(
     finish_has_errorno=False, alloc_function="cma_alloc", warns_on_alloc_failure=False,
     dumps_free_runs_on_failure=False, early_exit_counts_failure=True, align_offset_follows_pfn=False,
     exhausted_search_returns_enomem=True, retries_busy_ranges=True, counts_released_pages=False,
-    kconfig=_KCONFIG_35,
+    tracepoints_name_area=False, failure_names_area=False, vmstat_counts_allocations=False,
+    cma_unit_includes_max_order=True, arm64_section_bits=ARM64_SECTION_BITS_OLD, kconfig=_KCONFIG_35,
 )
 
 _FACTS_6_1 = KernelFacts(
@@ -299,7 +334,8 @@ _FACTS_6_1 = KernelFacts(
     dma_min_align_order=0, has_tracepoints=True, finish_has_errorno=False, alloc_function="cma_alloc",
     warns_on_alloc_failure=True, dumps_free_runs_on_failure=False, early_exit_counts_failure=True,
     align_offset_follows_pfn=True, exhausted_search_returns_enomem=False, retries_busy_ranges=True,
-    counts_released_pages=False, kconfig=_KCONFIG_6X,
+    counts_released_pages=False, tracepoints_name_area=True, failure_names_area=True, vmstat_counts_allocations=True,
+    cma_unit_includes_max_order=False, arm64_section_bits=ARM64_SECTION_BITS_NEW, kconfig=_KCONFIG_6X,
 )
 
 _FACTS_6_12 = KernelFacts(
@@ -313,7 +349,30 @@ _FACTS_6_12 = KernelFacts(
     dma_min_align_order=0, has_tracepoints=True, finish_has_errorno=True, alloc_function="__cma_alloc",
     warns_on_alloc_failure=True, dumps_free_runs_on_failure=True, early_exit_counts_failure=False,
     align_offset_follows_pfn=True, exhausted_search_returns_enomem=False, retries_busy_ranges=True,
-    counts_released_pages=True, kconfig=_KCONFIG_6X,
+    counts_released_pages=True, tracepoints_name_area=True, failure_names_area=True, vmstat_counts_allocations=True,
+    cma_unit_includes_max_order=False, arm64_section_bits=ARM64_SECTION_BITS_NEW, kconfig=_KCONFIG_6X,
+)
+
+# Debian bullseye's 5.10 (armmp and arm64). Read from the 5.10 sources and
+# proven by tests/data/kernel-traces-5.10*/ (see docs/profiles.md).
+# 5.10 has no CMA_SYSFS (5.13) and calls the max order FORCE_MAX_ZONEORDER (renamed in 6.1).
+_KCONFIG_510 = dataclasses.replace(_KCONFIG_6X, cma=tuple(c for c in _KCONFIG_6X.cma if c != "CMA_SYSFS"),
+                                   max_order="FORCE_MAX_ZONEORDER")
+_FACTS_5_10 = KernelFacts(
+    reservation=DeviceTreeReservation(
+        failed_reserve_log_prefix="OF: fdt: ", dynamic_node_order=NodeOrder.HEAPSORT,
+        static_pools_after_default=False, logs_node_range=False,
+        hangs_on_default_over_failed_dynamic_node=False,
+    ),
+    cmdline_cma=CmdlineCma.PLACEMENT, default_area_has_own_slot=True, max_order_written_offset=0,
+    declare_log_names_node=False, has_atomic_pool=True, dma_route=DmaRoute.CONTIGUOUS,
+    dma_min_align_order=0, has_tracepoints=True, finish_has_errorno=False, alloc_function="cma_alloc",
+    # 5.10's cma_debug_show_areas() is built only with CONFIG_CMA_DEBUG, which Debian leaves out.
+    warns_on_alloc_failure=True, dumps_free_runs_on_failure=False, early_exit_counts_failure=False,
+    align_offset_follows_pfn=True, exhausted_search_returns_enomem=False, retries_busy_ranges=True,
+    counts_released_pages=False, tracepoints_name_area=False, failure_names_area=False,
+    vmstat_counts_allocations=False, cma_unit_includes_max_order=True, arm64_section_bits=ARM64_SECTION_BITS_OLD,
+    kconfig=_KCONFIG_510,
 )
 
 
@@ -324,6 +383,8 @@ def facts_of(family: Family) -> KernelFacts:
             return _FACTS_2011
         case Family.LINUX_3_5:
             return _FACTS_3_5
+        case Family.LINUX_5_10:
+            return _FACTS_5_10
         case Family.LINUX_6_1:
             return _FACTS_6_1
         case Family.LINUX_6_12:
@@ -357,9 +418,11 @@ class KernelProfile:
     lpae: bool
     #: ARM32 LPAE or arm64 with hugetlb: pageblock_order = HUGETLB_PAGE_ORDER.
     hugetlb_pageblock_order: int | None
-    arch: Arch
+    #: armhf or arm64: decides the DMA path (:attr:`arch`), address widths and atomic pools.
+    architecture: Architecture
     #: The atomic coherent pool ARM32 takes from the default area at boot
-    #: (``coherent_pool=`` overrides it on the command line).
+    #: (``coherent_pool=`` overrides it on the command line). arm64's pools
+    #: are sized from the memory unless ``coherent_pool=`` is given.
     atomic_pool_bytes: int
 
     @property
@@ -377,6 +440,23 @@ class KernelProfile:
         return self.facts.cmdline_cma is CmdlineCma.PLACEMENT
 
     @property
+    def arch(self) -> Arch:
+        """How DMA allocations reach CMA: ARM32's dma-mapping on armhf, dma-direct on arm64."""
+        return "arm32" if self.architecture == "armhf" else "dma-direct"
+
+    @property
+    def default_area_after_unflatten(self) -> bool:
+        """Whether the default area is reserved after unflatten_device_tree() (arm64) or before it (ARM32).
+
+        arm64's setup_arch() unflattens the tree before bootmem_init() calls
+        dma_contiguous_reserve(); ARM32 reserves it in arm_memblock_init(),
+        earlier. So 6.12's late set-up of static pools (done while
+        unflattening) comes before the default area on arm64 and after it on
+        ARM32 (tests/data/kernel-matrix/debian-6.12-*/i-cmdline-fixed-32m).
+        """
+        return self.architecture == "arm64"
+
+    @property
     def page_shift(self) -> int:
         return self.page_size.bit_length() - 1
 
@@ -388,7 +468,13 @@ class KernelProfile:
 
     @property
     def cma_min_pages(self) -> int:
-        """CMA_MIN_ALIGNMENT_PAGES: one pageblock. Every area's base and size is a multiple."""
+        """The CMA unit: every area's base and size is a multiple.
+
+        One pageblock (CMA_MIN_ALIGNMENT_PAGES) from 5.19; before, the larger
+        of a pageblock and a MAX_ORDER block (5.10 on arm64: 4 MiB, not 2).
+        """
+        if self.facts.cma_unit_includes_max_order:
+            return 1 << max(self.pageblock_order, self.max_order - 1)
         return 1 << self.pageblock_order
 
     @property
@@ -431,27 +517,149 @@ def profile_from_kconfig_max_order(name: str, written: int, **overrides: object)
     return dataclasses.replace(base, max_order=stored, **overrides)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class DebianKernel:
+    """A Debian kernel the emulated board boots, named ``debian-<series>-<architecture>``.
+
+    Its profile's build values are not typed in here: they come from the
+    package's own /boot/config-* (:data:`KCONFIG_FILE`, written by
+    ``python3 -m cma_tool.deploy.image --kconfig``, which reads each package).
+    """
+
+    name: str
+    series: str  # "6.1"
+    architecture: Architecture
+    #: The Debian suite the package comes from, through a private apt state;
+    #: None: the system's own sources (bookworm, with its security updates).
+    suite: str | None
+    flavour: str  # the package name's last part: armmp, arm64
+    family: Family
+
+    @property
+    def profile(self) -> str:
+        """The model profile of this kernel: linux-<series>, plus -arm64 for arm64."""
+        return f"linux-{self.series}" + ("" if self.architecture == "armhf" else f"-{self.architecture}")
+
+
+DEBIAN_KERNELS: dict[str, DebianKernel] = {
+    k.name: k
+    for series, suite, family in (("5.10", "bullseye", Family.LINUX_5_10), ("6.1", None, Family.LINUX_6_1),
+                                  ("6.12", "trixie", Family.LINUX_6_12))
+    for k in (DebianKernel(f"debian-{series}-armhf", series, "armhf", suite, "armmp", family),
+              DebianKernel(f"debian-{series}-arm64", series, "arm64", suite, "arm64", family))
+}
+#: ``--suite`` as it was before kernels had names: a Debian suite's armhf kernel.
+SUITE_KERNELS = {"bullseye": "debian-5.10-armhf", "bookworm": "debian-6.1-armhf", "trixie": "debian-6.12-armhf"}
+
+def debian_kernel(kernel: str | None = None, suite: str | None = None) -> DebianKernel:
+    """The Debian kernel named by ``kernel`` (debian-6.1-arm64) or by ``suite`` (its armhf kernel); default 6.1 armhf."""
+    if kernel is not None and suite is not None:
+        raise ConfigError(f"both a kernel ({kernel}) and a suite ({suite}) were named",
+                          hint=f"the suite only names an armhf kernel: {', '.join(f'{s}={k}' for s, k in SUITE_KERNELS.items())}")
+    if suite is not None:
+        if suite not in SUITE_KERNELS:
+            raise ConfigError(f"no Debian kernel is known for suite {suite!r}",
+                              hint=f"known suites: {', '.join(SUITE_KERNELS)}; or name a kernel: {', '.join(DEBIAN_KERNELS)}")
+        kernel = SUITE_KERNELS[suite]
+    name = kernel or SUITE_KERNELS["bookworm"]
+    if name not in DEBIAN_KERNELS:
+        close = difflib.get_close_matches(name, DEBIAN_KERNELS, n=1)
+        raise ConfigError(f"{name!r} is not a Debian kernel the emulated board can boot",
+                          hint=f"did you mean {close[0]}?" if close else f"known: {', '.join(DEBIAN_KERNELS)}")
+    return DEBIAN_KERNELS[name]
+
+
+#: Each Debian kernel's CMA-relevant Kconfig values, as its package's /boot/config-* says.
+KCONFIG_FILE = "debian-kconfig.json"
+
+
+def debian_kconfig() -> dict[str, dict[str, object]]:
+    """:data:`KCONFIG_FILE` as read: kernel name -> {package, version, config: {SYMBOL: value}}."""
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("cma_tool.model").joinpath(KCONFIG_FILE).read_text())
+    return {str(k): dict(v) for k, v in data.items()}
+
+
+def profile_from_kconfig(name: str, family: Family, architecture: Architecture, config: dict[str, str]) -> KernelProfile:
+    """A profile from a kernel's .config values (``SYMBOL`` -> its value as written, ``y`` for a bool)."""
+    facts = facts_of(family)
+
+    def number(symbol: str, default: int | None = None) -> int:
+        if symbol in config:
+            return int(config[symbol], 0)
+        if default is None:
+            raise ValueError(f"{name}: CONFIG_{symbol} is not set in the kernel's config")
+        return default
+
+    # Kconfig's default where an architecture does not force the max order (11: orders 0..10).
+    written = number(facts.kconfig.max_order, 11 + facts.max_order_written_offset)
+    page_size = 16384 if config.get("ARM64_16K_PAGES") == "y" else 65536 if config.get("ARM64_64K_PAGES") == "y" else 4096
+    page_shift = page_size.bit_length() - 1
+    lpae = config.get("ARM_LPAE") == "y"
+    hugetlb = None
+    if config.get("HUGETLB_PAGE") == "y" and (architecture == "arm64" or lpae):
+        # pageblock_order = HUGETLB_PAGE_ORDER: a PMD's worth of pages (2 MiB with 4K pages).
+        pmd_shift = 21 if page_size == 4096 else 25 if page_size == 16384 else 29
+        hugetlb = pmd_shift - page_shift
+    percentage = number("CMA_SIZE_PERCENTAGE") if config.get("CMA_SIZE_SEL_PERCENTAGE") == "y" else None
+    return KernelProfile(
+        name=name, family=family, max_order=written - facts.max_order_written_offset, page_size=page_size,
+        cma_alignment=number("CMA_ALIGNMENT"), cma_size_mbytes=number("CMA_SIZE_MBYTES"),
+        cma_size_percentage=percentage, config_cma_areas=number("CMA_AREAS"), lpae=lpae,
+        hugetlb_pageblock_order=hugetlb, architecture=architecture,
+        # The kernel's coherent_pool= default (so no coherent_pool= is written); arm64 sizes its pools
+        # from the memory unless coherent_pool= is given (model/boot.py).
+        atomic_pool_bytes=256 * 1024,
+    )
+
+
+def _debian_profiles() -> list[KernelProfile]:
+    table = debian_kconfig()
+    out = []
+    for kernel in DEBIAN_KERNELS.values():
+        entry = table.get(kernel.name)
+        if entry is None:
+            continue  # not read yet: python3 -m cma_tool.deploy.image --kconfig
+        config = entry["config"]
+        assert isinstance(config, dict)
+        out.append(profile_from_kconfig(kernel.profile, kernel.family, kernel.architecture,
+                                        {str(k): str(v) for k, v in config.items()}))
+    return out
+
+
 PROFILES: dict[str, KernelProfile] = {
     p.name: p
     for p in (
-        # Debian bookworm's armmp kernel, what the emulated board runs.
-        KernelProfile(name="linux-6.1", family=Family.LINUX_6_1, max_order=12, page_size=4096, cma_alignment=8,
-                      cma_size_mbytes=16, cma_size_percentage=None, config_cma_areas=7, lpae=False,
-                      hugetlb_pageblock_order=None, arch="arm32", atomic_pool_bytes=256 * 1024),
-        # Debian trixie's armmp kernel (--suite trixie).
-        KernelProfile(name="linux-6.12", family=Family.LINUX_6_12, max_order=12, page_size=4096, cma_alignment=8,
-                      cma_size_mbytes=16, cma_size_percentage=None, config_cma_areas=8, lpae=False,
-                      hugetlb_pageblock_order=None, arch="arm32", atomic_pool_bytes=256 * 1024),
+        # Debian's kernels (DEBIAN_KERNELS): linux-5.10, linux-6.1, linux-6.12 (armhf, armmp) and
+        # linux-5.10-arm64, linux-6.1-arm64, linux-6.12-arm64, each from its package's own config.
+        *_debian_profiles(),
         # dma_declare_contiguous() era; a kernel built for the S5PV210 alone.
         KernelProfile(name="linux-3.5", family=Family.LINUX_3_5, max_order=11, page_size=4096, cma_alignment=8,
                       cma_size_mbytes=16, cma_size_percentage=None, config_cma_areas=7, lpae=False,
-                      hugetlb_pageblock_order=None, arch="arm32", atomic_pool_bytes=256 * 1024),
+                      hugetlb_pageblock_order=None, architecture="armhf", atomic_pool_bytes=256 * 1024),
         # The June 2011 series (the seed): cma_reserve/cma_create/cm_alloc.
         KernelProfile(name="cma-2011", family=Family.CMA_2011, max_order=11, page_size=4096, cma_alignment=8,
                       cma_size_mbytes=16, cma_size_percentage=None, config_cma_areas=7, lpae=False,
-                      hugetlb_pageblock_order=None, arch="arm32", atomic_pool_bytes=256 * 1024),
+                      hugetlb_pageblock_order=None, architecture="armhf", atomic_pool_bytes=256 * 1024),
     )
 }
+
+
+def kernel_profile(name: str) -> KernelProfile:
+    """The profile a kernel name stands for: a profile's own name, or a Debian kernel's (debian-6.1-arm64).
+
+    KeyError for a name that is neither.
+    """
+    if name in DEBIAN_KERNELS:
+        return PROFILES[DEBIAN_KERNELS[name].profile]
+    return PROFILES[name]
+
+
+def kernel_names() -> list[str]:
+    """Every name :func:`kernel_profile` takes, for hints."""
+    return [*DEBIAN_KERNELS, *PROFILES]
 
 
 def profile_with(name: str, **overrides: object) -> KernelProfile:

@@ -20,6 +20,7 @@ SVG, links are fragments. Everything the board printed is escaped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -277,8 +278,22 @@ def _area_titles(plan: dict[str, Any] | None) -> dict[str, str]:
     return titles
 
 
+def _named_by_pfn(rows: list[EventRow], model_areas: dict[str, Span], kernel_areas: dict[str, Span]) -> list[EventRow]:
+    """5.10's tracepoints name no area: each such event is drawn in the area (of its own side) its pfn lies in."""
+
+    def named(e: Event | None, areas: dict[str, Span]) -> Event | None:
+        if e is None or e.area or e.pfn is None:
+            return e
+        hit = next((name for name, span in areas.items() if span.pfn <= e.pfn < span.end), None)
+        return dataclasses.replace(e, area=hit) if hit is not None else e
+
+    return [dataclasses.replace(r, model=named(r.model, model_areas), kernel=named(r.kernel, kernel_areas))
+            for r in rows]
+
+
 def _panels(run: RunFiles, rows: list[EventRow], checks: list[dict[str, Any]], page: int) -> list[AreaPanel]:
     model_areas, kernel_areas = _area_spans(run, page)
+    rows = _named_by_pfn(rows, model_areas, kernel_areas)
     titles = _area_titles(run.plan)
     area_checks = {str(c.get("name", "")).removeprefix("area "): c for c in checks
                    if c.get("group") == "boot" and str(c.get("name", "")).startswith("area ")}

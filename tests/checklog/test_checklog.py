@@ -240,3 +240,20 @@ def test_a_log_whose_sections_arrived_damaged_is_the_links_fault(tmp_path: Path)
     text = console(REPLAY / "console.log").replace("pfn=0x64500", "pfn=0x6450", 1)
     result = check(tmp_path, TWIN, text)
     assert result.exit_code == 3 and "section trace: " in result.report["message"]
+
+
+MATRIX = ROOT / "tests" / "data" / "kernel-matrix"
+MATRIX_PROFILES = {"debian-5.10-armhf": "linux-5.10", "debian-6.1-armhf": "linux-6.1", "debian-6.12-armhf": "linux-6.12",
+                   "debian-5.10-arm64": "linux-5.10-arm64", "debian-6.1-arm64": "linux-6.1-arm64",
+                   "debian-6.12-arm64": "linux-6.12-arm64"}
+
+
+@pytest.mark.parametrize("kernel", list(MATRIX_PROFILES))
+@pytest.mark.parametrize("name", ["a-reference-dt-cma", "b-kconfig-default-16m", "d-aquila-two-streams"])
+def test_every_kernel_of_the_matrix_is_checked_with_the_profile_its_log_shows(kernel: str, name: str,
+                                                                             tmp_path: Path) -> None:
+    # The 'Linux version 6.1.0-57-arm64' line picks the series and, by Debian's flavour, the architecture.
+    result = api.check_log(BOARDS / f"{name}.yaml", MATRIX / kernel / name / "console.log", out=tmp_path)
+    assert result.exit_code == 0, api.explain(result.checks) + result.report.get("message", "")
+    plan_stage = next(s for s in result.report["stages"] if s["stage"] == "plan")
+    assert plan_stage["profile"] == MATRIX_PROFILES[kernel]

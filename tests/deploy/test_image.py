@@ -259,32 +259,24 @@ def test_kernel_config_reading(tmp_path: Path) -> None:
     cfg.write_text("CONFIG_CMA=y\n")
     with pytest.raises(InfraError, match="CONFIG_CMA_SIZE_MBYTES is not set"):
         read_kernel_config(cfg)
+    # 5.10 spells the max order FORCE_MAX_ZONEORDER (Debian's bullseye armmp: 12).
+    cfg.write_text("CONFIG_CMA_SIZE_MBYTES=16\nCONFIG_CMA_AREAS=7\nCONFIG_CMA_ALIGNMENT=8\nCONFIG_FORCE_MAX_ZONEORDER=12\n")
+    assert read_kernel_config(cfg).arch_force_max_order == 12
 
 
-def test_bad_kernel_package_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not a Debian 6.1 armmp kernel"):
-        ensure_image(tmp_path, kernel_package="linux-image-6.1.0-50-rt-armmp")
+def test_kernel_package_names_by_architecture_and_series() -> None:
+    from cma_tool.deploy.image.apt import kernel_package_re
 
+    def series(arch: str, name: str) -> str | None:
+        m = kernel_package_re(arch).match(name)
+        return m.group("series") if m else None
 
-def test_missing_tool_names_its_debian_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no tool at all
-    with pytest.raises(InfraError) as err:
-        ensure_image(tmp_path)
-    assert "gcc-arm-linux-gnueabihf" in str(err.value)
-    assert "kmod" in str(err.value)
-
-
-def test_system_archive_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
-    from cma_tool.deploy.image import system_archive
-
-    etc = tmp_path / "apt"
-    (etc / "sources.list.d").mkdir(parents=True)
-    (etc / "sources.list").write_text("# comment\ndeb http://security.example/debian-security bookworm-security main\n")
-    (etc / "sources.list.d" / "debian.sources").write_text(
-        "Types: deb\nURIs: http://archive.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    # The security suite has a dash: not the main archive; the deb822 one is.
-    assert system_archive(etc) == ("http://archive.example/debian",
-                                   "/usr/share/keyrings/debian-archive-keyring.gpg")
-    (etc / "sources.list").write_text("deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm main contrib\n")
-    assert system_archive(etc) == ("http://one.example/debian", "/k.gpg")
+    assert series("armhf", "linux-image-6.1.0-57-armmp") == "6.1"
+    assert series("armhf", "linux-image-5.10.0-32-armmp") == "5.10"
+    assert series("arm64", "linux-image-6.12.117+deb13-arm64") == "6.12"
+    assert series("arm64", "linux-image-6.12.118+deb12-arm64") == "6.12"  # bookworm's own 6.12: not 6.1
+    # Only the plain flavour: not -rt, -lpae, -cloud, 16K pages, signed-off copies or debug symbols.
+    for other in ("linux-image-6.1.0-57-rt-armmp", "linux-image-6.1.0-57-armmp-lpae", "linux-image-6.1.0-57-cloud-arm64",
+                  "linux-image-6.12.117+deb13-arm64-16k", "linux-image-6.1.0-57-arm64-unsigned",
+                  "linux-image-6.1.0-57-arm64-dbg", "linux-image-arm64"):
+        assert series("arm64", other) is None and series("armhf", other) is None, other

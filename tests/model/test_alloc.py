@@ -245,7 +245,7 @@ def test_no_cma_means_normal_pages_on_arm32() -> None:
 
 
 def test_dma_direct_paths() -> None:
-    p = profile_with("linux-6.1", arch="dma-direct")
+    p = profile_with("linux-6.1", architecture="arm64")
     state = CmaState(p, (_area(), CmaArea("own", 0, 1 << 22, 0x100, 1024, 0, "dt-static", 1)))
     # Single page without an own area: bypasses CMA.
     single = dma_alloc(state, "test", Device("d"), 4096)

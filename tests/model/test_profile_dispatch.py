@@ -34,7 +34,7 @@ from cma_tool.model.profiles import (
 ROOT = Path(__file__).parents[2]
 PACKAGE = ROOT / "cma_tool"
 PROFILES_PY = PACKAGE / "model" / "profiles.py"
-FAKE = "LINUX_5_10"
+FAKE = "LINUX_5_15"
 #: Modules that still read ``profile.family`` outside profiles.py, each with the fact that replaces it.
 PENDING_FAMILY_READERS: set[str] = set()
 
@@ -73,10 +73,10 @@ def _add_unhandled_family(profiles_py: Path) -> None:
     text = profiles_py.read_text()
     member = re.search(r"^(\s+)LINUX_6_12 = .*$", text, re.M)
     assert member is not None, "Family.LINUX_6_12 not found"
-    text = text[: member.end()] + f'\n{member.group(1)}{FAKE} = "5.10"' + text[member.end():]
+    text = text[: member.end()] + f'\n{member.group(1)}{FAKE} = "5.15"' + text[member.end():]
     base = PROFILES["linux-6.1"]
     values = {f.name: getattr(base, f.name) for f in dataclasses.fields(KernelProfile)}
-    values.update(name="linux-5.10")
+    values.update(name="linux-5.15")
     args = ", ".join(f"{k}={v!r}" for k, v in values.items() if k != "family")
     entry = f"        KernelProfile({args}, family=Family.{FAKE}),\n"
     anchor = re.search(r"^PROFILES: [^\n]*\n(?:[^\n]*\n)*?\s+for p in \(\n", text, re.M)
@@ -162,7 +162,10 @@ def test_profiles_py_names_every_field_in_every_declaration() -> None:
         given = [k.arg for k in node.keywords]
         assert None not in given, f"line {node.lineno}: {cls} with **values"
         assert set(given) == names[cls], f"line {node.lineno}: {cls} misses {sorted(names[cls] - set(given))}"
-    assert seen["KernelProfile"] == len(PROFILES)
+    # The typed profiles, and the one call that makes every Debian kernel's profile from its package's config.
+    debian = {k.profile for k in prof.DEBIAN_KERNELS.values()}
+    assert seen["KernelProfile"] == len(set(PROFILES) - debian) + 1
+    assert debian <= set(PROFILES), "every Debian kernel's config is in debian-kconfig.json"
     assert seen["KernelFacts"] == len(Family)
 
 

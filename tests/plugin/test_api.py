@@ -64,8 +64,18 @@ def test_a_board_is_planned_and_predicted_before_anything_boots() -> None:
 def test_the_emulated_boards_suite_picks_the_kernel_profile() -> None:
     assert api.target_kernel_profile("emulated", suite="trixie") == "linux-6.12"
     assert api.load_board(AQUILA, suite="trixie").profile.name == "linux-6.12"
-    with pytest.raises(api.ConfigError, match="--suite sid: no kernel profile"):
+    with pytest.raises(api.ConfigError, match="no Debian kernel is known for suite .sid."):
         api.load_board(AQUILA, suite="sid")
+
+
+def test_the_emulated_boards_kernel_name_picks_its_profile() -> None:
+    # A suite names its armhf kernel; a kernel name says the architecture too.
+    assert api.target_kernel_profile("emulated", suite="bullseye") == "linux-5.10"
+    assert api.target_kernel_profile("emulated", kernel="debian-6.12-arm64") == "linux-6.12-arm64"
+    plan = api.load_board(AQUILA, kernel="debian-5.10-arm64")
+    assert (plan.profile.name, plan.profile.architecture) == ("linux-5.10-arm64", "arm64")
+    with pytest.raises(api.ConfigError, match="both a kernel"):
+        api.target_kernel_profile("emulated", suite="trixie", kernel="debian-6.12-arm64")
 
 
 def test_a_scenario_for_another_kernel_is_refused(tmp_path: Path) -> None:

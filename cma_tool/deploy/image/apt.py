@@ -1,9 +1,12 @@
 """Which package versions an image is built from: apt's answers, from the system's own sources or another Debian suite's.
 
-The system's apt state is only read. Another suite (``trixie``) gets a private
-apt state inside the cache (:func:`suite_apt`): its own sources list (the
-system's own Debian archive URI, that suite, main, armhf), lists and package
-cache. Answers are remembered in the cache while apt's lists stay the same
+The system's apt state is only read. Another suite (``trixie``, ``bullseye``)
+gets a private apt state inside the cache (:func:`suite_apt`): its own sources
+list (the system's own Debian archive URI, that suite, main, armhf and arm64),
+lists and package cache. Every query names the architecture (``armhf`` or
+``arm64``) and the kernel series (6.1: ``linux-image-6.1.0-N-armmp`` or
+``-arm64``), so bookworm's own newer kernels (6.12 from its updates) are never
+picked for 6.1. Answers are remembered in the cache while apt's lists stay the same
 (``apt-resolved.json``, ``apt/<suite>/resolved.json``): each apt-cache call
 costs ~0.8 s here.
 """
@@ -19,13 +22,20 @@ from pathlib import Path
 
 from cma_tool.errors import ConfigError, InfraError
 
-ARCH = "armhf"
+ARCH = "armhf"  # the emulated board's first architecture, the default everywhere
+ARCHITECTURES = ("armhf", "arm64")
 BUSYBOX_PACKAGE = "busybox-static"
+#: The plain kernel flavour of each architecture (not -rt, -lpae, -cloud, -16k or -dbg).
+FLAVOURS = {"armhf": "armmp", "arm64": "arm64"}
 
-_KERNEL_PACKAGE = re.compile(r"^linux-image-(6\.1\.0-(\d+)-armmp)$")
-#: Any suite's plain armmp kernel: bookworm's linux-image-6.1.0-50-armmp,
-#: trixie's linux-image-6.12.117+deb13-armmp; not -rt, -lpae or -dbg.
-_ARMMP_PACKAGE = re.compile(r"^linux-image-(\d+(?:\.\d+)+(?:[+~-][a-z0-9.]+)?-armmp)$")
+#: Any suite's plain kernel: bookworm's linux-image-6.1.0-50-armmp, bullseye's
+#: linux-image-5.10.0-32-arm64, trixie's linux-image-6.12.117+deb13-armmp.
+_KERNEL_RE = r"^linux-image-((?P<series>\d+\.\d+)(?:\.\d+)*(?:-\d+)?(?:[+~][a-z0-9.]+)?-{flavour})$"
+
+
+def kernel_package_re(arch: str) -> re.Pattern[str]:
+    """The plain kernel package names of ``arch``; group 1 is the release (uname -r), ``series`` e.g. 6.1."""
+    return re.compile(_KERNEL_RE.format(flavour=re.escape(FLAVOURS[arch])))
 _SUITE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 #: The system's apt sources, read (never written) for the Debian archive's URI.
 SYSTEM_APT_ETC = Path("/etc/apt")
@@ -43,45 +53,37 @@ class AptState:
 
 
 def apt_state(cache: Path, suite: str | None, kernel_package: str | None,
-              say: Callable[[str], None] | None = None) -> AptState:
+              say: Callable[[str], None] | None = None, *, arch: str = ARCH, series: str = "6.1") -> AptState:
     """The apt state to take the kernel from: the system's, or ``suite``'s private one; refuses a badly named suite or kernel."""
-    if suite is None:
-        if kernel_package is not None and not _KERNEL_PACKAGE.match(kernel_package):
-            raise ConfigError(
-                f"kernel package {kernel_package!r} is not a Debian 6.1 armmp kernel",
-                hint="name one like linux-image-6.1.0-50-armmp (see: apt-cache search linux-image-6.1.0 armmp)",
-            )
-        return AptState()
-    if not _SUITE_NAME.match(suite):
+    if suite is not None and not _SUITE_NAME.match(suite):
         raise ConfigError(f"{suite!r} is not a Debian suite name", hint="name one like trixie")
-    if kernel_package is not None and not _ARMMP_PACKAGE.match(kernel_package):
-        raise ConfigError(
-            f"kernel package {kernel_package!r} is not a Debian armmp kernel",
-            hint="name one like linux-image-6.12.117+deb13-armmp (plain armmp: not -rt, -lpae or -dbg)",
-        )
+    if kernel_package is not None:
+        m = kernel_package_re(arch).match(kernel_package)
+        if m is None or m.group("series") != series:
+            raise ConfigError(
+                f"kernel package {kernel_package!r} is not a Debian {series} {FLAVOURS[arch]} kernel",
+                hint=f"name one like linux-image-{series}.0-50-{FLAVOURS[arch]} (plain {FLAVOURS[arch]}: "
+                     f"not -rt, -lpae, -cloud or -dbg; see: apt-cache search linux-image-{series})",
+            )
+    if suite is None:
+        return AptState()
     return suite_apt(cache, suite, say)
 
 
-def newest_kernel_package(apt: AptState | None = None) -> str:
-    """The newest ``linux-image-6.1.0-N-armmp`` apt knows for armhf; with a suite's ``apt``, that suite's newest armmp kernel."""
-    if apt is not None and apt.suite is not None:
-        names = _apt_query(["apt-cache", "pkgnames", "linux-image-"], apt)
-        found = [(_version_key(m.group(1)), name) for name in names.split() if (m := _ARMMP_PACKAGE.match(name))]
-        if not found:
-            raise InfraError(f"Debian {apt.suite} has no linux-image-*-armmp package for {ARCH}")
-        return max(found)[1]
-    names = _apt_query(["apt-cache", "pkgnames", "linux-image-6.1.0-"])
-    best = max(
-        ((int(m.group(2)), name) for name in names.split() if (m := _KERNEL_PACKAGE.match(name))),
-        default=None,
-    )
-    if best is None:
+def newest_kernel_package(apt: AptState | None = None, *, arch: str = ARCH, series: str = "6.1") -> str:
+    """The newest plain ``series`` kernel for ``arch`` apt knows, in the system's state or a suite's ``apt``."""
+    names = _apt_query(["apt-cache", "pkgnames", f"linux-image-{series}"], apt)
+    pattern = kernel_package_re(arch)
+    found = [(_version_key(m.group(1)), name) for name in names.split()
+             if (m := pattern.match(name)) and m.group("series") == series]
+    if not found:
+        where = f"Debian {apt.suite}" if apt is not None and apt.suite is not None else "apt"
         raise InfraError(
-            "apt knows no linux-image-6.1.0-N-armmp package",
-            hint="the armhf architecture must be added (dpkg --add-architecture armhf) "
-            "and a bookworm source configured; then apt-get update",
+            f"{where} knows no linux-image-{series}*-{FLAVOURS[arch]} package for {arch}",
+            hint=f"the {arch} architecture must be added (dpkg --add-architecture {arch}) "
+            "and the suite's source configured; then apt-get update",
         )
-    return best[1]
+    return max(found)[1]
 
 
 def _version_key(release: str) -> tuple[int, ...]:
@@ -89,22 +91,23 @@ def _version_key(release: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", release))
 
 
-def candidate_versions(*packages: str, apt: AptState | None = None) -> dict[str, str]:
-    """The candidate version of each ``package:armhf`` (one apt-cache call), from the system's or a suite's state."""
-    text = _apt_query(["apt-cache", "policy", *(f"{p}:{ARCH}" for p in packages)], apt)
-    found = dict(re.findall(r"^(\S+?)(?::armhf)?:\n\s+Installed: .*\n\s+Candidate: (\S+)$", text, re.MULTILINE))
+def candidate_versions(*packages: str, apt: AptState | None = None, arch: str = ARCH) -> dict[str, str]:
+    """The candidate version of each ``package:arch`` (one apt-cache call), from the system's or a suite's state."""
+    text = _apt_query(["apt-cache", "policy", *(f"{p}:{arch}" for p in packages)], apt)
+    found = dict(re.findall(rf"^(\S+?)(?::{arch})?:\n\s+Installed: .*\n\s+Candidate: (\S+)$", text, re.MULTILINE))
     versions: dict[str, str] = {}
     for p in packages:
         if found.get(p, "(none)") == "(none)":
             raise InfraError(
-                f"apt has no candidate version of {p}:{ARCH}",
-                hint="dpkg --add-architecture armhf && apt-get update",
+                f"apt has no candidate version of {p}:{arch}",
+                hint=f"dpkg --add-architecture {arch} && apt-get update",
             )
         versions[p] = found[p]
     return versions
 
 
-def resolve_packages(cache: Path, kernel_package: str | None, apt: AptState | None = None) -> tuple[str, str, str]:
+def resolve_packages(cache: Path, kernel_package: str | None, apt: AptState | None = None, *, arch: str = ARCH,
+                     series: str = "6.1") -> tuple[str, str, str]:
     """(kernel package, its version, busybox version), remembered while apt's lists stay the same.
 
     Each apt-cache call costs ~0.8 s here (no pkgcache.bin), which would be
@@ -112,40 +115,33 @@ def resolve_packages(cache: Path, kernel_package: str | None, apt: AptState | No
     With a suite's ``apt`` the kernel comes from that suite and busybox from
     the system's sources.
     """
-    if apt is not None and apt.suite is not None:
-        return (*_resolve_suite_kernel(cache, kernel_package, apt), _resolve_busybox(cache))
-    want = kernel_package or "newest"
-    memo = _AptMemo(cache)
-    known = memo.entries.get(want)
-    if isinstance(known, list) and len(known) == 3:
-        kpkg, kver, bver = (str(x) for x in known)
-        return kpkg, kver, bver
-    kpkg = kernel_package or newest_kernel_package()
-    versions = candidate_versions(kpkg, BUSYBOX_PACKAGE)
-    result = (kpkg, versions[kpkg], versions[BUSYBOX_PACKAGE])
-    memo.store(want, list(result))
-    return result
+    return (*resolve_kernel(cache, kernel_package, apt, arch=arch, series=series), _resolve_busybox(cache, arch))
 
 
-def _resolve_suite_kernel(cache: Path, kernel_package: str | None, apt: AptState) -> tuple[str, str]:
-    want = kernel_package or "newest"
+def resolve_kernel(cache: Path, kernel_package: str | None, apt: AptState | None = None, *, arch: str = ARCH,
+                   series: str = "6.1") -> tuple[str, str]:
+    """(kernel package, its version): ``kernel_package`` or the newest of ``series`` for ``arch``, remembered."""
+    apt = apt or AptState()
+    want = f"kernel:{arch}:{series}:{kernel_package or 'newest'}"
     memo = _AptMemo(cache, apt)
     known = memo.entries.get(want)
     if isinstance(known, list) and len(known) == 2:
         return str(known[0]), str(known[1])
-    kpkg = kernel_package or newest_kernel_package(apt)
-    kver = candidate_versions(kpkg, apt=apt)[kpkg]
+    kpkg = kernel_package or newest_kernel_package(apt, arch=arch, series=series)
+    kver = candidate_versions(kpkg, apt=apt, arch=arch)[kpkg]
     memo.store(want, [kpkg, kver])
     return kpkg, kver
 
 
-def _resolve_busybox(cache: Path) -> str:
+def _resolve_busybox(cache: Path, arch: str = ARCH) -> str:
+    """busybox-static for ``arch`` from the system's sources: it runs on any of the kernels."""
     memo = _AptMemo(cache)
-    known = memo.entries.get("busybox")
+    want = "busybox" if arch == ARCH else f"busybox:{arch}"
+    known = memo.entries.get(want)
     if isinstance(known, str):
         return known
-    version = candidate_versions(BUSYBOX_PACKAGE)[BUSYBOX_PACKAGE]
-    memo.store("busybox", version)
+    version = candidate_versions(BUSYBOX_PACKAGE, arch=arch)[BUSYBOX_PACKAGE]
+    memo.store(want, version)
     return version
 
 
@@ -202,7 +198,7 @@ def suite_apt(cache: Path, suite: str, say: Callable[[str], None] | None = None)
     """
     folder = cache / "apt" / suite
     uri, signed = system_archive()
-    opts = [f"arch={ARCH}"] + ([f"signed-by={signed}"] if signed else [])
+    opts = [f"arch={','.join(ARCHITECTURES)}"] + ([f"signed-by={signed}"] if signed else [])
     line = f"deb [{' '.join(opts)}] {uri} {suite} main\n"
     lists, pkgcache = folder / "lists", folder / "cache"
     for d in (lists / "partial", pkgcache / "archives" / "partial"):
@@ -235,15 +231,16 @@ def suite_apt(cache: Path, suite: str, say: Callable[[str], None] | None = None)
     return apt
 
 
-def resolve_ssh_packages(cache: Path, packages: Sequence[str]) -> dict[str, str]:
-    """The candidate version of each of the ssh flavour's ``packages``, remembered like :func:`resolve_packages`."""
+def resolve_ssh_packages(cache: Path, packages: Sequence[str], arch: str = ARCH) -> dict[str, str]:
+    """The candidate version of each of the ssh flavour's ``packages`` for ``arch``, remembered like :func:`resolve_packages`."""
     wanted = list(packages)
     memo = _AptMemo(cache)
-    known = memo.entries.get("ssh")
+    key = "ssh" if arch == ARCH else f"ssh:{arch}"
+    known = memo.entries.get(key)
     if isinstance(known, dict) and sorted(known) == sorted(wanted):
         return {str(k): str(v) for k, v in known.items()}
-    versions = candidate_versions(*wanted)
-    memo.store("ssh", versions)
+    versions = candidate_versions(*wanted, arch=arch)
+    memo.store(key, versions)
     return versions
 
 

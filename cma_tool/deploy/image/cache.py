@@ -42,8 +42,9 @@ from cma_tool.deploy.image.rootfs import (
     stage_ssh,
     staged_name,
 )
-from cma_tool.deploy.image.tools import check_tools, run_tool
+from cma_tool.deploy.image.tools import CROSS_GCC, check_tools, run_tool
 from cma_tool.errors import ConfigError, InfraError
+from cma_tool.model.profiles import debian_kernel
 
 Progress = Callable[[str], None]
 
@@ -81,6 +82,8 @@ class TargetImage:
     ssh: SshAccess | None = None  # the ssh flavour's keys
     capture_program: Path | None = None  # ssh flavour: not in the initrd, deployed over SSH
     suite: str | None = None  # the Debian suite the kernel came from; None: the system's own sources
+    kernel_name: str = "debian-6.1-armhf"  # the Debian kernel (DEBIAN_KERNELS) the image boots
+    architecture: str = "armhf"  # armhf (the zImage) or arm64 (an uncompressed Image)
 
 
 class _DamagedImage(Exception):
@@ -101,6 +104,7 @@ def ensure_image(
     firmware: Path = FIRMWARE_DIR,
     progress: Progress | None = None,
     ssh: bool = False,
+    kernel: str | None = None,
 ) -> TargetImage:
     """Return the image for the current inputs, building (and fetching) only what is missing.
 
@@ -109,31 +113,39 @@ def ensure_image(
     the kernel from another Debian suite instead, through a private apt state
     in the cache (``suite="trixie"``: the newest armmp kernel there, or the
     pinned ``linux-image-6.12.117+deb13-armmp``). ``ssh`` selects the ssh
-    flavour (see the package's notes). A cached image whose files do not match
-    the hashes recorded at build time is rebuilt.
+    flavour (see the package's notes). ``kernel`` names the Debian kernel
+    instead (``debian-6.1-arm64``: :data:`~cma_tool.model.profiles.DEBIAN_KERNELS`);
+    an arm64 image gets arm64 busybox and capture program and the kernel's
+    uncompressed Image. A cached image whose files do not match the hashes
+    recorded at build time is rebuilt.
     """
     say = progress or (lambda _msg: None)
     cache = (cache or default_cache_dir()).resolve()
-    check_tools()
+    debian = debian_kernel(kernel, suite)
+    arch = debian.architecture
+    suite = debian.suite
+    check_tools(arch)
     sources = firmware_sources(firmware)
-    apt = apt_state(cache, suite, kernel_package, say)
-    kpkg, kver, bver = resolve_packages(cache, kernel_package, apt)
+    apt = apt_state(cache, suite, kernel_package, say, arch=arch, series=debian.series)
+    kpkg, kver, bver = resolve_packages(cache, kernel_package, apt, arch=arch, series=debian.series)
     release = kpkg.removeprefix("linux-image-")
 
     inputs: dict[str, object] = {
         "recipe": _recipe_sha256(),
         "kernel": f"{kpkg}={kver}",
         "busybox": f"{BUSYBOX_PACKAGE}={bver}",
-        "cc": run_tool(["arm-linux-gnueabihf-gcc", "-dumpversion"]).decode().strip(),
+        "cc": run_tool([CROSS_GCC[arch][0], "-dumpversion"]).decode().strip(),
         **{name: _sha256(path.read_bytes()) for name, path in sources.items()},
     }
     if suite is not None:
         inputs["suite"] = suite
+    if arch != "armhf":
+        inputs["arch"] = arch
     access: SshAccess | None = None
     host_key = b""
     ssh_versions: dict[str, str] = {}
     if ssh:
-        ssh_versions = resolve_ssh_packages(cache, SSH_PACKAGES)
+        ssh_versions = resolve_ssh_packages(cache, SSH_PACKAGES, arch)
         access, host_key = ssh_keys(cache)
         inputs["flavour"] = "ssh"
         inputs["ssh-packages"] = ssh_versions
@@ -147,8 +159,8 @@ def ensure_image(
         except _DamagedImage as exc:
             say(f"image {key}: {exc}; rebuilding it")
 
-    kroot = extracted_package(cache, kpkg, kver, say, depmod_release=release, apt=apt)
-    broot = extracted_package(cache, BUSYBOX_PACKAGE, bver, say)
+    kroot = extracted_package(cache, kpkg, kver, say, depmod_release=release, apt=apt, arch=arch)
+    broot = extracted_package(cache, BUSYBOX_PACKAGE, bver, say, arch=arch)
     say(f"building image {key} ({kpkg} {kver})")
     config = read_kernel_config(kroot / "boot" / f"config-{release}")
     moddir = kroot / "lib" / "modules" / release
@@ -163,11 +175,11 @@ def ensure_image(
         root = work / "root"
         stage_root(root, sources, broot, moddir, release, modules)
         if access is None:
-            compile_capture(sources["capture.c"], root / "bin" / "capture")
+            compile_capture(sources["capture.c"], root / "bin" / "capture", arch)
         else:
-            compile_capture(sources["capture.c"], work / "capture")
-            roots = {p: extracted_package(cache, p, v, say) for p, v in ssh_versions.items()}
-            stage_ssh(root, roots, access, host_key)
+            compile_capture(sources["capture.c"], work / "capture", arch)
+            roots = {p: extracted_package(cache, p, v, say, arch=arch) for p, v in ssh_versions.items()}
+            stage_ssh(root, roots, access, host_key, arch)
         run_tool(["depmod", "-b", str(root), release])
         (work / "initrd.gz").write_bytes(pack_cpio(root))
         shutil.copyfile(kroot / "boot" / f"vmlinuz-{release}", work / "vmlinuz")
@@ -187,6 +199,8 @@ def ensure_image(
             ssh=access,
             capture_program=folder / "capture" if access else None,
             suite=suite,
+            kernel_name=debian.name,
+            architecture=arch,
         )
         files = {path.name: _file_sha256(work / path.name) for path in _image_files(image)}
         (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs, files), indent=2) + "\n")
@@ -308,8 +322,8 @@ def read_kernel_config(path: Path) -> KernelConfig:
 
     return KernelConfig(
         cma_size_mbytes=number("CMA_SIZE_MBYTES"),
-        # Kconfig's default when an arch does not force it (MAX_ORDER 11).
-        arch_force_max_order=number("ARCH_FORCE_MAX_ORDER", 11),
+        # 5.10 calls it FORCE_MAX_ZONEORDER; Kconfig's default when an arch does not force it (MAX_ORDER 11).
+        arch_force_max_order=number("ARCH_FORCE_MAX_ORDER", number("FORCE_MAX_ZONEORDER", 11)),
         cma_areas=number("CMA_AREAS"),
         cma_alignment=number("CMA_ALIGNMENT"),
     )
@@ -413,6 +427,8 @@ def _image_to_json(image: TargetImage, inputs: Mapping[str, object], files: Mapp
                                                 "client_key": str(image.ssh.client_key)},
         "inputs": inputs,
         "suite": image.suite,
+        "kernel_name": image.kernel_name,
+        "architecture": image.architecture,
         "files": dict(files),  # sha256 of each file, checked on every cache hit
     }
 
@@ -434,6 +450,8 @@ def _image_from_json(folder: Path, data: dict[str, object]) -> TargetImage:
         modules=tuple(str(m) for m in modules),
         key=str(data["key"]),
         suite=str(data["suite"]) if data.get("suite") is not None else None,
+        kernel_name=str(data.get("kernel_name", "debian-6.1-armhf")),
+        architecture=str(data.get("architecture", "armhf")),
     )
     ssh = data.get("ssh")
     if data.get("flavour", "plain") == "ssh":

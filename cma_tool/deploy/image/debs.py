@@ -28,12 +28,15 @@ def extracted_package(
     *,
     depmod_release: str = "",
     apt: AptState | None = None,
+    arch: str = ARCH,
 ) -> Path:
     """The package's files under cache/extract/, downloading and unpacking once."""
-    dest = cache / "extract" / f"{package}_{version}"
+    # armhf keeps the folder names it always had; another architecture's copy of a package gets its own.
+    suffix = "" if arch == ARCH else f"_{arch}"
+    dest = cache / "extract" / f"{package}_{version}{suffix}"
     if dest.is_dir():
         return dest
-    deb = _downloaded(cache, package, version, say, apt)
+    deb = _downloaded(cache, package, version, say, apt, arch)
     say(f"unpacking {deb.name}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=dest.parent))
@@ -56,18 +59,19 @@ def extracted_package(
     return dest
 
 
-def _downloaded(cache: Path, package: str, version: str, say: Callable[[str], None], apt: AptState | None = None) -> Path:
-    folder = cache / "debs" / package / version
-    debs = sorted(folder.glob("*.deb")) if folder.is_dir() else []
+def _downloaded(cache: Path, package: str, version: str, say: Callable[[str], None], apt: AptState | None = None,
+                arch: str = ARCH) -> Path:
+    folder = cache / "debs" / package / version / ("" if arch == ARCH else arch)
+    debs = sorted(folder.glob(f"*_{arch}.deb")) if folder.is_dir() else []
     if debs:
         return debs[0]
-    say(f"downloading {package}:{ARCH} {version}")
+    say(f"downloading {package}:{arch} {version}")
     folder.mkdir(parents=True, exist_ok=True)
     # apt drops privileges to _apt for downloads and warns when it cannot write here.
     folder.chmod(0o777)
     options = list(apt.options) if apt is not None else []
-    run_tool(["apt-get", *options, "download", "-q", f"{package}:{ARCH}={version}"], cwd=folder)
-    debs = sorted(folder.glob("*.deb"))
+    run_tool(["apt-get", *options, "download", "-q", f"{package}:{arch}={version}"], cwd=folder)
+    debs = sorted(folder.glob(f"*_{arch}.deb"))
     if not debs:
-        raise InfraError(f"apt-get download {package}:{ARCH}={version} left no .deb in {folder}")
+        raise InfraError(f"apt-get download {package}:{arch}={version} left no .deb in {folder}")
     return debs[0]

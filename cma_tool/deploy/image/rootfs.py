@@ -3,7 +3,7 @@
 The root holds busybox, the vivid capture driver with the modules it needs
 (:func:`module_closure`), the static ``capture`` program
 (firmware/capture/capture.c), firmware/init and firmware/cmatool-run. The ssh
-flavour (:func:`stage_ssh`) adds Debian's armhf dropbear and sftp-server with
+flavour (:func:`stage_ssh`) adds Debian's dropbear (of the kernel's architecture) and sftp-server with
 exactly the shared libraries they load (:func:`elf_dependencies`), the virtio
 network drivers, /etc/passwd, root's authorized_keys and a dropbear host key,
 and leaves the capture program out (the host deploys it over SSH).
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cma_tool.deploy.image.keys import SshAccess, public_line, write_private
-from cma_tool.deploy.image.tools import run_tool
+from cma_tool.deploy.image.tools import CROSS_GCC, CROSS_READELF, run_tool
 from cma_tool.errors import InfraError
 
 #: firmware/ at the top of the source tree.
@@ -96,8 +96,8 @@ def staged_name(module: str) -> str:
     return module.removesuffix(".xz")
 
 
-def stage_ssh(root: Path, packages: Mapping[str, Path], access: SshAccess, host_key: bytes) -> None:
-    """Add dropbear, sftp-server, the libraries they load, the accounts and the keys to ``root``."""
+def stage_ssh(root: Path, packages: Mapping[str, Path], access: SshAccess, host_key: bytes, arch: str = "armhf") -> None:
+    """Add dropbear, sftp-server, the libraries they load (all of ``arch``), the accounts and the keys to ``root``."""
     for d in ("etc/dropbear", "root/.ssh", "usr/local/bin", "var/run", "var/log"):
         (root / d).mkdir(parents=True, exist_ok=True)
     placed: list[Path] = []
@@ -108,13 +108,13 @@ def stage_ssh(root: Path, packages: Mapping[str, Path], access: SshAccess, host_
     todo = [p for p in placed if not p.is_symlink()]
     while todo:
         elf = todo.pop()
-        interp, needed = elf_dependencies(elf)
+        interp, needed = elf_dependencies(elf, arch)
         wanted = ([interp.lstrip("/")] if interp else []) + [f"?{soname}" for soname in needed]
         for want in wanted:
             if want in seen:
                 continue
             seen.add(want)
-            found = _find_library(library_roots, want)
+            found = _find_library(library_roots, want, arch)
             if found is None:
                 what = want[1:] if want.startswith("?") else "/" + want
                 raise InfraError(
@@ -131,20 +131,21 @@ def stage_ssh(root: Path, packages: Mapping[str, Path], access: SshAccess, host_
     write_private(root / "root" / ".ssh" / "authorized_keys", (public_line(access.client_key) + "\n").encode())
 
 
-def elf_dependencies(path: Path) -> tuple[str | None, list[str]]:
-    """(program interpreter, NEEDED sonames) of an ARM ELF file, as the cross binutils' readelf reads them."""
-    text = run_tool(["arm-linux-gnueabihf-readelf", "-W", "-l", "-d", str(path)]).decode(errors="replace")
+def elf_dependencies(path: Path, arch: str = "armhf") -> tuple[str | None, list[str]]:
+    """(program interpreter, NEEDED sonames) of an ELF file of ``arch``, as the cross binutils' readelf reads them."""
+    text = run_tool([CROSS_READELF[arch][0], "-W", "-l", "-d", str(path)]).decode(errors="replace")
     interp = re.search(r"\[Requesting program interpreter: ([^\]]+)\]", text)
     return (interp.group(1) if interp else None), re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", text)
 
 
-#: ld.so's search path for a Debian armhf system without /etc/ld.so.cache.
-_LIBRARY_DIRS = ("lib/arm-linux-gnueabihf", "usr/lib/arm-linux-gnueabihf", "lib", "usr/lib")
+#: ld.so's search path for a Debian system of each architecture without /etc/ld.so.cache.
+_LIBRARY_DIRS = {arch: (f"lib/{triplet}", f"usr/lib/{triplet}", "lib", "usr/lib")
+                 for arch, triplet in (("armhf", "arm-linux-gnueabihf"), ("arm64", "aarch64-linux-gnu"))}
 
 
-def _find_library(roots: Sequence[Path], want: str) -> tuple[Path, str] | None:
+def _find_library(roots: Sequence[Path], want: str, arch: str = "armhf") -> tuple[Path, str] | None:
     """(package root, path in it) of a library: ``?soname`` is searched for, anything else is a path."""
-    candidates = [f"{d}/{want[1:]}" for d in _LIBRARY_DIRS] if want.startswith("?") else [want]
+    candidates = [f"{d}/{want[1:]}" for d in _LIBRARY_DIRS[arch]] if want.startswith("?") else [want]
     for rel in candidates:
         for lib_root in roots:
             if (lib_root / rel).exists():  # follows symlinks: a dangling one does not count
@@ -173,9 +174,9 @@ def _place(package_root: Path, rel: str, root: Path) -> list[Path]:
     return [dest]
 
 
-def compile_capture(source: Path, dest: Path) -> None:
-    """Cross-compile the capture program, static and stripped."""
-    run_tool(["arm-linux-gnueabihf-gcc", "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
+def compile_capture(source: Path, dest: Path, arch: str = "armhf") -> None:
+    """Cross-compile the capture program for ``arch``, static and stripped."""
+    run_tool([CROSS_GCC[arch][0], "-static", "-O2", "-Wall", "-s", "-o", str(dest), str(source)])
 
 
 def module_closure(modules_dep: Path, module: str) -> list[str]:

@@ -16,13 +16,23 @@ BUILD_TOOLS = {
     "depmod": "kmod",
     "cpio": "cpio",
     "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)",
-    "arm-linux-gnueabihf-readelf": "binutils-arm-linux-gnueabihf",
+}
+#: The C cross compiler for the capture program, by the target's architecture, with its Debian packages.
+CROSS_GCC = {
+    "armhf": ("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf (and libc6-dev-armhf-cross)"),
+    "arm64": ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu (and libc6-dev-arm64-cross)"),
+}
+#: readelf for the ssh flavour's programs and libraries, by architecture.
+CROSS_READELF = {
+    "armhf": ("arm-linux-gnueabihf-readelf", "binutils-arm-linux-gnueabihf"),
+    "arm64": ("aarch64-linux-gnu-readelf", "binutils-aarch64-linux-gnu"),
 }
 
 
-def check_tools() -> None:
+def check_tools(arch: str = "armhf") -> None:
     """Fail naming every missing tool and the Debian package that provides it."""
-    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None]
+    tools = {**BUILD_TOOLS, CROSS_GCC[arch][0]: CROSS_GCC[arch][1], CROSS_READELF[arch][0]: CROSS_READELF[arch][1]}
+    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
     if missing:
         raise InfraError("tools needed to build the target image are missing: " + "; ".join(missing))
 

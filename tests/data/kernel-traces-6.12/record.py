@@ -155,10 +155,10 @@ def extra_scenarios(rec: ModuleType) -> list[Any]:
     ]
 
 
-def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path) -> str:
-    """Boot again with an early console and keep what it printed before the kernel stopped."""
-    out = HERE / scenario.name
-    out.mkdir(exist_ok=True)
+def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path, out_root: Path = HERE) -> str:
+    """Boot again with an early console and keep what the kernel printed before it stopped."""
+    out = out_root / scenario.name
+    out.mkdir(parents=True, exist_ok=True)
     boot = rec.prepare_scenario(scenario, image, work, extra_cmdline=EARLYCON)
     try:
         run_to_poweroff(boot, log_path=out / "console.log", timeout=HANG_SECONDS)
@@ -169,38 +169,22 @@ def record_hang(rec: ModuleType, scenario: Any, image: TargetImage, work: Path) 
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
     lines = (out / "console.log").read_bytes().decode(errors="replace").replace("\r\n", "\n").strip().splitlines()
-    (out / "scenario.json").write_text(
-        json.dumps(
-            {
-                "name": scenario.name,
-                "summary": scenario.summary,
-                "outcome": "hang",
-                "hang_seconds": HANG_SECONDS,
-                "last_line": lines[-1] if lines else "",
-                "banks": [{"base": f"{b.base:#010x}", "size": f"{b.size:#010x}"} for b in scenario.banks],
-                "initrd_addr": f"{boot.initrd_addr:#010x}",
-                "memory": "768M",
-                "kernel_package": image.kernel_package,
-                "kernel_version": image.kernel_version,
-                "suite": image.suite,
-                "kernel_config": {
-                    "CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
-                    "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
-                    "CMA_AREAS": image.config.cma_areas,
-                    "CMA_ALIGNMENT": image.config.cma_alignment,
-                },
-                "vivid": scenario.vivid,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    meta = {
+        "name": scenario.name, "summary": scenario.summary, "outcome": "hang", "hang_seconds": HANG_SECONDS,
+        "last_line": lines[-1] if lines else "",
+        "banks": [{"base": f"{b.base:#010x}", "size": f"{b.size:#010x}"} for b in scenario.banks],
+        "initrd_addr": f"{boot.initrd_addr:#010x}", "memory": scenario.memory, "kernel_package": image.kernel_package,
+        "kernel_version": image.kernel_version, "kernel": image.kernel_name, "architecture": image.architecture,
+        "kernel_config": {"CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
+                          "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
+                          "CMA_AREAS": image.config.cma_areas, "CMA_ALIGNMENT": image.config.cma_alignment},
+    }
+    (out / "scenario.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "reserved-memory.dts").write_text(
-        scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n"
-    )
+        scenario.reserved_memory_dts or "/* no reserved-memory node: the board DTS has none */\n")
     (out / "bootargs.txt").write_text(boot.bootargs + "\n")
-    (out / "capture-plan.txt").write_text("".join(a + "\n" for a in scenario.capture))
-    return f"{scenario.name}: the kernel hung; last console line: {lines[-1] if lines else '(none)'}"
+    (out / "agent-plan.txt").write_text(scenario.plan.render())
+    return f"{scenario.name}: the kernel hung; last console line: {meta['last_line']}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,7 @@ class Scenario:
     reserved_memory_dts: str
     plan: AgentPlan
     cmdline: str = ""
+    memory: str = "768M"  # QEMU's -m: RAM enough for the banks
 
 
 SCENARIOS = [
@@ -152,8 +153,8 @@ SCENARIOS = [
     ),
     Scenario(
         "e-dt-12m-refused",
-        "emulated Aquila banks; dynamic 12M linux,cma node (not a multiple of the 8 MiB unit): "
-        "refused, Kconfig default 16M 'reserved' instead; 2 x 1080p YUYV",
+        "emulated Aquila banks; dynamic 12M linux,cma node, not a multiple of armhf's 8 MiB unit: "
+        "refused, Kconfig default 16M 'reserved' instead (arm64's 2 and 4 MiB units accept it); 2 x 1080p YUYV",
         EMULATED_AQUILA_BANKS,
         AQUILA_12M_DTS,
         TWO_1080P,
@@ -188,6 +189,7 @@ def prepare_scenario(scenario: Scenario, image: TargetImage, work_root: Path, *,
         bootargs=cmdline,
         agent_files={"plan": scenario.plan.render()},
         rng_seed=RNG_SEED,
+        memory=scenario.memory,
     )
 
 
@@ -199,7 +201,7 @@ def record(
     out = out_root / scenario.name
     out.mkdir(exist_ok=True)
     boot = prepare_scenario(scenario, image, work_root)
-    run = run_to_poweroff(boot, log_path=out / "console.log")
+    run = run_to_poweroff(boot, log_path=out / "console.log", memory=scenario.memory)
     sections = run.sections
     missing = [n for n in ("capture", "meminfo-boot", "meminfo", "vmstat", "trace", "dmesg") if n not in sections]
     if missing:
@@ -212,10 +214,12 @@ def record(
                 "summary": scenario.summary,
                 "banks": [{"base": f"{b.base:#010x}", "size": f"{b.size:#010x}"} for b in scenario.banks],
                 "initrd_addr": f"{boot.initrd_addr:#010x}",
-                "memory": "768M",
+                "memory": scenario.memory,
                 "kernel_package": image.kernel_package,
                 "kernel_version": image.kernel_version,
                 **({"suite": image.suite} if image.suite is not None else {}),
+                "kernel": image.kernel_name,
+                "architecture": image.architecture,
                 "kernel_config": {
                     "CMA_SIZE_MBYTES": image.config.cma_size_mbytes,
                     "ARCH_FORCE_MAX_ORDER": image.config.arch_force_max_order,
