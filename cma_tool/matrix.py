@@ -241,7 +241,7 @@ def group_args(cells: Sequence[Cell], spec: MatrixSpec, root: Path) -> list[str]
     argv = [sys.executable, "-m", "cma_tool.shared_boot", first.board, "--boots",
             str(root / "boots" / f"{Path(first.board).stem}~{first.kernel}")]
     if first.kernel != DEFAULT_KERNEL:
-        argv += ["--suite", first.kernel]
+        argv += ["--kernel" if first.kernel.startswith("debian-") else "--suite", first.kernel]
     if options.get("bootargs"):
         argv += ["--bootargs", str(options["bootargs"])]
     timeout = options.get("timeout", spec.timeout)

@@ -60,7 +60,8 @@ class Group:
     board: Path
     cells: tuple[SharedCell, ...]
     boots: Path  # the shared boots' folders go here (boot-1, boot-2, ...)
-    suite: str | None = None
+    suite: str | None = None  # a Debian suite's armhf kernel (an alias) ...
+    kernel: str | None = None  # ... or a Debian kernel by name (debian-6.1-arm64)
     bootargs: str = ""
     timeout: float = 120.0
     force: bool = False
@@ -99,7 +100,7 @@ class _Boots:
             self.count += 1
             self.say(f"boot {self.count} of {self.group.board.name} for {cell.out.name}")
             self.session = self._stack.enter_context(booted_emulated(
-                plan, self.group.boots / f"boot-{self.count}", suite=self.group.suite,
+                plan, self.group.boots / f"boot-{self.count}", suite=self.group.suite, kernel=self.group.kernel,
                 bootargs=self.group.bootargs, timeout=self.group.timeout, cache=self.group.cache))
         return self.session
 
@@ -154,7 +155,7 @@ def _judged(group: Group, cell: SharedCell, boots: _Boots, outcome: dict[str, bo
         from cma_tool.report.plan_text import plan_dict
 
         scenario = load_scenario(cell.scenario) if cell.scenario is not None else None
-        plan = make_plan(group.board, kernel=target_kernel_profile("emulated", suite=group.suite),
+        plan = make_plan(group.board, kernel=target_kernel_profile("emulated", suite=group.suite, kernel=group.kernel),
                          bootargs=group.bootargs, allow_misfit=True, allow_errors=group.force)
         record.data["kernel_profile"] = plan.profile.name
         record.data["hashes"]["board_files"] = file_hashes(plan.board.files or (group.board,))
@@ -202,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a cell: its folder and its scenario file ('needs': the board's own)")
     p.add_argument("--pin", action="append", default=[], metavar="OUT=AREA=BASE",
                    help="a model pin for the cell whose folder is OUT")
-    p.add_argument("--suite")
+    p.add_argument("--suite", help="a Debian suite: its armhf kernel")
+    p.add_argument("--kernel", help="a Debian kernel by name (debian-6.1-arm64)")
     p.add_argument("--bootargs", default="")
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--force", action="store_true")
@@ -215,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out, _, scenario = text.partition("=")
         pins = parse_pins([pin.split("=", 1)[1] for pin in args.pin if pin.split("=", 1)[0] == out])
         cells.append(SharedCell(Path(out), None if scenario in ("", "needs") else Path(scenario), pins))
-    group = Group(Path(args.board), tuple(cells), Path(args.boots), suite=args.suite, bootargs=args.bootargs,
+    group = Group(Path(args.board), tuple(cells), Path(args.boots), suite=args.suite, kernel=args.kernel,
+                  bootargs=args.bootargs,
                   timeout=args.timeout, force=args.force, cache=Path(args.cache) if args.cache else None)
     reports = run_group(group, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(json.dumps(reports))
