@@ -419,16 +419,18 @@ def run_cli(args: argparse.Namespace) -> int:
     # The default folder is drawn fresh (time to the ms and a random part, made with mkdir): runs started
     # side by side never share one.
     out = Path(args.out) if args.out else new_run_folder(Path("runs"), board.stem)
-    opts = RunOptions(board=board, out=out, target=args.target, boot=args.boot, bootargs=args.bootargs or "",
+    # The way onto the board decides what --kernel is, so the board file's lab: section is read first.
+    target = with_lab_section(RunOptions(board=board, out=out, target=args.target)).target
+    opts = RunOptions(board=board, out=out, target=target, boot=args.boot, bootargs=args.bootargs or "",
                       scenario=Path(args.scenario) if args.scenario else None,
                       junit=Path(args.junit) if args.junit else None,
                       pins=parse_pins(args.model_pin), cache=Path(args.cache) if args.cache else None,
                       timeout=args.timeout, force=args.force, console=args.console,
                       # emulated: --kernel names a Debian kernel; elsewhere it is the board's kernel file
-                      kernel=Path(args.kernel) if args.kernel and args.target != "emulated" else None,
-                      kernel_name=args.kernel if args.target == "emulated" else None,
+                      kernel=Path(args.kernel) if args.kernel and target != "emulated" else None,
+                      kernel_name=args.kernel if target == "emulated" else None,
                       dtb=Path(args.dtb) if args.dtb else None, suite=args.suite, replace=args.replace,
-                      keep_images=args.keep_images, place=args.place, coordinator=args.coordinator)
+                      keep_images=args.keep_images, place=args.place or None, coordinator=args.coordinator)
     quiet = (lambda msg: None) if args.json else None
     code, report, checks = run_with_retries(opts, args.retries, backoff=args.retry_backoff, say=quiet,
                                             note=None if args.json else
