@@ -10,9 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from cma_tool.check import Check
 
 
@@ -82,6 +79,10 @@ def junit_xml(checks: Sequence[Check], *, suite: str, error: tuple[str, str] | N
 
 
 def summary_table(report: dict[str, Any], checks: Sequence[Check], width: int = 130) -> str:
+    # rich is imported here, not with the module: only the terminal table needs it.
+    from rich.console import Console
+    from rich.table import Table
+
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None, highlight=False)
     groups: dict[str, list[Check]] = {}
