@@ -178,7 +178,9 @@ def _judged(group: Group, cell: SharedCell, boots: _Boots, outcome: dict[str, bo
         start = log.stat().st_size
         record.stage("boot", shared_boot=str(board.out), step=board.steps + 1)
         step = board.capture(schedule, cell.pins)
-        write_atomic(cell.out / "console.log", log.read_bytes()[start:].decode("utf-8", "replace"))
+        with log.open("rb") as fh:  # only this step's bytes: the session's log grows with every step
+            fh.seek(start)
+            write_atomic(cell.out / "console.log", fh.read().decode("utf-8", "replace"))
         write_atomic(cell.out / "observed.json", json.dumps(step.observation.to_json(), indent=2))
         record.stage("captured")
         record.stage("observe", events=len(step.observation.events),

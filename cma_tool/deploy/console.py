@@ -36,11 +36,10 @@ from typing import Any, Self
 
 import serial
 
+from cma_tool.deploy.protocol_unix import register as _register_unix_urls
 from cma_tool.errors import CmaToolError, InfraError, TargetError
 
-# unix:// URLs (the emulated board's console): pyserial finds protocol_unix in this package.
-if "cma_tool.deploy" not in serial.protocol_handler_packages:
-    serial.protocol_handler_packages.append("cma_tool.deploy")
+_register_unix_urls()  # the emulated board's console is unix://@name
 
 PatternLike = str | bytes | re.Pattern[bytes] | re.Pattern[str]
 

@@ -19,6 +19,15 @@ import urllib.parse
 from serial.serialutil import SerialException
 from serial.urlhandler import protocol_socket
 
+
+def register() -> None:
+    """Let ``serial.serial_for_url`` open ``unix://`` URLs: whoever hands such a URL out calls this."""
+    import serial
+
+    if "cma_tool.deploy" not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append("cma_tool.deploy")
+
+
 #: How long connecting may take (QEMU listens before it starts; a missing socket fails at once).
 CONNECT_TIMEOUT = 2.0
 

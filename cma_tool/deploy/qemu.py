@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from cma_tool.deploy import protocol_unix
 from cma_tool.deploy.image import TargetImage, compose_initrd
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.sizes import format_size, hexaddr
@@ -271,14 +272,13 @@ def board_dtb(workdir: Path, *, banks: Sequence[MemoryBank], reserved_memory_dts
     (:func:`cached_virt_dtb`), else dumped for this boot alone.
     """
     if virt_cache is not None:
-        return build_board_dtb(cached_virt_dtb(virt_cache, memory=memory, architecture=architecture),
-                               workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
-                               bootargs=bootargs, initrd=initrd, rng_seed=rng_seed)
-    dtb = build_board_dtb(dump_virt_dtb(workdir / "virt.dtb", memory=memory, architecture=architecture),
-                          workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
+        base = cached_virt_dtb(virt_cache, memory=memory, architecture=architecture)
+    else:
+        base = dump_virt_dtb(workdir / "virt.dtb", memory=memory, architecture=architecture)
+    dtb = build_board_dtb(base, workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
                           bootargs=bootargs, initrd=initrd, rng_seed=rng_seed)
-    # QEMU's own tree (1 MiB, mostly padding) was only the base board.dtb was built on.
-    (workdir / "virt.dtb").unlink(missing_ok=True)
+    if virt_cache is None:
+        base.unlink(missing_ok=True)  # QEMU's own tree (1 MiB, mostly padding) was only the base of board.dtb
     return dtb
 
 
@@ -429,6 +429,7 @@ class VirtMachine:
             self._cleanup()
             raise
         listener.close()
+        protocol_unix.register()  # so any pyserial user can open the URL we hand out
         self.serial_url = f"unix://@{name}"
         return self
 

@@ -259,39 +259,17 @@ def run_ssh_reboot(fault: Fault, tmp: Path) -> Outcome:
     and never answers again: what a board whose new kernel does not come up
     looks like from the lab's side of the network.
     """
-    import secrets
+    from tests.e2e.ssh_board import ssh_board
 
-    from cma_tool.deploy.emulated_ssh import booted_over_ssh
-    from cma_tool.deploy.image import default_cache_dir, ensure_image
-    from cma_tool.deploy.qemu import MemoryBank, prepare_boot
-    from cma_tool.generate.bootargs import kernel_cmdline
-    from cma_tool.generate.dts import reserved_memory_dts
-    from cma_tool.plan import make_plan
-
-    image = ensure_image(ssh=True)
-    assert image.ssh is not None
-    plan = make_plan(ROOT / "boards" / "qemu-aquila.yaml")
-    board = plan.board
-    boot = prepare_boot(image, tmp / "board", banks=[MemoryBank(b.base, b.size) for b in board.banks],
-                        reserved_memory_dts=reserved_memory_dts(board, plan.profile, address_cells=2, size_cells=2),
-                        bootargs=kernel_cmdline(board, plan.profile, agent="ssh").text,
-                        rng_seed=secrets.token_bytes(32))
     out = tmp / "out"
-    with booted_over_ssh(boot, image=image, workdir=tmp / "board", memory="768M", timeout=120) as sb:
-        board_file = tmp / "lab-aquila.yaml"
-        board_file.write_text(f"include: {ROOT / 'boards' / 'qemu-aquila.yaml'}\n"
-                              f"ssh: {{host: 127.0.0.1, port: {sb.port}, user: root, key: '{image.ssh.client_key}'}}\n")
-        home = tmp / "home"
-        (home / ".ssh").mkdir(parents=True)
-        (home / ".ssh" / "known_hosts").write_text(sb.known_hosts.read_text())
+    with ssh_board(tmp) as board:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cma_tool", "run", str(board_file), "--target", "ssh", "--kernel",
-             str(boot.kernel), "--dtb", str(boot.dtb), "--out", str(out), "--timeout", str(fault.timeout)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "HOME": str(home), "CMA_TOOL_CACHE": str(default_cache_dir())})
+            [sys.executable, "-m", "cma_tool", "run", str(board.board_file), "--target", "ssh", "--kernel",
+             str(board.boot.kernel), "--dtb", str(board.boot.dtb), "--out", str(out), "--timeout", str(fault.timeout)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=board.env)
         if wait_for_stage(out, fault.struck_after, proc, 120):
             time.sleep(fault.delay)
-            for pid in qemu_pids(tmp / "board"):
+            for pid in qemu_pids(board.workdir):
                 os.kill(pid, signal.SIGKILL)
         return _finish(fault, proc, out)
 
