@@ -9,13 +9,16 @@ that granted another format or fewer buffers is followed, not guessed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cma_tool import model as cma_model
 from cma_tool.errors import TargetError
 from cma_tool.model.events import Event
 from cma_tool.model.scenario import MAX_BUFFERS, MAX_DIMENSION, CaptureStep, ReleaseCaptureStep, sizeimage
-from cma_tool.observe import Observation
 from cma_tool.plan import Plan, boot_input
+
+if TYPE_CHECKING:
+    from cma_tool.observe import Observation
 
 #: What a capture schedule asks of the model: REQBUFS N and REQBUFS 0, in order.
 Steps = list[CaptureStep | ReleaseCaptureStep]

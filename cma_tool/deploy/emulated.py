@@ -81,8 +81,10 @@ class EmulatedTarget:
             rng_seed=secrets.token_bytes(32),
         )
         self._files, self._image = files, image
+        # The run's kernel is a link to (or a copy of) the cached one, checked against its record just now.
+        known = {str(files.kernel): image.sha256[image.kernel.name]} if image.kernel.name in image.sha256 else {}
         return Prepared(cmdline.text, files={"dtb": str(files.dtb), "kernel": str(files.kernel),
-                                             "initrd": str(files.initrd)}, notes=cmdline.notes)
+                                             "initrd": str(files.initrd)}, notes=cmdline.notes, sha256=known)
 
     @staticmethod
     def memory(job: Job) -> str:
@@ -100,9 +102,7 @@ class EmulatedTarget:
 
     def _run_console(self, job: Job, files: BootFiles, deadline: float) -> str:
         from cma_tool.deploy.console import Console
-        from cma_tool.deploy.emulated_uboot import TFTP_SERVER, UBOOT_LINE_LIMIT, UBootBoard, prepare_uboot_files
         from cma_tool.deploy.qemu import EmulatedBoard, VirtMachine, blame_qemu
-        from cma_tool.deploy.uboot_boot import TftpLoader, boot_with_uboot
         from cma_tool.deploy.watch import watch_agent
 
         def left(cap: float | None = None) -> float:
@@ -112,7 +112,9 @@ class EmulatedTarget:
         board = job.plan.board
         machine: VirtMachine
         if self.boot == "uboot":
+            from cma_tool.deploy.emulated_uboot import TFTP_SERVER, UBOOT_LINE_LIMIT, UBootBoard, prepare_uboot_files
             from cma_tool.deploy.qemu import MemoryBank
+            from cma_tool.deploy.uboot_boot import TftpLoader, boot_with_uboot
 
             loads = prepare_uboot_files(files, job.out, banks=[MemoryBank(b.base, b.size) for b in board.banks])
             machine = UBootBoard(job.out, memory=self.memory(job), tftp_dir=job.out)

@@ -92,6 +92,9 @@ class Prepared:
     cmdline_is_ours: bool = True
     files: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: path -> sha256 for those of ``files`` whose bytes the target has just hashed (a cached
+    #: kernel checked against its record): the report takes these rather than reading them again.
+    sha256: dict[str, str] = field(default_factory=dict)
 
 
 class Target(Protocol):

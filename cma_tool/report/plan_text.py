@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 
-from rich.console import Console
-from rich.table import Table
-
 from cma_tool.model.profiles import area_alignment
 from cma_tool.plan import Plan, area_errors, diagnostic_dict, missing_regions
 from cma_tool.sizes import format_size, hexaddr
@@ -50,6 +47,11 @@ def plan_json(plan: Plan) -> str:
 
 
 def plan_table(plan: Plan, width: int = 120) -> str:
+    # rich is imported here, not at the top: `cma-tool run` writes plan.json before the board boots and
+    # never draws the table, so it does not pay rich's ~20 ms import on that path.
+    from rich.console import Console
+    from rich.table import Table
+
     digits = plan.profile.address_digits
     unit = area_alignment(plan.profile)
     table = Table(title=f"{plan.board.name}: CMA plan ({plan.profile.name}, unit {format_size(unit)})",

@@ -8,9 +8,10 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cma_tool.check import Check
+if TYPE_CHECKING:
+    from cma_tool.check import Check
 
 
 def write_atomic(path: Path, text: str) -> None:

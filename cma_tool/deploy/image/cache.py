@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cma_tool.deploy.image.apt import BUSYBOX_PACKAGE, apt_state, resolve_packages, resolve_ssh_packages
@@ -84,6 +84,9 @@ class TargetImage:
     suite: str | None = None  # the Debian suite the kernel came from; None: the system's own sources
     kernel_name: str = "debian-6.1-armhf"  # the Debian kernel (DEBIAN_KERNELS) the image boots
     architecture: str = "armhf"  # armhf (the zImage) or arm64 (an uncompressed Image)
+    #: file name -> sha256 of the image's files, as recorded when it was built and checked at this use
+    #: (a fact of this build, not of the image's identity: a rebuild from the same inputs is the same image)
+    sha256: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class _DamagedImage(Exception):
@@ -204,7 +207,7 @@ def ensure_image(
         )
         files = {path.name: _file_sha256(work / path.name) for path in _image_files(image)}
         (work / "image.json").write_text(json.dumps(_image_to_json(image, inputs, files), indent=2) + "\n")
-        image = _install(work, image)
+        image = _install(work, replace(image, sha256=files))
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -358,7 +361,7 @@ def _cached_image(folder: Path) -> TargetImage:
             raise _DamagedImage(f"{path.name} is damaged (its sha256 is not the one recorded when it was built)")
     if image.ssh is not None and not image.ssh.client_key.is_file():
         raise _DamagedImage(f"its client key {image.ssh.client_key} is missing")
-    return image
+    return replace(image, sha256={path.name: recorded[path.name] for path in _image_files(image)})
 
 
 def _image_files(image: TargetImage) -> list[Path]:
