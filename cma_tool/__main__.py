@@ -1,3 +1,3 @@
-from cma_tool.cli import main
+from cma_tool.cli import program
 
-raise SystemExit(main())
+raise SystemExit(program())

@@ -7,6 +7,7 @@ pay for modules it never uses (start-up time shows in every emulated run).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -403,5 +404,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report_bug(exc)
 
 
+def program() -> int:
+    """The process's entry point (the ``cma-tool`` script, ``python3 -m cma_tool``): :func:`main`, then a quick exit."""
+    code = main()
+    # The command is done and every file it wrote is written and closed. What is left is the
+    # interpreter's exit, whose last garbage collection walks every object the ~240 loaded modules
+    # made, only to free memory the process gives back as it ends: 20-35 ms measured, a tenth of a
+    # warm run's cost over plain QEMU. Frozen objects are left out of that walk; nothing else
+    # changes (objects are still freed as their last reference goes, atexit handlers still run).
+    # Not in main(): called in-process (tests), it would keep the caller's garbage cycles forever.
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(program())

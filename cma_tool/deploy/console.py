@@ -2,11 +2,12 @@
 
 The same code drives a real board on a USB serial adapter (``/dev/ttyUSB0``),
 a lab console server (``rfc2217://host:port``, ``socket://host:port``) and the
-emulated board's serial (a pty or a socket): pyserial's ``serial_for_url``
-opens all of them.
+emulated board's serial (a socket, or the file QEMU writes it to): pyserial's
+``serial_for_url`` opens all of them.
 
 A background thread does blocking reads (never sleep-and-poll: a reader that
-naps slows a QEMU guest whose serial output stalls until it is read) and
+naps slows a QEMU guest whose serial output stalls until it is read; only a
+console followed in a file, whose writer never waits, is polled) and
 appends every byte to an in-memory buffer and, before anyone can match it, to
 ``<name>.log`` (the raw bytes, exactly) and ``<name>.timing`` (one readable
 line per chunk: when it came, where it sits in the .log; what we sent; port
@@ -36,10 +37,11 @@ from typing import Any, Self
 
 import serial
 
-from cma_tool.deploy.protocol_unix import register as _register_unix_urls
+from cma_tool.deploy import protocol_follow
+from cma_tool.deploy.protocol_unix import register as _register_our_urls
 from cma_tool.errors import CmaToolError, InfraError, TargetError
 
-_register_unix_urls()  # the emulated board's console is unix://@name
+_register_our_urls()  # the emulated board's console is unix://@name or follow:///path
 
 PatternLike = str | bytes | re.Pattern[bytes] | re.Pattern[str]
 
@@ -227,6 +229,8 @@ class Console:
         self._timing_lock = threading.Lock()  # the reader and the sender both write it
         self._t0 = 0.0
         self._log_offset = 0
+        # A follow:// port whose file is our .log (QEMU writing the console there): we only read it.
+        self._log_is_port = url.startswith("follow://") and protocol_follow.parse(url)[0] == self.log_path.resolve()
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -240,17 +244,19 @@ class Console:
         self.close()
 
     def open(self) -> None:
-        self._log = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        if not self._log_is_port:
+            self._log = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self._timing = open(self.timing_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         self._t0 = time.monotonic()
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        how = (f"reading {self.log_path.name} as the port writes it, from byte 0" if self._log_is_port else
+               f"appending to {self.log_path.name} at byte {self.log_path.stat().st_size}")
         self._timing.write(
-            f"# console {self.url} opened {now}; appending to {self.log_path.name} at byte "
-            f"{self.log_path.stat().st_size}\n"
+            f"# console {self.url} opened {now}; {how}\n"
             "# seconds-since-open  < offset-in-.log length (received) | > length bytes-sent"
             " | ! event\n"
         )
-        self._log_offset = self.log_path.stat().st_size
+        self._log_offset = 0 if self._log_is_port else self.log_path.stat().st_size
         try:
             self._port = self._open_port(self.open_timeout)
         except InfraError:
@@ -312,6 +318,8 @@ class Console:
                 if "://" not in self.url:
                     port.exclusive = True  # two consoles must never share a real port
                 port.open()
+                if self._log_is_port:
+                    port.skip_to(self._log_offset)  # a reopened port: the bytes before are read already
                 self._generation += 1
                 return port
             except (OSError, serial.SerialException, ValueError) as exc:
@@ -371,7 +379,8 @@ class Console:
 
     def _record(self, data: bytes) -> None:
         # Disk first: when expect() raises, the bytes that led to it are in the log.
-        self._log.write(data)
+        if not self._log_is_port:
+            self._log.write(data)
         self._timing_line(f"< {self._log_offset} {len(data)}")
         self._log_offset += len(data)
         with self._cond:

@@ -119,7 +119,9 @@ class EmulatedTarget:
             loads = prepare_uboot_files(files, job.out, banks=[MemoryBank(b.base, b.size) for b in board.banks])
             machine = UBootBoard(job.out, memory=self.memory(job), tftp_dir=job.out)
         else:
-            machine = EmulatedBoard(files, memory=self.memory(job), workdir=job.out)
+            # Only read: QEMU writes the console straight into console.log and never waits for us.
+            machine = EmulatedBoard(files, memory=self.memory(job), workdir=job.out,
+                                    console_file=job.out / "console.log")
         with machine as qb:
             job.stage("boot", serial=qb.serial_url, qemu_stderr=str(qb.stderr_path))
             # Once QEMU has gone its port never comes back: give up reconnecting quickly.

@@ -21,7 +21,10 @@ from serial.urlhandler import protocol_socket
 
 
 def register() -> None:
-    """Let ``serial.serial_for_url`` open ``unix://`` URLs: whoever hands such a URL out calls this."""
+    """Let ``serial.serial_for_url`` open ``unix://`` (and ``follow://``) URLs: whoever hands one out calls this.
+
+    pyserial looks for ``protocol_<scheme>`` in the packages it is given: this adds ours.
+    """
     import serial
 
     if "cma_tool.deploy" not in serial.protocol_handler_packages:

@@ -16,6 +16,11 @@ abstract socket name) with pyserial's ``serial_for_url`` (our
 its descriptor to QEMU, so there is no name race with other boards, and with
 ``wait=on`` the guest does not start before a reader is connected: no byte of
 the boot log is lost.
+
+A boot whose console is only read can give ``console_file`` instead: QEMU
+then writes the console into that file (``-chardev file``), never waiting for
+a reader, and ``board.serial_url`` follows it (``follow:///PATH?writer=PID``,
+our ``protocol_follow`` handler).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from cma_tool.deploy import protocol_unix
+from cma_tool.deploy import protocol_follow, protocol_unix
 from cma_tool.deploy.image import TargetImage, compose_initrd
 from cma_tool.errors import CmaToolError, ConfigError, InfraError, TargetError
 from cma_tool.sizes import format_size, hexaddr
@@ -359,8 +364,11 @@ class VirtMachine:
         extra_args: Sequence[str] = (),
         reboot: bool = False,
         architecture: str = "armhf",
+        console_file: Path | None = None,
     ) -> None:
         self.memory = memory
+        #: None: the console is a socket (read and written); else the file QEMU writes it to (only read).
+        self.console_file = console_file
         self.qemu, self.machine_args = MACHINES[architecture]
         self.workdir = workdir
         self.extra_args = tuple(extra_args)
@@ -382,7 +390,11 @@ class VirtMachine:
         """What the machine boots: QEMU options after the machine, memory and console ones."""
         raise NotImplementedError
 
-    def command(self, serial_fd: int) -> list[str]:
+    def command(self, serial_fd: int | None) -> list[str]:
+        """QEMU's command line; the console on the listening socket ``serial_fd``, or into :attr:`console_file`."""
+        # QEMU's option syntax: a comma inside a value is written twice.
+        console = (f"file,id=console,path={str(self.console_file).replace(',', ',,')}" if serial_fd is None
+                   else f"socket,id=console,fd={serial_fd},server=on,wait=on")
         return [
             self.qemu,
             *self.machine_args,
@@ -396,7 +408,7 @@ class VirtMachine:
             # which over TCP cost the guest ~0.3 s a boot with Nagle off, and U-Boot's echo
             # ~44 ms per 16-byte chunk with it on (held until our delayed ACK).
             "-chardev",
-            f"socket,id=console,fd={serial_fd},server=on,wait=on",
+            console,
             "-serial",
             "chardev:console",
             *self.extra_args,
@@ -404,34 +416,44 @@ class VirtMachine:
 
     def __enter__(self) -> Self:
         _need(self.qemu, "qemu-system-arm")
+        protocol_unix.register()  # so any pyserial user can open the URLs we hand out
+        if self.console_file is not None:
+            # Empty before QEMU starts, so a reader may open it at once; QEMU appends from byte 0.
+            self.console_file.parent.mkdir(parents=True, exist_ok=True)
+            self.console_file.write_bytes(b"")
+            self._start(self.command(None), pass_fds=())
+            self.serial_url = protocol_follow.follow_url(self.console_file, self.process.pid)
+            return self
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # An abstract name (Linux): nothing on disk to clean up, no path-length limit from deep run folders.
         name = f"cma-tool-console-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             listener.bind("\0" + name)
             listener.listen(1)
+            self._start(self.command(listener.fileno()), pass_fds=(listener.fileno(),))
+        finally:
+            listener.close()
+        self.serial_url = f"unix://@{name}"
+        return self
+
+    def _start(self, cmd: list[str], pass_fds: Sequence[int]) -> None:
+        try:
             self._stderr = self.stderr_path.open("wb")
-            cmd = self.command(listener.fileno())
             try:
                 self._process = subprocess.Popen(
                     cmd,
                     stdin=subprocess.DEVNULL,
                     stdout=self._stderr,
                     stderr=self._stderr,
-                    pass_fds=[listener.fileno()],
+                    pass_fds=pass_fds,
                     start_new_session=True,  # a Ctrl-C on our terminal reaches us, not QEMU
                     preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 raise InfraError(f"cannot start {self.qemu}: {exc}") from exc
         except BaseException:
-            listener.close()
             self._cleanup()
             raise
-        listener.close()
-        protocol_unix.register()  # so any pyserial user can open the URL we hand out
-        self.serial_url = f"unix://@{name}"
-        return self
 
     def __exit__(
         self,
@@ -491,9 +513,10 @@ class EmulatedBoard(VirtMachine):
         memory: str = DEFAULT_MEMORY,
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
+        console_file: Path | None = None,
     ) -> None:
         super().__init__(memory=memory, workdir=workdir or boot.kernel.parent, extra_args=extra_args,
-                         architecture=boot.architecture)
+                         architecture=boot.architecture, console_file=console_file)
         self.boot = boot
 
     def boot_args(self) -> list[str]:
