@@ -14,7 +14,7 @@ from cma_tool.board.types import Bank, Board, Device, Region
 from cma_tool.board.yamlpos import Where
 from cma_tool.errors import DiagnosticSink
 from cma_tool.model.cmdline import parse_cma_cmdline
-from cma_tool.model.profiles import BoardFileApi, KernelProfile
+from cma_tool.model.profiles import BoardFileApi, KernelProfile, area_alignment
 from cma_tool.sizes import bare_bytes_hint, format_size
 
 
@@ -76,6 +76,21 @@ def region_bank(board: Board, region: Region) -> Bank | None:
     return None
 
 
+def _board_file_call(profile: KernelProfile) -> str | None:
+    """The call a board-file kernel reserves each area with (it rounds base and size up), or None (device tree)."""
+    match profile.facts.reservation:
+        case BoardFileApi.DMA_DECLARE_CONTIGUOUS:
+            return "dma_declare_contiguous()"
+        case BoardFileApi.CMA_2011:
+            return "cma_reserve()"
+        case _:
+            return None
+
+
+def _round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
 def _bypassed_misaligned(sink: DiagnosticSink, region: Region, name: str, unit_text: str) -> None:
     _at(sink, region.at("reg" if region.reg is not None else "size"),
         f"{name} is not aligned to {unit_text}, but cma= on the command line bypasses it, so the kernel never "
@@ -96,10 +111,16 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
     # rmem_cma_setup() bypasses a linux,cma-default node before any other check when cma= was given.
     default_bypassed = profile.reads_device_tree and parse_cma_cmdline(
         cmdline, with_placement=profile.has_cmdline_placement).given
-    unit = profile.cma_min_bytes
+    # A device-tree kernel refuses a misaligned CMA node; a board-file kernel's call rounds it up.
+    rounds_up = _board_file_call(profile)
+    unit = area_alignment(profile)
     unit_text = format_size(unit)
-    why_unit = (f"the {profile.name} profile (max-order {profile.max_order}) has {unit_text} pageblocks; "
-                "CMA areas are whole pageblocks")
+    if rounds_up and unit != profile.cma_min_bytes:
+        why_unit = (f"on the {profile.name} profile {rounds_up} aligns every area to {unit_text} "
+                    f"(PAGE_SIZE << max(MAX_ORDER, pageblock_order)), more than its {profile.cma_unit_text}")
+    else:
+        why_unit = (f"on the {profile.name} profile (max-order {profile.max_order}) the CMA unit is "
+                    f"{profile.cma_unit_text}; CMA areas are whole units")
     addr_limit = (1 << 40) if profile.lpae or profile.arch == "dma-direct" else (1 << 32)
 
     # Banks.
@@ -142,6 +163,11 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                     hint="move it inside one bank: " + ", ".join(f"[{b.base:#010x}, +{format_size(b.size)}]" for b in board.banks))
             if bypassed and region.is_cma and (base % unit or size % unit):
                 _bypassed_misaligned(sink, region, name, unit_text)
+            elif rounds_up and region.is_cma and (base % unit or size % unit):
+                _at(sink, region.at("reg"), f"{name} at {base:#010x} size {format_size(size)} is not aligned to "
+                    f"{unit_text}: {rounds_up} rounds it up to {_round_up(base, unit):#010x} size "
+                    f"{format_size(_round_up(size, unit))}", hint=f"{why_unit}; write the base and size it gets",
+                    warning=True)
             elif region.is_cma and (base % unit or size % unit):
                 fallback = (f"; as the default node it is replaced by the Kconfig default area "
                             f"({profile.cma_size_mbytes} MiB, named 'reserved')") if region.cma_default else ""
@@ -153,13 +179,17 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                     f"(\"Reserved memory: incorrect alignment of CMA region\"){fallback}", hint=hint)
         elif bypassed and region.size is not None and region.is_cma and region.size % unit:
             _bypassed_misaligned(sink, region, name, unit_text)
+        elif rounds_up and region.size is not None and region.is_cma and region.size % unit:
+            _at(sink, region.at("size"), f"{name} size {format_size(region.size)} is not a multiple of {unit_text}: "
+                f"{rounds_up} rounds it up to {format_size(_round_up(region.size, unit))}",
+                hint=f"{why_unit}; write the size it gets", warning=True)
         elif region.size is not None and region.is_cma and region.size % unit:
             if region.cma_default:
                 consequence = (f"and silently creates the Kconfig default area instead "
                                f"({profile.cma_size_mbytes} MiB, named 'reserved')")
             else:
                 consequence = "and the pool does not exist at all"
-            up = -(-region.size // unit) * unit
+            up = _round_up(region.size, unit)
             if "size" in region.bare:
                 # "size: 64" is 64 bytes; rounding that up to one unit would be a wrong size to suggest.
                 hint = bare_bytes_hint(region.size) + f"; CMA areas are multiples of {unit_text} on this kernel"

@@ -57,7 +57,7 @@ def kconfig_fragment(board: Board, profile: KernelProfile) -> str:
     }
     values = [(sym, *known[sym]) for sym in symbols.cma]
     values.append((symbols.max_order, str(profile.max_order_as_written),
-                   f"pageblock {profile.cma_min_bytes >> 20} MiB = the CMA unit"))
+                   f"the CMA unit is {profile.cma_unit_text}"))
     wanted = [d.driver for d in board.devices if d.driver]
     driver_syms: list[str] = []
     for name in wanted:

@@ -559,8 +559,8 @@ def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[Plac
               "reserved-memory nodes the board already has, which stay as they are; "
               "reusable nodes serve movable allocations while no device holds them."),
         "",
-        f"Planned with kernel profile {profile.name} (pageblock, and so the CMA unit,",
-        f"{format_size(profile.cma_min_bytes)}):",
+        f"Planned with kernel profile {profile.name} (the CMA unit is",
+        f"{profile.cma_unit_text}):",
         *_area_lines(board, areas),
         "",
         "Devices that call of_reserved_mem_device_init() take their own regions",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, assert_never
 
 from cma_tool.errors import ConfigError
+from cma_tool.sizes import format_size
 
 #: How dma_alloc_coherent() reaches CMA: ARM32's own dma-mapping, or the generic dma-direct (arm64).
 Arch = Literal["arm32", "dma-direct"]
@@ -480,6 +481,15 @@ class KernelProfile:
     @property
     def cma_min_bytes(self) -> int:
         return self.cma_min_pages * self.page_size
+
+    @property
+    def cma_unit_text(self) -> str:
+        """What the CMA unit is on this kernel, in words: "one 8 MiB pageblock", or the bigger block it is."""
+        unit, pageblock = self.cma_min_bytes, self.page_size << self.pageblock_order
+        if unit == pageblock:
+            return f"one {format_size(pageblock)} pageblock"
+        return (f"one {format_size(unit)} MAX_ORDER-1 block (2^{self.max_order - 1} pages; "
+                f"a pageblock is {format_size(pageblock)})")
 
     @property
     def area_slots(self) -> int:

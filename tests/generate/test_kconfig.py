@@ -56,6 +56,21 @@ def test_612_spells_max_order_one_less(qemu_aquila: Board) -> None:
     assert cfg["CONFIG_ARCH_FORCE_MAX_ORDER"] == "11"
 
 
+@pytest.mark.parametrize(("profile", "unit_comment"), [
+    # arm64 with 4 KiB pages: a pageblock is a 2 MiB PMD (pageblock_order 9); before 5.19 the CMA unit
+    # was the larger MAX_ORDER-1 block, 2^10 pages = 4 MiB; from 5.19 it is the pageblock alone.
+    ("linux-5.10-arm64", "# the CMA unit is one 4 MiB MAX_ORDER-1 block (2^10 pages; a pageblock is 2 MiB)"),
+    ("linux-6.1-arm64", "# the CMA unit is one 2 MiB pageblock"),
+    # ARM32 Debian armmp: pageblock_order = MAX_ORDER - 1 = 11, 8 MiB; both rules agree.
+    ("linux-5.10", "# the CMA unit is one 8 MiB pageblock"),
+])
+def test_the_max_order_line_says_what_the_cma_unit_is(qemu_aquila: Board, profile: str, unit_comment: str) -> None:
+    board = with_profile(qemu_aquila, profile)
+    lines = kconfig_fragment(board, board.kernel.profile).splitlines()
+    max_order = next(i for i, line in enumerate(lines) if line.startswith("CONFIG_") and "ORDER=" in line)
+    assert lines[max_order - 1] == unit_comment
+
+
 @pytest.mark.parametrize(("profile", "areas", "expected"), [
     ("linux-6.1", 8, 7), ("linux-6.1", 9, 8), ("linux-6.12", 8, 8), ("linux-6.12", 9, 9), ("linux-6.1", 2, 7)])
 def test_cma_areas_slots(profile: str, areas: int, expected: int) -> None:

@@ -127,3 +127,32 @@ def test_35_default_node_is_the_global_area_and_a_pool_range_is_a_limit(tmp_path
     assert warned == [(5, "reserved-memory node 'linux,cma': alloc-ranges has no effect on linux-3.5: the default "
                           "area is made by dma_contiguous_reserve() after the board file's hook, top-down below the "
                           "lowmem/DMA limit")]
+
+
+def test_35_rounds_a_pool_up_to_8_mib_and_validation_says_so_where_61_refuses(tmp_path: Path) -> None:
+    # 3.5's dma_declare_contiguous(): size = ALIGN(size, 8 MiB): 4 MiB -> 8 MiB, 6 MiB -> 8 MiB, a warning at the
+    # size's line (8), and the plan's area has the rounded size. 6.1 (4 MiB pageblocks with max-order 11) refuses
+    # a 6 MiB node ("Reserved memory: incorrect alignment of CMA region"): an error; 4 MiB is a whole pageblock.
+    board = tmp_path / "b.yaml"
+    for kernel, size, severity, said, area in (
+            ("linux-3.5", "4M", "warning", "dma_declare_contiguous() rounds it up to 8 MiB", 8 * MIB),
+            ("linux-3.5", "6M", "warning", "dma_declare_contiguous() rounds it up to 8 MiB", 8 * MIB),
+            ("linux-6.1", "6M", "error", "the kernel refuses it", None),
+            ("linux-6.1", "4M", None, None, 4 * MIB)):
+        board.write_text("memory: [[0x40000000, 2G]]\n"
+                         f"kernel: {{profile: {kernel}, max-order: 11}}\n"
+                         "reserved-memory:\n  pool:\n    label: pool\n    compatible: shared-dma-pool\n"
+                         f"    reusable: true\n    size: {size}\n"
+                         "devices:\n  jpeg:\n    memory-region: [pool]\n")
+        checked = load_checked_board(board)
+        about = [(d.severity, d.line, d.message) for d in checked.diagnostics if "multiple of" in d.message]
+        if severity is None:
+            assert about == []
+        else:
+            unit = "8 MiB" if kernel == "linux-3.5" else "4 MiB"
+            assert len(about) == 1 and about[0][:2] == (severity, 8), (kernel, size, about)
+            assert about[0][2].startswith(f"reserved-memory node 'pool' size {size[:-1]} MiB is not a multiple of {unit}")
+            assert said in about[0][2]
+        if area is not None:
+            assert checked.plan is not None
+            assert {a.name: a.size for a in checked.plan.areas}["pool"] == area
