@@ -149,14 +149,14 @@ def dump_virt_dtb(dest: Path, *, memory: str = DEFAULT_MEMORY, architecture: str
     return dest
 
 
-def cached_virt_dtb(folder: Path, *, memory: str = DEFAULT_MEMORY, architecture: str = "armhf") -> Path:
-    """QEMU's own device tree as :func:`dump_virt_dtb` gives it, kept in ``folder`` for the next run.
+def cached_virt_dts(folder: Path, *, memory: str = DEFAULT_MEMORY, architecture: str = "armhf") -> Path:
+    """QEMU's own device tree as :func:`dump_virt_dtb` gives it, decompiled, kept in ``folder`` for the next run.
 
-    Dumping it starts QEMU (about 0.1 s): every run paid that for the same
-    bytes. The tree depends only on the QEMU binary and the machine's options,
-    so those name the cached copy; a new QEMU (another size or time) gets a
-    new one. Written under a temporary name and renamed, so runs side by side
-    never read half a file.
+    Dumping it starts QEMU (about 0.1 s) and decompiling it starts dtc: every
+    run paid both for the same text. The tree depends only on the QEMU binary
+    and the machine's options, so those name the cached copy; a new QEMU
+    (another size or time) gets a new one. Written under a temporary name and
+    renamed, so runs side by side never read half a file.
     """
     qemu, machine = MACHINES[architecture]
     binary = Path(shutil.which(qemu) or qemu)
@@ -166,16 +166,30 @@ def cached_virt_dtb(folder: Path, *, memory: str = DEFAULT_MEMORY, architecture:
         return dump_virt_dtb(folder / "virt.dtb", memory=memory, architecture=architecture)
     key = hashlib.sha256(repr((str(binary.resolve()), st.st_size, st.st_mtime_ns, machine, memory))
                          .encode()).hexdigest()[:16]
-    cached = folder / f"virt-{key}.dtb"
+    cached = folder / f"virt-{key}.dts"
     if not cached.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         fresh = dump_virt_dtb(folder / f".virt-{key}-{os.getpid()}.dtb", memory=memory, architecture=architecture)
-        os.replace(fresh, cached)
+        try:
+            text = _decompile(fresh)
+        finally:
+            fresh.unlink(missing_ok=True)
+        tmp = fresh.with_suffix(".dts")
+        tmp.write_text(text)
+        os.replace(tmp, cached)
     return cached
 
 
+def _decompile(dtb: Path) -> str:
+    _need("dtc", "device-tree-compiler")
+    out = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", str(dtb)], capture_output=True, check=False)
+    if out.returncode != 0:
+        raise InfraError(f"dtc cannot decompile {dtb}: {out.stderr.decode(errors='replace').strip()}")
+    return out.stdout.decode()
+
+
 def build_board_dtb(
-    base_dtb: Path,
+    base: Path,
     dest: Path,
     *,
     banks: Sequence[MemoryBank],
@@ -184,7 +198,7 @@ def build_board_dtb(
     initrd: tuple[int, int] | None = None,
     rng_seed: bytes | None = None,
 ) -> Path:
-    """Compile ``base_dtb`` with our /memory, /reserved-memory and /chosen into ``dest``.
+    """Compile ``base`` (a DTB, or the DTS it decompiles to) with our /memory, /reserved-memory and /chosen into ``dest``.
 
     ``reserved_memory_dts`` is DTS text placed in the root node, normally a
     whole ``reserved-memory { ... };`` node written with the root's cells
@@ -196,10 +210,7 @@ def build_board_dtb(
     _need("dtc", "device-tree-compiler")
     if not banks:
         raise ConfigError("the board has no memory banks")
-    base = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", str(base_dtb)], capture_output=True, check=False)
-    if base.returncode != 0:
-        raise InfraError(f"dtc cannot decompile {base_dtb}: {base.stderr.decode(errors='replace').strip()}")
-    base_text = base.stdout.decode()
+    base_text = base.read_text() if base.suffix == ".dts" else _decompile(base)
     memory_nodes = re.findall(r"^\t(memory@[0-9a-fA-F]+) \{", base_text, re.MULTILINE)
 
     cells = ", ".join(f"<{_cells(b.base)} {_cells(b.size)}>" for b in banks)
@@ -274,10 +285,10 @@ def board_dtb(workdir: Path, *, banks: Sequence[MemoryBank], reserved_memory_dts
     """``workdir/board.dtb``: QEMU's own virt tree for ``architecture`` with the board's banks, pools and /chosen.
 
     With ``virt_cache`` QEMU's tree is taken from (and kept in) that folder
-    (:func:`cached_virt_dtb`), else dumped for this boot alone.
+    (:func:`cached_virt_dts`), else dumped for this boot alone.
     """
     if virt_cache is not None:
-        base = cached_virt_dtb(virt_cache, memory=memory, architecture=architecture)
+        base = cached_virt_dts(virt_cache, memory=memory, architecture=architecture)
     else:
         base = dump_virt_dtb(workdir / "virt.dtb", memory=memory, architecture=architecture)
     dtb = build_board_dtb(base, workdir / "board.dtb", banks=banks, reserved_memory_dts=reserved_memory_dts,
