@@ -21,6 +21,10 @@ ConfigError (the input), UsageError (an impossible request), InfraError (the
 lab: QEMU, a download), TargetError (the board misbehaved). A mismatch
 between the model and the kernel is not an error: it is a failed
 :class:`Check`, explained by :func:`explain`.
+
+A script that a scheduler may stop wraps its board in
+``with api.sigterm_raises(lambda signum: KeyboardInterrupt()):``: SIGTERM then
+unwinds through ``api.boot``'s block, which powers the board off.
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ from cma_tool.model.scenario import Scenario
 from cma_tool.observe import Observation
 from cma_tool.plan import Plan
 from cma_tool.prediction import Prediction
+from cma_tool.signals import sigterm_raises
 
 __all__ = [
     "BootedBoard", "Check", "CmaToolError", "ConfigError", "Event", "ExitCode", "InfraError", "Observation", "Plan",
     "Prediction", "Result", "Schedule", "ShellRun", "StepRun", "TargetError", "UsageError", "boot", "boot_cmdline",
     "capture_schedule", "check_log", "cross_check", "explain", "load_board", "observe", "pins_from", "predict",
-    "run", "target_kernel_profile",
+    "run", "sigterm_raises", "target_kernel_profile",
 ]
 
 #: An area's base for the model, by area name ({"linux,cma": 0x60000000}), or as (name, base) pairs.

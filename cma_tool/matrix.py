@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -42,6 +41,7 @@ from cma_tool.errors import ConfigError, ExitCode, UsageError
 from cma_tool.locks import FolderLock, new_run_folder
 from cma_tool.report.meta import header
 from cma_tool.report.run_report import junit_document, write_atomic
+from cma_tool.signals import sigterm_raises
 
 #: The kernel of the host's own Debian suite (the image's default); any other name is passed as --suite.
 DEFAULT_KERNEL = "bookworm"
@@ -405,12 +405,8 @@ def run_matrix(spec: MatrixSpec, root: Path, *, jobs: int, replace: bool = False
     rows: dict[str, dict[str, Any]] = {}
     stopped: _Stop | None = None
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signum)
-
     with FolderLock(root, replace=replace, report_name="summary.json"):
-        previous = signal.signal(signal.SIGTERM, on_signal)
-        try:
+        with sigterm_raises(_Stop):
             say(f"matrix: {len(cells)} cells ({len(skipped)} combinations left out), {jobs} at a time, in {root}")
             groups = boot_groups(cells, spec)
             with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -423,8 +419,6 @@ def run_matrix(spec: MatrixSpec, root: Path, *, jobs: int, replace: bool = False
                     children.stop(stopped.signum)
                     for fut in futures:
                         rows.update((r["id"], r) for r in fut.result())
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         ordered = [rows[c.id] for c in cells]
         failing = [r for r in ordered if r["exit_code"] != 0]
         if stopped is not None:

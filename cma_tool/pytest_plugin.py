@@ -35,13 +35,10 @@ keeps each board's tests on one worker, so each board boots once.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -311,18 +308,8 @@ def _or_fail(what: str, call: Callable[[], T]) -> T:
     pytest.fail(message, pytrace=False)
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigterm_interrupts() -> AbstractContextManager[None]:
     """While a board is up, SIGTERM (a CI job's timeout) unwinds like Ctrl-C, so teardown powers it off."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from cma_tool import api
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return api.sigterm_raises(lambda signum: KeyboardInterrupt(f"terminated by signal {signum}"))

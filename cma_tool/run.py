@@ -20,15 +20,13 @@ import importlib
 import json
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
@@ -45,6 +43,7 @@ from cma_tool.report.run_report import (
     summary_table,
     write_atomic,
 )
+from cma_tool.signals import sigterm_raises
 
 if TYPE_CHECKING:
     from cma_tool.check import Check
@@ -106,20 +105,10 @@ class RunRecord:
 
 
 class _Terminated(Exception):
-    pass
+    """A lab scheduler's SIGTERM: the run unwinds like Ctrl-C, the board is powered off and the report written."""
 
-
-@contextmanager
-def _sigterm_as_exception() -> Iterator[None]:
-    """A lab scheduler's SIGTERM unwinds like Ctrl-C: the board is powered off and the report written."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"terminated by signal {signum} (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum} (SIGTERM)")
 
 
 #: What a run leaves in its folder; a rerun into the same folder starts them afresh.
@@ -179,7 +168,7 @@ def conclude(record: RunRecord, stages: Callable[[], list[Check]], *, junit: Pat
     checks: list[Check] = []
     code = ExitCode.OK
     try:
-        with _sigterm_as_exception():
+        with sigterm_raises(_Terminated):
             checks = stages()
         failed = [c for c in checks if not c.passed]
         if failed:

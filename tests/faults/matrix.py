@@ -20,7 +20,6 @@ README shows; tests/faults/test_fault_matrix.py asserts every row.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
+from tests.watching import read_report, stage_at, wait_for_stage
 
 ROOT = Path(__file__).parents[2]
 RECORDING = (RECORDED_RUN / "console.log").read_bytes()
@@ -163,34 +163,10 @@ class Outcome:
         return stages[-1] if stages else "?"
 
 
-def _stage_at(rep: dict[str, Any], name: str) -> float | None:
-    for s in rep.get("stages", []):
-        if s["stage"] == name:
-            return float(s["at"])
-    return None
-
-
-def _read_report(out: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((out / "report.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
-
-
-def wait_for_stage(out: Path, stage: str, proc: subprocess.Popen[str], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _stage_at(_read_report(out), stage) is not None:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _finish(fault: Fault, proc: subprocess.Popen[str], out: Path) -> Outcome:
     _, stderr = proc.communicate(timeout=fault.timeout + 120)
-    rep = _read_report(out)
-    struck, end = _stage_at(rep, fault.struck_after), _stage_at(rep, "end")
+    rep = read_report(out)
+    struck, end = stage_at(rep, fault.struck_after), stage_at(rep, "end")
     detect = (end - struck - fault.delay) if struck is not None and end is not None else float("nan")
     console = (out / "console.log").read_bytes() if (out / "console.log").exists() else b""
     return Outcome(fault, proc.returncode, rep, console, detect, stderr)

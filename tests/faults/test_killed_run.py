@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
-from tests.faults.matrix import qemu_pids, wait_for_stage
+from tests.faults.matrix import qemu_pids
+from tests.watching import wait_for_stage
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.emulated]

@@ -14,7 +14,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
 from tests.labs.lab import PLACE, Lab, sim_place
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
+from tests.watching import wait_for_stage
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow]
@@ -59,22 +59,10 @@ def report(out: Path) -> dict[str, Any]:
     return data
 
 
-def wait_for_stage(out: Path, stage: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if stage in [s["stage"] for s in report(out)["stages"]]:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"the run never reached stage {stage}: {proc.poll()}")
-
-
 def test_a_place_is_acquired_used_and_released(bench: Bench, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = bench.run(out)
-    wait_for_stage(out, "place", proc)
+    assert wait_for_stage(out, "place", proc), f"the run never reached stage place: {proc.poll()}"
     # While it runs, the place is the run's, as every labgrid user sees it.
     assert bench.lab.holder() == f"{socket.gethostname()}/{getpass.getuser()}"
     stdout, stderr = proc.communicate(timeout=300)
@@ -107,7 +95,7 @@ def test_an_exporter_that_disappears_mid_run_is_infrastructure_and_the_place_is_
         bench: Bench, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = bench.run(out)
-    wait_for_stage(out, "uboot", proc)
+    assert wait_for_stage(out, "uboot", proc), f"the run never reached stage uboot: {proc.poll()}"
     bench.lab.stop_exporter()
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 3, stderr
@@ -121,7 +109,7 @@ def test_an_exporter_that_disappears_mid_run_is_infrastructure_and_the_place_is_
 def test_sigterm_mid_run_releases_the_place(bench: Bench, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = bench.run(out)
-    wait_for_stage(out, "power", proc)
+    assert wait_for_stage(out, "power", proc), f"the run never reached stage power: {proc.poll()}"
     proc.terminate()
     proc.communicate(timeout=120)
     assert proc.returncode == 143

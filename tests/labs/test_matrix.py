@@ -113,3 +113,33 @@ def test_two_boards_two_kernels_three_scenarios_in_parallel(tmp_path: Path) -> N
     assert set(suites) == set(rows) | {"left-out"}
     assert suites["qemu-aquila~trixie~needs"].get("failures") != "0"
     assert all(suites[cid].get("failures") == "0" for cid in rows if cid != "qemu-aquila~trixie~needs")
+
+
+@pytest.mark.emulated
+def test_sigterm_stops_the_matrix_and_its_running_cell_with_exit_143(tmp_path: Path) -> None:
+    # A CI job's timeout: the matrix passes the signal on to its running cell, which powers its board off and
+    # writes its report; the summary says the matrix was interrupted; 143 = 128 + SIGTERM, which no rack retries.
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "cma_tool", "matrix", "--board", "boards/qemu-aquila.yaml",
+                             "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    booting = None
+    while time.monotonic() < deadline and booting is None:
+        for report in out.glob("**/report.json"):
+            try:
+                if any(s["stage"] == "boot" for s in json.loads(report.read_text()).get("stages", [])):
+                    booting = report
+            except (OSError, ValueError):  # being replaced this instant
+                pass
+        time.sleep(0.05)
+    assert booting is not None, "the cell never reached its boot"
+    proc.send_signal(15)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stdout + stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == "interrupted"
+    cell = json.loads(booting.read_text())
+    assert cell["verdict"] == "interrupted" and cell["stage"] == "end"
+    leftover = subprocess.run(["pgrep", "-f", f"qemu-system-arm.*{booting.parent}"], capture_output=True, check=False)
+    assert leftover.stdout == b""  # the cell's QEMU is gone with it

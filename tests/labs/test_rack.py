@@ -28,8 +28,8 @@ from cma_tool.deploy.image import ensure_image
 from tests.e2e.expect import assert_aquila_1080p_events, assert_same_artefacts
 from tests.labs.lab import PLACE, Lab, Place, sim_place
 from tests.labs.qemu_bench import QemuBench
-from tests.labs.test_labgrid import wait_for_stage
 from tests.sim import RECORDED_RUN, SimBoard, write_sim_aquila, zimage
+from tests.watching import wait_for_stage
 
 ROOT = Path(__file__).parents[2]
 RACK_BOARD = ROOT / "tests" / "labs" / "data" / "qemu-rack.yaml"
@@ -77,7 +77,7 @@ def test_two_emulated_boards_and_a_bench_board_run_side_by_side_as_three_places(
                 "qemu-rack-2": started(lab, [str(RACK_BOARD), "--place", "qemu-rack-2", "--kernel", str(kernel),
                                              "--dtb", str(dtb), "--out", str(outs["qemu-rack-2"])]),
             }
-            wait_for_stage(outs["qemu-rack-1"], "place", procs["qemu-rack-1"])
+            assert wait_for_stage(outs["qemu-rack-1"], "place", procs["qemu-rack-1"])
             me = f"{socket.gethostname()}/{getpass.getuser()}"
             assert lab.holder("qemu-rack-1") == me
             # Another labgrid user, and another cma-tool run, are both refused the place while it is in use.
