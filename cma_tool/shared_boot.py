@@ -126,18 +126,21 @@ def run_group(group: Group, say: Callable[[str], None] = lambda msg: None) -> li
 
 
 def _run_cell(group: Group, cell: SharedCell, boots: _Boots) -> tuple[int, dict[str, Any], bool]:
-    outcome = {"clean": False}
+    """(exit code, report, whether the board is left as it booted) for one cell."""
     try:
         with FolderLock(cell.out):
-            return _judged(group, cell, boots, outcome)
+            return _judged(group, cell, boots)
     except CmaToolError as err:  # only the folder claim can be refused here: the run's own errors are judged
         return int(err.exit_code), {"board": str(group.board), "target": "emulated", "boot": "shared",
                                     "out": str(cell.out), "verdict": err.kind, "message": str(err),
                                     "exit_code": int(err.exit_code)}, False
 
 
-def _judged(group: Group, cell: SharedCell, boots: _Boots, outcome: dict[str, bool]) -> tuple[int, dict[str, Any], bool]:
+def _judged(group: Group, cell: SharedCell, boots: _Boots) -> tuple[int, dict[str, Any], bool]:
     from cma_tool.run import RunRecord, conclude, record_check
+
+    # Whether the step passed and the model says it gave back all it took: only then may the boot go on.
+    clean = False
 
     record = RunRecord(cell.out / "report.json", {
         **header("report", time.time()), "board": str(group.board), "target": "emulated", "boot": "shared",
@@ -146,6 +149,7 @@ def _judged(group: Group, cell: SharedCell, boots: _Boots, outcome: dict[str, bo
     record.stage("start")
 
     def stages() -> list[Check]:
+        nonlocal clean
         from cma_tool.api import target_kernel_profile
         from cma_tool.captures import from_board, from_scenario
         from cma_tool.generate.bootargs import kernel_cmdline
@@ -188,11 +192,11 @@ def _judged(group: Group, cell: SharedCell, boots: _Boots, outcome: dict[str, bo
         if step.notes:
             record.data["notes"] = list(step.notes)
         record_check(record, plan, step.prediction, step.observation, list(step.checks))
-        outcome["clean"] = step.passed and leaves_boot_state([e for rec in model_run.steps for e in rec.events])
+        clean = step.passed and leaves_boot_state([e for rec in model_run.steps for e in rec.events])
         return list(step.checks)
 
     code, _ = conclude(record, stages, junit=cell.out / "junit.xml")
-    return code, record.data, outcome["clean"]
+    return code, record.data, clean
 
 
 def main(argv: Sequence[str] | None = None) -> int:
