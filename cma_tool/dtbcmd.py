@@ -145,12 +145,9 @@ def patch_for_board(data: bytes, board: Board, bootargs: str, *, source: str) ->
 
 def dtb_bootargs(data: bytes, *, source: str) -> str | None:
     """/chosen/bootargs of a DTB, or None when it has none."""
-    tree = fdt.decode(data, source=source)
-    chosen = next((c for c in tree.root.children if c.name == "chosen"), None)
+    chosen = fdt.decode(data, source=source).find("/chosen")
     value = chosen.properties.get("bootargs") if chosen is not None else None
-    if value is None:
-        return None
-    return fdt.decode_string(value, what=f"{source}: /chosen/bootargs")
+    return None if value is None else fdt.decode_string(value, what=f"{source}: /chosen/bootargs")
 
 
 def dtb_patch_cli(path: Path, board_path: Path, output: Path, *, bootargs: str | None) -> int:

@@ -185,27 +185,43 @@ def run_args(cell: Cell, spec: MatrixSpec, out: Path) -> list[str]:
             "--junit", str(out / "junit.xml"), "--target", spec.target]
     if spec.boot:
         argv += ["--boot", spec.boot]
-    if cell.kernel != DEFAULT_KERNEL:
-        # A Debian kernel's name (debian-6.1-arm64) is run's --kernel; a suite (trixie) its --suite.
-        argv += ["--kernel" if cell.kernel.startswith("debian-") else "--suite", cell.kernel]
     if cell.scenario != NEEDS:
         argv += ["--scenario", cell.scenario]
     if spec.retries:
         argv += ["--retries", str(spec.retries), "--retry-backoff", str(spec.retry_backoff)]
-    if spec.cache:
-        argv += ["--cache", spec.cache]
+    for pin in _pins(cell):
+        argv += ["--model-pin", pin]
+    return argv + _boot_options(cell, spec)
+
+
+def _boot_options(cell: Cell, spec: MatrixSpec) -> list[str]:
+    """The options `cma-tool run` and a shared boot both take from a cell: kernel, command line, timeout, cache."""
+    argv = []
     options = dict(cell.options)
+    if cell.kernel != DEFAULT_KERNEL:
+        # A Debian kernel's name (debian-6.1-arm64) is run's --kernel; a suite (trixie) its --suite.
+        argv += ["--kernel" if cell.kernel.startswith("debian-") else "--suite", cell.kernel]
+    if options.get("bootargs"):
+        argv += ["--bootargs", str(options["bootargs"])]
     timeout = options.get("timeout", spec.timeout)
     if timeout is not None:
         argv += ["--timeout", str(timeout)]
-    pins = options.get("model-pin", [])
-    for pin in [pins] if isinstance(pins, str) else pins:
-        argv += ["--model-pin", str(pin)]
-    if options.get("bootargs"):
-        argv += ["--bootargs", str(options["bootargs"])]
     if options.get("force"):
         argv.append("--force")
+    if spec.cache:
+        argv += ["--cache", spec.cache]
     return argv
+
+
+def _pins(cell: Cell) -> list[str]:
+    """The cell's model-pin option: one AREA=BASE or a list of them."""
+    pins = dict(cell.options).get("model-pin", [])
+    return [str(pin) for pin in ([pins] if isinstance(pins, str) else pins)]
+
+
+def can_share_boots(spec: MatrixSpec) -> bool:
+    """Only the emulated board booted directly can run several scenarios on one boot."""
+    return spec.target == "emulated" and spec.boot in (None, "direct")
 
 
 def boot_groups(cells: Sequence[Cell], spec: MatrixSpec) -> list[list[Cell]]:
@@ -218,7 +234,7 @@ def boot_groups(cells: Sequence[Cell], spec: MatrixSpec) -> list[list[Cell]]:
     """
     from cma_tool.model.scenario import load_scenario
 
-    if not spec.shared_boots or spec.target != "emulated" or spec.boot not in (None, "direct"):
+    if not spec.shared_boots or not can_share_boots(spec):
         return [[c] for c in cells]
     groups: dict[tuple[Any, ...], list[Cell]] = {}
     alone = []
@@ -237,25 +253,12 @@ def boot_groups(cells: Sequence[Cell], spec: MatrixSpec) -> list[list[Cell]]:
 def group_args(cells: Sequence[Cell], spec: MatrixSpec, root: Path) -> list[str]:
     """`python3 -m cma_tool.shared_boot` for a group of cells (their shared options from the first)."""
     first = cells[0]
-    options = dict(first.options)
     argv = [sys.executable, "-m", "cma_tool.shared_boot", first.board, "--boots",
-            str(root / "boots" / f"{Path(first.board).stem}~{first.kernel}")]
-    if first.kernel != DEFAULT_KERNEL:
-        argv += ["--kernel" if first.kernel.startswith("debian-") else "--suite", first.kernel]
-    if options.get("bootargs"):
-        argv += ["--bootargs", str(options["bootargs"])]
-    timeout = options.get("timeout", spec.timeout)
-    if timeout is not None:
-        argv += ["--timeout", str(timeout)]
-    if options.get("force"):
-        argv.append("--force")
-    if spec.cache:
-        argv += ["--cache", spec.cache]
+            str(root / "boots" / f"{Path(first.board).stem}~{first.kernel}"), *_boot_options(first, spec)]
     for cell in cells:
         out = root / cell.id
         argv += ["--cell", f"{out}={cell.scenario}"]
-        pins = dict(cell.options).get("model-pin", [])
-        for pin in [pins] if isinstance(pins, str) else pins:
+        for pin in _pins(cell):
             argv += ["--pin", f"{out}={pin}"]
     return argv
 
@@ -429,7 +432,7 @@ def run_matrix(spec: MatrixSpec, root: Path, *, jobs: int, replace: bool = False
             verdict = "fail" if failing else "pass"
         summary.update({"seconds": round(time.monotonic() - started, 3), "verdict": verdict,
                         "exit_code": int(code), "cells": ordered, "shared_boots": spec.shared_boots,
-                        "boots": sum(1 for g in groups for _ in _boots_of(g, rows, root))})
+                        "boots": sum(len(_boots_of(g, root)) for g in groups)})
         write_atomic(root / "summary.json", json.dumps(summary, indent=2))
         if junit is not None:
             junit.parent.mkdir(parents=True, exist_ok=True)
@@ -437,7 +440,7 @@ def run_matrix(spec: MatrixSpec, root: Path, *, jobs: int, replace: bool = False
     return int(code), summary
 
 
-def _boots_of(group: list[Cell], rows: dict[str, dict[str, Any]], root: Path) -> set[str]:
+def _boots_of(group: list[Cell], root: Path) -> set[str]:
     """The boots a unit of work took: its cells' shared boot folders, or one per cell."""
     if len(group) == 1:
         return {group[0].id}
@@ -513,7 +516,7 @@ def matrix_table(summary: dict[str, Any], width: int = 140) -> str:
 
 def matrix_cli(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.matrix) if args.matrix else None, args)
-    if args.boot_per_cell and (spec.target != "emulated" or spec.boot not in (None, "direct")):
+    if args.boot_per_cell and not can_share_boots(spec):
         raise UsageError(f"--boot-per-cell is for the emulated board booted directly, not --target {spec.target}"
                          + (f" --boot {spec.boot}" if spec.boot else ""),
                          hint="every other way boots once per cell already")

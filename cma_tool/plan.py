@@ -19,7 +19,7 @@ from cma_tool.board.validate import bank_of, check_board, mask_where
 from cma_tool.board.yamlpos import NOWHERE, Where
 from cma_tool.errors import ConfigError, Diagnostic, DiagnosticSink
 from cma_tool.model.profiles import KernelProfile, area_alignment
-from cma_tool.sizes import format_size
+from cma_tool.sizes import format_size, round_up
 
 #: Model problem codes that board/validate.py already reports, in the user's terms and
 #: at the right line; the model's kernel-worded copy would only repeat them.
@@ -191,7 +191,7 @@ def plan_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
                 f"({len([n for n in needs if n.area == placed.name])} buffers, "
                 f"{format_size(result.wanted_footprint)} with alignment)",
                 file=where.file, line=where.line, col=where.col,
-                hint=f"grow it to at least {format_size(_round_up(result.wanted_footprint, area_alignment(profile)))}"
+                hint=f"grow it to at least {format_size(round_up(result.wanted_footprint, area_alignment(profile)))}"
                      " or reduce buffer counts" + _how_to_size(board, placed))
     _check_dma_masks(board, areas, booted.default_area, sink)
     if advise:
@@ -247,7 +247,7 @@ def _check_use(board: Board, profile: KernelProfile, areas: list[PlacedArea], de
                          line=where.line, col=where.col,
                          hint="remove it, or name it in the memory-region of a device whose driver reads it")
         elif area.need and area.fits and area.footprint * 2 < area.size:
-            smallest = _round_up(area.footprint, area_alignment(profile))
+            smallest = round_up(area.footprint, area_alignment(profile))
             sink.warning(f"{name} is more than twice what its users need ({format_size(area.footprint)} with "
                          "alignment): more than half of it is never used", file=where.file, line=where.line,
                          col=where.col, hint=f"{format_size(smallest)} holds every declared need "
@@ -356,9 +356,6 @@ def replay_needs(profile: KernelProfile, booted: cma_model.BootResult,
         out[area.name] = Fit(not failed, used, wanted, failed)
     return out
 
-
-def _round_up(value: int, unit: int) -> int:
-    return -(-value // unit) * unit
 
 
 @dataclass

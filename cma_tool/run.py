@@ -327,7 +327,7 @@ def preload_when_started(stage: Callable[..., None], modules: Sequence[str]) -> 
     at once. A module that fails to import here fails again where it is
     used, and is reported there.
     """
-    started = threading.Event()
+    started = False
 
     def load() -> None:
         time.sleep(PRELOAD_DELAY)
@@ -338,9 +338,10 @@ def preload_when_started(stage: Callable[..., None], modules: Sequence[str]) -> 
                 return
 
     def stage_and_preload(name: str, **facts: Any) -> None:
+        nonlocal started
         stage(name, **facts)
-        if not started.is_set():
-            started.set()
+        if not started:
+            started = True
             threading.Thread(target=load, name="cma-tool-preload", daemon=True).start()
 
     return stage_and_preload

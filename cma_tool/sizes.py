@@ -57,6 +57,11 @@ def parse_size(text: str | int) -> int:
     return int(number, base) << _SUFFIX[suffix.lower()]
 
 
+def round_up(value: int, unit: int) -> int:
+    """``value`` rounded up to a whole number of ``unit`` (any positive unit, not only powers of two)."""
+    return -(-value // unit) * unit
+
+
 def format_size(size: int) -> str:
     """The shortest exact binary-unit spelling: 83886080 -> '80 MiB', 4100 -> '4100 B'."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):

@@ -28,7 +28,7 @@ from cma_tool.model.profiles import PROFILES, CmdlineCma, KernelProfile, area_al
 from cma_tool.model.scenario import AllocStep, CaptureStep, DmaAllocStep, Step
 from cma_tool.model.simulate import run_steps
 from cma_tool.plan import MAX_MODELLED_PAGES, boot_input, resolve_profile
-from cma_tool.sizes import format_size
+from cma_tool.sizes import format_size, round_up
 
 BOARD_NEEDS = "board needs"
 
@@ -153,7 +153,7 @@ def size_board(board: Board, *, kernel: str | None = None, bootargs: str = "",
         high, set_by = best[area.name]
         region = region_by_node.get(area.name)
         areas.append(AreaSize(area.name, region.label if region else None, area.name == booted.default_area,
-                              area.size, high, -(-high // unit) * unit, set_by))
+                              area.size, high, round_up(high, unit), set_by))
     return Sizing(board, profile, tuple(areas), tuple(w[0] for w in workloads))
 
 

@@ -15,7 +15,7 @@ from cma_tool.board.yamlpos import Where
 from cma_tool.errors import DiagnosticSink
 from cma_tool.model.cmdline import parse_cma_cmdline
 from cma_tool.model.profiles import BoardFileApi, KernelProfile, area_alignment
-from cma_tool.sizes import bare_bytes_hint, format_size
+from cma_tool.sizes import bare_bytes_hint, format_size, round_up
 
 
 class _Located(Protocol):
@@ -86,9 +86,6 @@ def _board_file_call(profile: KernelProfile) -> str | None:
         case _:
             return None
 
-
-def _round_up(value: int, unit: int) -> int:
-    return -(-value // unit) * unit
 
 
 def _bypassed_misaligned(sink: DiagnosticSink, region: Region, name: str, unit_text: str) -> None:
@@ -165,8 +162,8 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                 _bypassed_misaligned(sink, region, name, unit_text)
             elif rounds_up and region.is_cma and (base % unit or size % unit):
                 _at(sink, region.at("reg"), f"{name} at {base:#010x} size {format_size(size)} is not aligned to "
-                    f"{unit_text}: {rounds_up} rounds it up to {_round_up(base, unit):#010x} size "
-                    f"{format_size(_round_up(size, unit))}", hint=f"{why_unit}; write the base and size it gets",
+                    f"{unit_text}: {rounds_up} rounds it up to {round_up(base, unit):#010x} size "
+                    f"{format_size(round_up(size, unit))}", hint=f"{why_unit}; write the base and size it gets",
                     warning=True)
             elif region.is_cma and (base % unit or size % unit):
                 fallback = (f"; as the default node it is replaced by the Kconfig default area "
@@ -181,7 +178,7 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
             _bypassed_misaligned(sink, region, name, unit_text)
         elif rounds_up and region.size is not None and region.is_cma and region.size % unit:
             _at(sink, region.at("size"), f"{name} size {format_size(region.size)} is not a multiple of {unit_text}: "
-                f"{rounds_up} rounds it up to {format_size(_round_up(region.size, unit))}",
+                f"{rounds_up} rounds it up to {format_size(round_up(region.size, unit))}",
                 hint=f"{why_unit}; write the size it gets", warning=True)
         elif region.size is not None and region.is_cma and region.size % unit:
             if region.cma_default:
@@ -189,7 +186,7 @@ def check_board(board: Board, sink: DiagnosticSink, *, extra_bootargs: str = "",
                                f"({profile.cma_size_mbytes} MiB, named 'reserved')")
             else:
                 consequence = "and the pool does not exist at all"
-            up = _round_up(region.size, unit)
+            up = round_up(region.size, unit)
             if "size" in region.bare:
                 # "size: 64" is 64 bytes; rounding that up to one unit would be a wrong size to suggest.
                 hint = bare_bytes_hint(region.size) + f"; CMA areas are multiples of {unit_text} on this kernel"

@@ -99,7 +99,7 @@ def prepare_arm64_boot(
     dtb_addr = (initrd_end + 0xFFFF) & ~0xFFFF  # 64 KiB past the initrd: 8-byte aligned, as the protocol asks
     dtb = board_dtb(workdir, banks=banks, reserved_memory_dts=reserved_memory_dts, bootargs=bootargs,
                     initrd=(initrd_addr, initrd_end), rng_seed=rng_seed, memory=memory, architecture="arm64",
-                    virt_cache=image.directory.parent / "qemu-dtb")
+                    image=image)
     dtb_end = dtb_addr + dtb.stat().st_size
     kernel_end = kernel_addr + image_size
     problems = []

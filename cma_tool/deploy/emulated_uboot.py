@@ -42,7 +42,7 @@ from cma_tool.deploy.qemu import (
 )
 from cma_tool.deploy.uboot_boot import Loads, make_loads
 from cma_tool.errors import ConfigError, InfraError
-from cma_tool.sizes import format_size, hexaddr
+from cma_tool.sizes import format_size, hexaddr, round_up
 
 MiB = 1 << 20
 #: Debian's u-boot-qemu (2023.01): U-Boot for QEMU's 32-bit ARM virt machine.
@@ -141,7 +141,7 @@ def prepare_uboot_files(boot: BootFiles, workdir: Path, *, banks: Sequence[Memor
     initrd_end = boot.initrd_addr + initrd.stat().st_size
 
     kernel_addr = low.base + KERNEL_LOAD_OFFSET
-    fdt_addr = _align_up(initrd_end, MiB)
+    fdt_addr = round_up(initrd_end, MiB)
     fdt_end = fdt_addr + dtb.stat().st_size + FDT_GROWTH
     problems = []
     if kernel_addr + kernel.stat().st_size > low.base + KERNEL_ROOM:
@@ -181,6 +181,3 @@ def plain_zimage(data: bytes, *, source: str = "zImage") -> bytes:
         raise InfraError(f"{source}: the zImage header gives a size of {size} bytes; the file has {len(data)}")
     return data[:size]
 
-
-def _align_up(value: int, step: int) -> int:
-    return (value + step - 1) // step * step

@@ -159,12 +159,12 @@ def cached_virt_dts(folder: Path, *, memory: str = DEFAULT_MEMORY, architecture:
     renamed, so runs side by side never read half a file.
     """
     qemu, machine = MACHINES[architecture]
-    binary = Path(shutil.which(qemu) or qemu)
+    binary = Path(shutil.which(qemu) or qemu).resolve()
     try:
-        st = binary.resolve().stat()
+        st = binary.stat()
     except OSError:  # dump_virt_dtb says what is missing
         return dump_virt_dtb(folder / "virt.dtb", memory=memory, architecture=architecture)
-    key = hashlib.sha256(repr((str(binary.resolve()), st.st_size, st.st_mtime_ns, machine, memory))
+    key = hashlib.sha256(repr((str(binary), st.st_size, st.st_mtime_ns, machine, memory))
                          .encode()).hexdigest()[:16]
     cached = folder / f"virt-{key}.dts"
     if not cached.is_file():
@@ -281,12 +281,13 @@ def static_reserved_regions(dtb: Path) -> list[tuple[str, int, int]]:
 
 def board_dtb(workdir: Path, *, banks: Sequence[MemoryBank], reserved_memory_dts: str, bootargs: str,
               initrd: tuple[int, int], rng_seed: bytes | None, memory: str, architecture: str = "armhf",
-              virt_cache: Path | None = None) -> Path:
+              image: TargetImage | None = None) -> Path:
     """``workdir/board.dtb``: QEMU's own virt tree for ``architecture`` with the board's banks, pools and /chosen.
 
-    With ``virt_cache`` QEMU's tree is taken from (and kept in) that folder
-    (:func:`cached_virt_dts`), else dumped for this boot alone.
+    With an ``image``, QEMU's tree is taken from (and kept in) the image
+    cache beside it (:func:`cached_virt_dts`), else dumped for this boot alone.
     """
+    virt_cache = image.directory.parent / "qemu-dtb" if image is not None else None
     if virt_cache is not None:
         base = cached_virt_dts(virt_cache, memory=memory, architecture=architecture)
     else:
@@ -326,8 +327,7 @@ def prepare_boot(
     initrd_end = initrd_addr + initrd.stat().st_size
     _check_layout(banks, initrd_addr, initrd_end, memory)
     dtb = board_dtb(workdir, banks=banks, reserved_memory_dts=reserved_memory_dts, bootargs=bootargs,
-                    initrd=(initrd_addr, initrd_end), rng_seed=rng_seed, memory=memory,
-                    virt_cache=image.directory.parent / "qemu-dtb")
+                    initrd=(initrd_addr, initrd_end), rng_seed=rng_seed, memory=memory, image=image)
     low = min(banks, key=lambda b: b.base).base
     for name, start, _size in static_reserved_regions(dtb):
         if start < low + KERNEL_ROOM:
@@ -359,7 +359,7 @@ def die_with_parent() -> None:
 
 
 class VirtMachine:
-    """A QEMU virt machine whose serial console is a socket of ours; the context manager always kills QEMU.
+    """A QEMU virt machine whose console is a socket of ours, or a file it writes; leaving the block kills QEMU.
 
     Subclasses say what it boots (:meth:`boot_args`). ``with Board(...) as
     board:`` then open ``board.serial_url`` with pyserial (QEMU holds the
@@ -403,7 +403,10 @@ class VirtMachine:
 
     def command(self, serial_fd: int | None) -> list[str]:
         """QEMU's command line; the console on the listening socket ``serial_fd``, or into :attr:`console_file`."""
-        # QEMU's option syntax: a comma inside a value is written twice.
+        # A file: QEMU's option syntax writes a comma inside a value twice. A Unix socket (see
+        # deploy/protocol_unix.py): QEMU's UART writes a byte at a time, which over TCP cost the guest
+        # ~0.3 s a boot with Nagle off, and U-Boot's echo ~44 ms per 16-byte chunk with it on (held
+        # until our delayed ACK).
         console = (f"file,id=console,path={str(self.console_file).replace(',', ',,')}" if serial_fd is None
                    else f"socket,id=console,fd={serial_fd},server=on,wait=on")
         return [
@@ -415,9 +418,6 @@ class VirtMachine:
             "-monitor",
             "none",
             *self.boot_args(),
-            # A Unix socket (see deploy/protocol_unix.py): QEMU's UART writes a byte at a time,
-            # which over TCP cost the guest ~0.3 s a boot with Nagle off, and U-Boot's echo
-            # ~44 ms per 16-byte chunk with it on (held until our delayed ACK).
             "-chardev",
             console,
             "-serial",

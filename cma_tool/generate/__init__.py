@@ -208,17 +208,19 @@ def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) ->
     path = out / "patches" / f"0001-{slug[:52].rstrip('-')}.patch"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(mail)
+    # A dts patch is built and validated only inside a whole kernel tree (its Makefile and scripts/dtc).
+    buildable = code is None and kt.tree_top(tree / changes[0].path) == tree
     try:
         gp.check_applies(tree, path)
         checked.append(f"checked: {path.name} applies to {tree} (git apply --check)")
-        if code is None and kt.tree_top(tree / changes[0].path) == tree:
+        if buildable:
             checked += gp.check_dts_patch(tree, changes[0], board, plan.areas)
     except BaseException:
         path.unlink()  # a patch that failed its check is not left where a checked one would be
         raise
     if code is not None:
         checked.append("NOT checked: board-file C is not compiled against this tree (only that it applies)")
-    elif kt.tree_top(tree / changes[0].path) != tree:
+    elif not buildable:
         checked.append(f"NOT checked: {tree} has no kernel Makefile and scripts/dtc, so the DTB was not built "
                        "and dt-validate did not run")
     return [path], checked
