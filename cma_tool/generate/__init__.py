@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cma_tool.errors import ConfigError, Diagnostic, ExitCode
 from cma_tool.generate import bootargs as gboot
@@ -30,6 +31,9 @@ from cma_tool.generate import dts as gdts
 from cma_tool.generate.boardfile import BoardCode, board_code, board_file_c
 from cma_tool.generate.kconfig import kconfig_fragment
 from cma_tool.plan import Plan
+
+if TYPE_CHECKING:
+    from cma_tool.generate.kerneltree import TreeView
 
 KINDS = ("bootargs", "uboot", "dts", "c", "kconfig")
 
@@ -139,12 +143,17 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
         boot_files = files or gboot.BootFiles(dtb=f"{board.name}.dtb" if dt else None)
         texts.append(("boot.cmd", gboot.boot_script(board, profile, cmdline.text, boot_files)))
         texts.append(("uboot-env.txt", gboot.uboot_env(board, cmdline.text, boot_files)))
+    # The board's .dts in the kernel tree, compiled with the tree's own cpp and dtc: once, for the
+    # fragment's device references and the dts patch alike.
+    view = None
+    if tree is not None and ("dts" in kinds or (patch and dt)):
+        from cma_tool.generate import patches as gp
+
+        view = gp.board_view(tree, board)
     if "dts" in kinds:
         refs = None
-        if tree is not None:
-            from cma_tool.generate import patches as gp
-
-            refs = gp.device_refs(board, gp.board_view(tree, board)[1])
+        if view is not None:
+            refs = gp.device_refs(board, view[1])
         elif any(d.memory_region for d in board.devices):
             notes.append("the .dtsi fragment names each device by its board key as a DT label "
                          f"({', '.join('&' + d.name for d in board.devices if d.memory_region)}); "
@@ -178,13 +187,14 @@ def generate_all(plan: Plan, out: Path, *, only: Sequence[str] = (), patch: bool
             gdts.compile_dts(path, path.with_suffix(".dtb"))
             written.append(path.with_suffix(".dtb"))
     if patch and tree is not None:
-        patches, checked = _write_patches(plan, out, tree, code)
+        patches, checked = _write_patches(plan, out, tree, code, view)
         written += patches
         notes += checked
     return Generated(written, notes)
 
 
-def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) -> tuple[list[Path], list[str]]:
+def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None,
+                   view: tuple[str, TreeView] | None) -> tuple[list[Path], list[str]]:
     """The board-file patch when there is board-file code, else the dts patch; checked in ``tree``.
 
     Returns the files and what was checked: a dts patch in a kernel tree is
@@ -199,7 +209,7 @@ def _write_patches(plan: Plan, out: Path, tree: Path, code: BoardCode | None) ->
     if code is not None:
         meta, changes = gp.board_file_patch(tree, board, profile, code, plan.areas)
     else:
-        meta, change = gp.dts_patch(tree, board, profile, plan.areas)
+        meta, change = gp.dts_patch(tree, board, profile, plan.areas, view=view)
         changes = [change]
     mail = gp.format_patch(changes, meta.subject, meta.text, tree=tree)
     slug = "".join(c if c.isalnum() else "-" for c in meta.subject).strip("-")

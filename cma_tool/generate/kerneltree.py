@@ -95,11 +95,15 @@ def _include_dirs(tree: Path | None) -> list[Path]:
     return [tree / "scripts/dtc/include-prefixes"] if tree is not None else []
 
 
+def _cpp(source: Path, tree: Path | None, extra: tuple[Path, ...], *options: str) -> list[str]:
+    """cpp's command line for a .dts as Kbuild's cmd_dtc_cpp runs it."""
+    return [tool("cpp"), "-nostdinc", *(f"-I{d}" for d in [*_include_dirs(tree), *extra]), "-undef", "-D__DTS__",
+            "-x", "assembler-with-cpp", *options, str(source)]
+
+
 def preprocess(source: Path, tree: Path | None, *, extra: tuple[Path, ...] = ()) -> str:
     """``source`` through cpp as Kbuild runs it (line markers kept: dtc's errors name the real file)."""
-    cmd = [tool("cpp"), "-nostdinc", *(f"-I{d}" for d in [*_include_dirs(tree), *extra]), "-undef", "-D__DTS__",
-           "-x", "assembler-with-cpp", str(source)]
-    done = _run(cmd, "cpp")
+    done = _run(_cpp(source, tree, extra), "cpp")
     if done.returncode != 0:
         raise _positioned(done.stderr, f"cpp refused {source}",
                           "a missing include: pass the kernel tree it belongs to (or --include DIR)")
@@ -108,9 +112,7 @@ def preprocess(source: Path, tree: Path | None, *, extra: tuple[Path, ...] = ())
 
 def included_files(source: Path, tree: Path | None, *, extra: tuple[Path, ...] = ()) -> list[Path]:
     """Every file ``source`` includes, by cpp's own dependency list (``-M``)."""
-    cmd = [tool("cpp"), "-nostdinc", *(f"-I{d}" for d in [*_include_dirs(tree), *extra]), "-undef", "-D__DTS__",
-           "-x", "assembler-with-cpp", "-M", str(source)]
-    done = _run(cmd, "cpp -M")
+    done = _run(_cpp(source, tree, extra, "-M"), "cpp -M")
     if done.returncode != 0:
         raise ConfigError(f"cpp refused {source}:\n{done.stderr.strip()}", hint="a missing include?")
     words = done.stdout.replace("\\\n", " ").split(":", 1)[1].split()

@@ -545,10 +545,12 @@ def _para(text: str) -> str:
     return textwrap.fill(text, width=72, break_on_hyphens=False)
 
 
-def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[PlacedArea]) -> tuple[Patch, FileChange]:
-    path, view = board_view(tree, board)
+def dts_patch(tree: Path, board: Board, profile: KernelProfile, areas: list[PlacedArea], *,
+              view: tuple[str, TreeView] | None = None) -> tuple[Patch, FileChange]:
+    """The patch adding the planned regions to the board's .dts in ``tree`` (``view``: its :func:`board_view`)."""
+    path, tree_view = view or board_view(tree, board)
     old = (tree / path).read_text()
-    new = merge_dts_text(old, board, view, where=path)
+    new = merge_dts_text(old, board, tree_view, where=path)
     if new == old:
         raise ConfigError(f"{path} already holds exactly these reservations", hint="nothing to patch")
     soc = Path(path).stem.split("-", 1)[0]
