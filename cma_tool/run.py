@@ -46,6 +46,7 @@ from cma_tool.report.run_report import (
 from cma_tool.signals import sigterm_raises
 
 if TYPE_CHECKING:
+    from cma_tool.captures import Schedule
     from cma_tool.check import Check
     from cma_tool.observe import Observation
     from cma_tool.prediction import Prediction
@@ -236,7 +237,6 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     from cma_tool.deploy.targets import Job, resolve_target
     from cma_tool.model.scenario import load_scenario
     from cma_tool.prediction import predict
-    from cma_tool.report.plan_text import plan_dict
 
     # Everything that can be refused is refused before the board is touched.
     way, target = resolve_target(opts.target or "emulated", opts.boot, opts.target_options())
@@ -250,11 +250,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
         raise ConfigError(f"{scenario.file}: the scenario is for kernel profile {scenario.kernel}, but this run's "
                           f"kernel is {plan.profile.name}",
                           hint="drop the scenario's 'kernel:' line, or run the kernel it names (--suite)")
-    record.data["kernel_profile"] = plan.profile.name
-    record.data["hashes"]["board_files"] = file_hashes(plan.board.files or (opts.board,))
-    if opts.scenario is not None:
-        record.data["hashes"]["scenario"] = file_hashes([opts.scenario])
-    write_atomic(opts.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
+    record_plan(record, plan, opts.board, opts.scenario)
     resource = board_resource(way.target, plan.board, opts.console, opts.place, opts.coordinator)
     if resource is not None:
         # Held until the run ends (the ExitStack is the run's): two runs on one board would both fail.
@@ -263,11 +259,7 @@ def _stages(opts: RunOptions, record: RunRecord, say: Callable[[str], None], hel
     for d in plan.diagnostics:
         say(f"      {d}")
     schedule = from_scenario(plan.board, scenario) if scenario is not None else from_board(plan.board)
-    write_atomic(opts.out / "schedule.json", json.dumps({"source": schedule.source, "ops": schedule.to_json()},
-                                                        indent=2))
-    write_atomic(opts.out / "agent-plan.txt", schedule.agent_plan().render())
-    record.stage("plan", areas=[a.name for a in plan.areas], streams=[s.label for s in schedule.streams],
-                 schedule=schedule.source)
+    record_schedule(record, plan, schedule)
 
     say("[2/5] prepare the target and predict")
     extra = " ".join(a.strip() for a in (opts.bootargs, scenario.bootargs if scenario else "") if a.strip())
@@ -345,6 +337,26 @@ def preload_when_started(stage: Callable[..., None], modules: Sequence[str]) -> 
             threading.Thread(target=load, name="cma-tool-preload", daemon=True).start()
 
     return stage_and_preload
+
+
+def record_plan(record: RunRecord, plan: Plan, board: Path, scenario: Path | None) -> None:
+    """The plan in the run's folder (plan.json) and record: its kernel profile and what its inputs hashed to."""
+    from cma_tool.report.plan_text import plan_dict
+
+    record.data["kernel_profile"] = plan.profile.name
+    record.data["hashes"]["board_files"] = file_hashes(plan.board.files or (board,))
+    if scenario is not None:
+        record.data["hashes"]["scenario"] = file_hashes([scenario])
+    write_atomic(record.path.parent / "plan.json", json.dumps(plan_dict(plan), indent=2))
+
+
+def record_schedule(record: RunRecord, plan: Plan, schedule: Schedule) -> None:
+    """The capture schedule and the agent's plan in the run's folder, and the plan stage in the record."""
+    out = record.path.parent
+    write_atomic(out / "schedule.json", json.dumps({"source": schedule.source, "ops": schedule.to_json()}, indent=2))
+    write_atomic(out / "agent-plan.txt", schedule.agent_plan().render())
+    record.stage("plan", areas=[a.name for a in plan.areas], streams=[s.label for s in schedule.streams],
+                 schedule=schedule.source)
 
 
 def record_check(record: RunRecord, plan: Plan, pred: Prediction, obs: Observation, checks: list[Check]) -> None:

@@ -40,7 +40,7 @@ from cma_tool.check import Check
 from cma_tool.errors import CmaToolError, ExitCode
 from cma_tool.locks import FolderLock
 from cma_tool.model.events import Event
-from cma_tool.report.meta import file_hashes, header
+from cma_tool.report.meta import header
 from cma_tool.report.run_report import write_atomic
 
 
@@ -137,7 +137,7 @@ def _run_cell(group: Group, cell: SharedCell, boots: _Boots) -> tuple[int, dict[
 
 
 def _judged(group: Group, cell: SharedCell, boots: _Boots) -> tuple[int, dict[str, Any], bool]:
-    from cma_tool.run import RunRecord, conclude, record_check
+    from cma_tool.run import RunRecord, conclude, record_check, record_plan, record_schedule
 
     # Whether the step passed and the model says it gave back all it took: only then may the boot go on.
     clean = False
@@ -156,22 +156,13 @@ def _judged(group: Group, cell: SharedCell, boots: _Boots) -> tuple[int, dict[st
         from cma_tool.model.scenario import load_scenario
         from cma_tool.plan import make_plan
         from cma_tool.prediction import predict
-        from cma_tool.report.plan_text import plan_dict
 
         scenario = load_scenario(cell.scenario) if cell.scenario is not None else None
         plan = make_plan(group.board, kernel=target_kernel_profile("emulated", suite=group.suite, kernel=group.kernel),
                          bootargs=group.bootargs, allow_misfit=True, allow_errors=group.force)
-        record.data["kernel_profile"] = plan.profile.name
-        record.data["hashes"]["board_files"] = file_hashes(plan.board.files or (group.board,))
-        if cell.scenario is not None:
-            record.data["hashes"]["scenario"] = file_hashes([cell.scenario])
-        write_atomic(cell.out / "plan.json", json.dumps(plan_dict(plan), indent=2))
+        record_plan(record, plan, group.board, cell.scenario)
         schedule = from_scenario(plan.board, scenario) if scenario is not None else from_board(plan.board)
-        write_atomic(cell.out / "schedule.json", json.dumps({"source": schedule.source,
-                                                              "ops": schedule.to_json()}, indent=2))
-        write_atomic(cell.out / "agent-plan.txt", schedule.agent_plan().render())
-        record.stage("plan", areas=[a.name for a in plan.areas], streams=[s.label for s in schedule.streams],
-                     schedule=schedule.source)
+        record_schedule(record, plan, schedule)
         cmdline = kernel_cmdline(plan.board, plan.profile, agent="shell", extra=group.bootargs).text
         _, model_run = predict(plan, cmdline, cell.pins, schedule.model_steps(),
                                schedule.model_devices(plan.board))
